@@ -1,0 +1,234 @@
+//! Connection commands: PING, ECHO, QUIT, HELLO, SELECT, AUTH, CLIENT.
+
+use super::{After, Args, CmdError, CmdResult, Ctx, sub_arity};
+
+/// The Redis version whose semantics kriminoDB follows; reported where
+/// clients look for a Redis version (HELLO, INFO) to choose features.
+pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
+
+pub fn ping(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    match args.len() {
+        1 => ctx.reply.simple("PONG"),
+        2 => ctx.reply.bulk(args.get(1)),
+        _ => return Err(CmdError::wrong_arity("ping")),
+    }
+    Ok(())
+}
+
+pub fn echo(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    ctx.reply.bulk(args.get(1));
+    Ok(())
+}
+
+pub fn quit(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    ctx.reply.ok();
+    ctx.after = After::Close;
+    Ok(())
+}
+
+pub fn select(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let db = args.int(1)?;
+    if db != 0 {
+        return Err(CmdError::DB_RANGE);
+    }
+    ctx.reply.ok();
+    Ok(())
+}
+
+const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+const WRONG_PASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// Until passwords exist the default user is Redis's `nopass` user: the
+/// one-argument form is refused as Redis refuses it without `requirepass`,
+/// and `AUTH default <anything>` succeeds.
+fn check_credentials(user: &[u8]) -> CmdResult {
+    if user == b"default" {
+        Ok(())
+    } else {
+        Err(CmdError::fixed(WRONG_PASS))
+    }
+}
+
+pub fn auth(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    match args.len() {
+        2 => Err(CmdError::fixed(NO_PASSWORD)),
+        3 => {
+            check_credentials(args.get(1))?;
+            ctx.reply.ok();
+            Ok(())
+        }
+        _ => Err(CmdError::SYNTAX),
+    }
+}
+
+/// Redis accepts client names of printable ASCII without spaces.
+fn valid_client_name(name: &[u8]) -> Result<Option<String>, CmdError> {
+    if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return Err(CmdError::fixed(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    Ok((!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned()))
+}
+
+pub fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let mut resp3 = ctx.reply.resp3;
+    let mut name = None;
+    if args.len() >= 2 {
+        let version = args.int(1).map_err(|_| {
+            CmdError::fixed("ERR Protocol version is not an integer or out of range")
+        })?;
+        if !(2..=3).contains(&version) {
+            return Err(CmdError::fixed("NOPROTO unsupported protocol version"));
+        }
+        resp3 = version == 3;
+        let mut i = 2;
+        while i < args.len() {
+            let remaining = args.len() - i - 1;
+            if args.is(i, "AUTH") && remaining >= 2 {
+                check_credentials(args.get(i + 1))?;
+                i += 3;
+            } else if args.is(i, "SETNAME") && remaining >= 1 {
+                name = Some(valid_client_name(args.get(i + 1))?);
+                i += 2;
+            } else {
+                return Err(CmdError::new(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(args.get(i))
+                )));
+            }
+        }
+    }
+    if let Some(name) = name {
+        ctx.client.set_name(name);
+    }
+    ctx.reply.resp3 = resp3;
+    ctx.client.set_resp3(resp3);
+    let reply = &mut *ctx.reply;
+    reply.map(7);
+    reply.bulk(b"server");
+    reply.bulk(b"kriminodb");
+    reply.bulk(b"version");
+    reply.bulk(REDIS_COMPAT_VERSION.as_bytes());
+    reply.bulk(b"proto");
+    reply.int(if resp3 { 3 } else { 2 });
+    reply.bulk(b"id");
+    reply.int(ctx.client.id as i64);
+    reply.bulk(b"mode");
+    reply.bulk(b"standalone");
+    reply.bulk(b"role");
+    reply.bulk(b"master");
+    reply.bulk(b"modules");
+    reply.array(0);
+    Ok(())
+}
+
+pub fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let sub = args.get(1).to_ascii_lowercase();
+    match sub.as_slice() {
+        b"setname" => {
+            sub_arity(args, "client", "setname", 3)?;
+            let name = valid_client_name(args.get(2))?;
+            ctx.client.set_name(name);
+            ctx.reply.ok();
+        }
+        b"getname" => {
+            sub_arity(args, "client", "getname", 2)?;
+            match ctx.client.name() {
+                Some(name) => ctx.reply.bulk(name.as_bytes()),
+                None => ctx.reply.null(),
+            }
+        }
+        b"id" => {
+            sub_arity(args, "client", "id", 2)?;
+            ctx.reply.int(ctx.client.id as i64);
+        }
+        b"info" => {
+            sub_arity(args, "client", "info", 2)?;
+            ctx.reply.verbatim(&ctx.client.describe());
+        }
+        b"list" => {
+            sub_arity(args, "client", "list", -2)?;
+            let wanted = client_list_filter(args)?;
+            let text: String = ctx
+                .node
+                .clients
+                .snapshot()
+                .iter()
+                .filter(|c| wanted.as_ref().is_none_or(|ids| ids.contains(&c.id)))
+                .map(|c| c.describe())
+                .collect();
+            ctx.reply.verbatim(&text);
+        }
+        b"setinfo" => {
+            sub_arity(args, "client", "setinfo", 4)?;
+            let value = String::from_utf8_lossy(args.get(3)).into_owned();
+            if args.is(2, "LIB-NAME") {
+                ctx.client.set_lib(Some(value), None);
+            } else if args.is(2, "LIB-VER") {
+                ctx.client.set_lib(None, Some(value));
+            } else {
+                return Err(CmdError::new(format!(
+                    "ERR Unrecognized option '{}'",
+                    String::from_utf8_lossy(args.get(2))
+                )));
+            }
+            ctx.reply.ok();
+        }
+        b"help" => {
+            let lines = [
+                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "GETNAME",
+                "    Return the name of the current connection.",
+                "ID",
+                "    Return the ID of the current connection.",
+                "INFO",
+                "    Return information about the current client connection.",
+                "LIST [TYPE normal] [ID id [id ...]]",
+                "    Return information about client connections.",
+                "SETINFO <LIB-NAME|LIB-VER> <value>",
+                "    Set client library name or version.",
+                "SETNAME <name>",
+                "    Assign the name <name> to the current connection.",
+                "HELP",
+                "    Print this help.",
+            ];
+            ctx.reply.array(lines.len());
+            for line in lines {
+                ctx.reply.simple(line);
+            }
+        }
+        _ => return Err(CmdError::unknown_subcommand(args.get(1), "client")),
+    }
+    Ok(())
+}
+
+/// `CLIENT LIST [TYPE normal] [ID id ...]`: the client ids to show, if
+/// restricted.
+fn client_list_filter(args: &Args<'_>) -> Result<Option<Vec<u64>>, CmdError> {
+    if args.len() == 2 {
+        return Ok(None);
+    }
+    if args.is(2, "TYPE") && args.len() == 4 {
+        // Every client is a normal client; other types have none.
+        return Ok(if args.is(3, "normal") {
+            None
+        } else {
+            Some(Vec::new())
+        });
+    }
+    if args.is(2, "ID") && args.len() >= 4 {
+        return args
+            .iter()
+            .skip(3)
+            .map(|a| {
+                crate::resp::parse_i64(a)
+                    .filter(|&id| id > 0)
+                    .map(|id| id as u64)
+                    .ok_or(CmdError::fixed("ERR Invalid client ID"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some);
+    }
+    Err(CmdError::SYNTAX)
+}

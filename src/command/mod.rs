@@ -1,0 +1,179 @@
+//! Commands: the metadata table, argument access with Redis's errors, and
+//! dispatch. One file per command family; each handler parses its
+//! arguments, applies them to the store and writes its reply.
+
+mod connection;
+mod keys;
+mod server;
+mod strings;
+pub mod table;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::node::NodeState;
+use crate::resp::{Reply, parse_i64};
+use crate::server::client::ClientInfo;
+use crate::store::Store;
+
+pub use table::{COMMANDS, CommandSpec, lookup};
+
+/// A command's arguments (`args.get(0)` is the command name), borrowed from
+/// the connection's buffers.
+#[derive(Clone, Copy)]
+pub struct Args<'a> {
+    base: &'a [u8],
+    ranges: &'a [(usize, usize)],
+}
+
+impl<'a> Args<'a> {
+    pub fn new(base: &'a [u8], ranges: &'a [(usize, usize)]) -> Self {
+        Self { base, ranges }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Argument `i`; callers index within the arity checked by dispatch.
+    pub fn get(&self, i: usize) -> &'a [u8] {
+        let (start, end) = self.ranges[i];
+        &self.base[start..end]
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + '_ {
+        self.ranges.iter().map(|&(s, e)| &self.base[s..e])
+    }
+
+    /// Arguments from `i` on.
+    pub fn from(&self, i: usize) -> Args<'a> {
+        Args {
+            base: self.base,
+            ranges: &self.ranges[i.min(self.ranges.len())..],
+        }
+    }
+
+    pub fn int(&self, i: usize) -> Result<i64, CmdError> {
+        parse_i64(self.get(i)).ok_or(CmdError::NOT_INTEGER)
+    }
+
+    /// Whether argument `i` equals `word`, ignoring ASCII case.
+    pub fn is(&self, i: usize, word: &str) -> bool {
+        self.get(i).eq_ignore_ascii_case(word.as_bytes())
+    }
+}
+
+/// An error reply, with its code (`ERR …`, `WRONGTYPE …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmdError(pub Cow<'static, str>);
+
+impl CmdError {
+    pub const SYNTAX: Self = Self::fixed("ERR syntax error");
+    pub const NOT_INTEGER: Self = Self::fixed("ERR value is not an integer or out of range");
+    pub const NOT_FLOAT: Self = Self::fixed("ERR value is not a valid float");
+    pub const NO_SUCH_KEY: Self = Self::fixed("ERR no such key");
+    pub const DB_RANGE: Self = Self::fixed("ERR DB index is out of range");
+    pub const OVERFLOW: Self = Self::fixed("ERR increment or decrement would overflow");
+    #[allow(dead_code)] // the first non-string type (a later issue) raises it
+    pub const WRONG_TYPE: Self =
+        Self::fixed("WRONGTYPE Operation against a key holding the wrong kind of value");
+
+    pub const fn fixed(msg: &'static str) -> Self {
+        Self(Cow::Borrowed(msg))
+    }
+
+    pub fn new(msg: String) -> Self {
+        Self(Cow::Owned(msg))
+    }
+
+    pub fn wrong_arity(name: &str) -> Self {
+        Self::new(format!("ERR wrong number of arguments for '{name}' command"))
+    }
+
+    pub fn invalid_expire(name: &str) -> Self {
+        Self::new(format!("ERR invalid expire time in '{name}' command"))
+    }
+
+    pub fn unknown_subcommand(sub: &[u8], parent: &str) -> Self {
+        Self::new(format!(
+            "ERR unknown subcommand '{}'. Try {} HELP.",
+            truncate(sub, 128),
+            parent.to_ascii_uppercase()
+        ))
+    }
+}
+
+pub type CmdResult = Result<(), CmdError>;
+
+fn truncate(bytes: &[u8], max: usize) -> Cow<'_, str> {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(max)])
+}
+
+/// What the connection does after a command's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Continue,
+    /// Send the replies so far, then close (QUIT, SHUTDOWN).
+    Close,
+}
+
+/// Everything a handler may touch.
+pub struct Ctx<'a> {
+    pub node: &'a Arc<NodeState>,
+    pub client: &'a ClientInfo,
+    pub reply: &'a mut Reply,
+    pub now_ms: u64,
+    pub after: After,
+}
+
+impl Ctx<'_> {
+    pub fn store(&self) -> &Store {
+        &self.node.store
+    }
+}
+
+/// Runs one command, writing its reply (or its error) into `ctx.reply`.
+pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let Some(spec) = lookup(args.get(0)) else {
+        ctx.reply.error(&unknown_command(args));
+        return;
+    };
+    ctx.client.set_last_command(spec.name);
+    if !spec.arity_ok(args.len()) {
+        ctx.reply.error(&CmdError::wrong_arity(spec.name).0);
+        return;
+    }
+    if let Err(e) = (spec.handler)(ctx, args) {
+        ctx.reply.error(&e.0);
+    }
+}
+
+fn unknown_command(args: &Args<'_>) -> String {
+    let mut listed = String::new();
+    for arg in args.iter().skip(1) {
+        if listed.len() >= 128 {
+            break;
+        }
+        let room = 128 - listed.len();
+        listed.push('\'');
+        listed.push_str(&truncate(arg, room));
+        listed.push_str("' ");
+    }
+    format!(
+        "ERR unknown command '{}', with args beginning with: {listed}",
+        truncate(args.get(0), 128)
+    )
+}
+
+/// Checks a subcommand's arity, Redis-style (`'client|setname'`).
+pub fn sub_arity(args: &Args<'_>, parent: &str, sub: &str, arity: i32) -> CmdResult {
+    let n = args.len() as i32;
+    if (arity > 0 && n != arity) || n < -arity {
+        return Err(CmdError::wrong_arity(&format!("{parent}|{sub}")));
+    }
+    Ok(())
+}

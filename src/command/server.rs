@@ -1,0 +1,366 @@
+//! Server commands: COMMAND, INFO, DBSIZE, FLUSHALL/FLUSHDB, TIME, DEBUG
+//! DIGEST, SHUTDOWN, CONFIG GET.
+
+use std::fmt::Write as _;
+
+use super::connection::REDIS_COMPAT_VERSION;
+use super::{After, Args, COMMANDS, CmdError, CmdResult, CommandSpec, Ctx, lookup, sub_arity};
+use crate::resp::Reply;
+use crate::stats::{Stats, human_bytes, rss_bytes, used_memory};
+use crate::store::Glob;
+
+fn command_info(reply: &mut Reply, c: &CommandSpec) {
+    reply.array(10);
+    reply.bulk(c.name.as_bytes());
+    reply.int(i64::from(c.arity));
+    reply.set(c.flags.len());
+    for f in c.flags {
+        reply.simple(f);
+    }
+    reply.int(i64::from(c.first_key));
+    reply.int(i64::from(c.last_key));
+    reply.int(i64::from(c.key_step));
+    let cats = c.acl_categories();
+    reply.set(cats.len());
+    for cat in &cats {
+        reply.simple(cat);
+    }
+    reply.array(0); // tips
+    reply.array(0); // key specifications
+    reply.array(0); // subcommands
+}
+
+fn command_docs(reply: &mut Reply, c: &CommandSpec) {
+    reply.bulk(c.name.as_bytes());
+    reply.map(3);
+    reply.bulk(b"summary");
+    reply.bulk(c.summary.as_bytes());
+    reply.bulk(b"since");
+    reply.bulk(c.since.as_bytes());
+    reply.bulk(b"group");
+    reply.bulk(c.group.as_bytes());
+}
+
+pub fn command(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let reply = &mut *ctx.reply;
+    if args.len() == 1 {
+        reply.array(COMMANDS.len());
+        for c in COMMANDS {
+            command_info(reply, c);
+        }
+        return Ok(());
+    }
+    let sub = args.get(1).to_ascii_lowercase();
+    match sub.as_slice() {
+        b"count" => {
+            sub_arity(args, "command", "count", 2)?;
+            reply.int(COMMANDS.len() as i64);
+        }
+        b"info" => {
+            let names = args.from(2);
+            if names.is_empty() {
+                reply.array(COMMANDS.len());
+                COMMANDS.iter().for_each(|c| command_info(reply, c));
+            } else {
+                reply.array(names.len());
+                for name in names.iter() {
+                    match lookup(name) {
+                        Some(c) => command_info(reply, c),
+                        None => reply.null_array(),
+                    }
+                }
+            }
+        }
+        b"docs" => {
+            let names = args.from(2);
+            if names.is_empty() {
+                reply.map(COMMANDS.len());
+                COMMANDS.iter().for_each(|c| command_docs(reply, c));
+            } else {
+                let found: Vec<_> = names.iter().filter_map(lookup).collect();
+                reply.map(found.len());
+                found.into_iter().for_each(|c| command_docs(reply, c));
+            }
+        }
+        b"list" => {
+            reply.array(COMMANDS.len());
+            for c in COMMANDS {
+                reply.bulk(c.name.as_bytes());
+            }
+        }
+        _ => return Err(CmdError::unknown_subcommand(args.get(1), "command")),
+    }
+    Ok(())
+}
+
+const DEFAULT_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "stats",
+    "replication",
+    "cpu",
+    "cluster",
+    "keyspace",
+];
+
+pub fn info(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let requested: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let all = requested.is_empty()
+        || requested
+            .iter()
+            .any(|s| s == "all" || s == "default" || s == "everything");
+    let mut text = String::new();
+    for section in DEFAULT_SECTIONS {
+        if all || requested.iter().any(|r| r == section) {
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            info_section(ctx, section, &mut text);
+        }
+    }
+    ctx.reply.verbatim(&text);
+    Ok(())
+}
+
+fn kv(out: &mut String, key: &str, value: &dyn std::fmt::Display) {
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{key}:{value}\r\n");
+}
+
+fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
+    let node = ctx.node;
+    let stats = &node.stats;
+    match section {
+        "server" => {
+            let uptime = node.uptime().as_secs();
+            out.push_str("# Server\r\n");
+            kv(out, "redis_version", &REDIS_COMPAT_VERSION);
+            kv(out, "kriminodb_version", &env!("CARGO_PKG_VERSION"));
+            kv(out, "redis_mode", &"standalone");
+            kv(out, "node_name", &node.name);
+            kv(out, "node_id", &format_args!("{:016x}", node.node_id));
+            kv(out, "os", &std::env::consts::OS);
+            kv(out, "arch_bits", &(usize::BITS));
+            kv(out, "multiplexing_api", &"epoll");
+            kv(out, "process_id", &std::process::id());
+            kv(out, "run_id", &node.run_id);
+            kv(out, "tcp_port", &node.client_addr.port());
+            kv(out, "peer_port", &node.config.peer_port);
+            kv(out, "uptime_in_seconds", &uptime);
+            kv(out, "uptime_in_days", &(uptime / 86_400));
+            kv(out, "hz", &10);
+            kv(
+                out,
+                "executable",
+                &std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            );
+            kv(
+                out,
+                "config_file",
+                &node
+                    .config
+                    .config
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            );
+        }
+        "clients" => {
+            out.push_str("# Clients\r\n");
+            kv(out, "connected_clients", &node.clients.len());
+            kv(out, "maxclients", &node.config.maxclients);
+            kv(out, "blocked_clients", &0);
+        }
+        "memory" => {
+            let used = used_memory();
+            let rss = rss_bytes();
+            out.push_str("# Memory\r\n");
+            kv(out, "used_memory", &used);
+            kv(out, "used_memory_human", &human_bytes(used));
+            kv(out, "used_memory_rss", &rss);
+            kv(out, "used_memory_rss_human", &human_bytes(rss));
+            kv(out, "maxmemory", &0);
+            kv(out, "maxmemory_human", &"0B");
+            kv(out, "maxmemory_policy", &"noeviction");
+            kv(out, "mem_allocator", &"jemalloc");
+        }
+        "stats" => {
+            out.push_str("# Stats\r\n");
+            kv(
+                out,
+                "total_connections_received",
+                &Stats::get(&stats.total_connections_received),
+            );
+            kv(
+                out,
+                "total_commands_processed",
+                &Stats::get(&stats.total_commands_processed),
+            );
+            kv(out, "total_net_input_bytes", &Stats::get(&stats.net_input_bytes));
+            kv(out, "total_net_output_bytes", &Stats::get(&stats.net_output_bytes));
+            kv(out, "rejected_connections", &Stats::get(&stats.rejected_connections));
+            kv(
+                out,
+                "expired_keys",
+                &node
+                    .store
+                    .stats
+                    .expired_keys
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+            kv(out, "evicted_keys", &0);
+        }
+        "replication" => {
+            out.push_str("# Replication\r\n");
+            kv(out, "role", &"master");
+            kv(out, "connected_slaves", &0);
+        }
+        "cpu" => {
+            out.push_str("# CPU\r\n");
+            kv(out, "used_cpu_sys", &"0.000000");
+            kv(out, "used_cpu_user", &"0.000000");
+        }
+        "cluster" => {
+            // kriminoDB replicates every key to every node instead of
+            // sharding, so Redis Cluster clients must not route by slot.
+            out.push_str("# Cluster\r\n");
+            kv(out, "cluster_enabled", &0);
+        }
+        "keyspace" => {
+            out.push_str("# Keyspace\r\n");
+            let keys = node.store.len();
+            if keys > 0 {
+                kv(
+                    out,
+                    "db0",
+                    &format_args!(
+                        "keys={keys},expires={},avg_ttl=0",
+                        node.store.volatile_len()
+                    ),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+pub fn dbsize(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let n = ctx.node.store.len();
+    ctx.reply.int(n as i64);
+    Ok(())
+}
+
+/// FLUSHALL and FLUSHDB (there is one database).
+pub fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    match args.len() {
+        1 => {}
+        2 if args.is(1, "ASYNC") || args.is(1, "SYNC") => {}
+        _ => return Err(CmdError::SYNTAX),
+    }
+    ctx.node.store.clear();
+    ctx.reply.ok();
+    Ok(())
+}
+
+pub fn time(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ctx.reply.array(2);
+    ctx.reply.bulk_int(now.as_secs() as i64);
+    ctx.reply.bulk_int(i64::from(now.subsec_micros()));
+    Ok(())
+}
+
+pub fn debug(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if args.is(1, "DIGEST") {
+        sub_arity(args, "debug", "digest", 2)?;
+        let digest = ctx.node.store.digest(ctx.now_ms);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        ctx.reply.simple(&hex);
+        return Ok(());
+    }
+    if args.is(1, "HELP") {
+        ctx.reply.array(2);
+        ctx.reply.simple("DIGEST");
+        ctx.reply
+            .simple("    Output a hex signature representing the current keyspace.");
+        return Ok(());
+    }
+    Err(CmdError::unknown_subcommand(args.get(1), "debug"))
+}
+
+pub fn shutdown(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    for i in 1..args.len() {
+        if args.is(i, "ABORT") {
+            return Err(CmdError::fixed("ERR No shutdown in progress."));
+        }
+        if !["NOSAVE", "SAVE", "NOW", "FORCE"].iter().any(|w| args.is(i, w)) {
+            return Err(CmdError::SYNTAX);
+        }
+    }
+    tracing::info!(client = ctx.client.id, "SHUTDOWN requested by a client");
+    ctx.node.shutdown.cancel();
+    // Redis closes the connection without a reply when it shuts down.
+    ctx.after = After::Close;
+    Ok(())
+}
+
+/// The settings CONFIG GET reports, with Redis's names.
+fn config_values(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
+    let c = &ctx.node.config;
+    vec![
+        ("bind", c.bind.to_string()),
+        ("port", ctx.node.client_addr.port().to_string()),
+        ("maxclients", c.maxclients.to_string()),
+        ("proto-max-bulk-len", c.proto_max_bulk_len.to_string()),
+        (
+            "client-query-buffer-limit",
+            c.client_query_buffer_limit.to_string(),
+        ),
+        ("databases", "1".into()),
+        ("save", String::new()),
+        ("appendonly", "no".into()),
+        ("maxmemory", "0".into()),
+        ("maxmemory-policy", "noeviction".into()),
+        ("timeout", "0".into()),
+        ("hz", "10".into()),
+    ]
+}
+
+pub fn config(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if args.is(1, "GET") {
+        sub_arity(args, "config", "get", -3)?;
+        let patterns: Vec<Glob> = args.iter().skip(2).map(Glob::new).collect();
+        let matched: Vec<_> = config_values(ctx)
+            .into_iter()
+            .filter(|(k, _)| patterns.iter().any(|p| p.matches(k.as_bytes())))
+            .collect();
+        ctx.reply.map(matched.len());
+        for (k, v) in matched {
+            ctx.reply.bulk(k.as_bytes());
+            ctx.reply.bulk(v.as_bytes());
+        }
+        return Ok(());
+    }
+    if args.is(1, "SET") {
+        sub_arity(args, "config", "set", -4)?;
+        return Err(CmdError::fixed(
+            "ERR CONFIG SET is not supported: restart the node with the new flag",
+        ));
+    }
+    if args.is(1, "RESETSTAT") {
+        sub_arity(args, "config", "resetstat", 2)?;
+        ctx.node.stats.reset();
+        ctx.reply.ok();
+        return Ok(());
+    }
+    Err(CmdError::unknown_subcommand(args.get(1), "config"))
+}

@@ -1,0 +1,469 @@
+//! String commands: GET, SET and its variants, multi-key MGET/MSET, and the
+//! read-modify-write family (APPEND, SETRANGE, INCR…), with Redis 7's
+//! options, replies and error texts.
+
+use super::{Args, CmdError, CmdResult, Ctx};
+use crate::resp::parse_i64;
+use crate::store::{Expiry, KeyAccess, NO_EXPIRY};
+
+pub fn get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let reply = &mut *ctx.reply;
+    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| match k.value() {
+        Some(v) => reply.bulk(v),
+        None => reply.null(),
+    });
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Condition {
+    Always,
+    IfMissing,
+    IfExists,
+}
+
+/// How an expiry option was written, before it is turned into a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExpireOpt {
+    None,
+    Keep,
+    Persist,
+    Seconds(i64),
+    Millis(i64),
+    UnixSeconds(i64),
+    UnixMillis(i64),
+}
+
+/// Redis's `getExpireMillisecondsOrReply`: converts an expiry option into an
+/// absolute unix-millisecond time, rejecting non-positive and overflowing
+/// values with "invalid expire time in '<cmd>' command".
+fn expire_at(opt: ExpireOpt, now_ms: u64, cmd: &str) -> Result<Expiry, CmdError> {
+    let invalid = || CmdError::invalid_expire(cmd);
+    let (value, seconds, relative) = match opt {
+        ExpireOpt::None => return Ok(Expiry::Persist),
+        ExpireOpt::Keep => return Ok(Expiry::Keep),
+        ExpireOpt::Persist => return Ok(Expiry::Persist),
+        ExpireOpt::Seconds(v) => (v, true, true),
+        ExpireOpt::Millis(v) => (v, false, true),
+        ExpireOpt::UnixSeconds(v) => (v, true, false),
+        ExpireOpt::UnixMillis(v) => (v, false, false),
+    };
+    if value <= 0 {
+        return Err(invalid());
+    }
+    let mut ms = if seconds {
+        value.checked_mul(1000).ok_or_else(invalid)?
+    } else {
+        value
+    };
+    if relative {
+        ms = ms.checked_add(now_ms as i64).ok_or_else(invalid)?;
+    }
+    Ok(Expiry::At(ms as u64))
+}
+
+/// Parses the shared option syntax of SET and GETEX from argument `from` on.
+fn parse_options(
+    args: &Args<'_>,
+    from: usize,
+    allow_set_flags: bool,
+) -> Result<(Condition, bool, ExpireOpt), CmdError> {
+    let mut cond = Condition::Always;
+    let mut get = false;
+    let mut expire = ExpireOpt::None;
+    let mut i = from;
+    while i < args.len() {
+        let has_next = i + 1 < args.len();
+        let word = args.get(i);
+        let upper = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
+        if allow_set_flags && upper("NX") && cond == Condition::Always {
+            cond = Condition::IfMissing;
+        } else if allow_set_flags && upper("XX") && cond == Condition::Always {
+            cond = Condition::IfExists;
+        } else if allow_set_flags && upper("GET") {
+            get = true;
+        } else if allow_set_flags && upper("KEEPTTL") && expire == ExpireOpt::None {
+            expire = ExpireOpt::Keep;
+        } else if !allow_set_flags && upper("PERSIST") && expire == ExpireOpt::None {
+            expire = ExpireOpt::Persist;
+        } else if expire == ExpireOpt::None && has_next && ["EX", "PX", "EXAT", "PXAT"].iter().any(|w| upper(w)) {
+            let v = args.int(i + 1)?;
+            expire = if upper("EX") {
+                ExpireOpt::Seconds(v)
+            } else if upper("PX") {
+                ExpireOpt::Millis(v)
+            } else if upper("EXAT") {
+                ExpireOpt::UnixSeconds(v)
+            } else {
+                ExpireOpt::UnixMillis(v)
+            };
+            i += 1;
+        } else {
+            return Err(CmdError::SYNTAX);
+        }
+        i += 1;
+    }
+    Ok((cond, get, expire))
+}
+
+pub fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let (cond, get, opt) = parse_options(args, 3, true)?;
+    let expiry = expire_at(opt, ctx.now_ms, "set")?;
+    let reply = &mut *ctx.reply;
+    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+        if get {
+            match k.value() {
+                Some(v) => reply.bulk(v),
+                None => reply.null(),
+            }
+        }
+        let allowed = match cond {
+            Condition::Always => true,
+            Condition::IfMissing => !k.exists(),
+            Condition::IfExists => k.exists(),
+        };
+        if allowed {
+            write_with_expiry(k, args.get(2), expiry);
+            if !get {
+                reply.ok();
+            }
+        } else if !get {
+            reply.null();
+        }
+    });
+    Ok(())
+}
+
+/// Writes a value; an absolute expiry already in the past deletes the key
+/// instead, as Redis does, so nothing dead is ever stored or replicated.
+fn write_with_expiry(k: &mut KeyAccess<'_>, value: &[u8], expiry: Expiry) {
+    match expiry {
+        Expiry::At(t) if t <= k.now_ms() => {
+            k.delete();
+        }
+        _ => {
+            k.set(value, expiry);
+        }
+    }
+}
+
+pub fn setnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let created = ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+        if k.exists() {
+            return false;
+        }
+        k.set(args.get(2), Expiry::Persist);
+        true
+    });
+    ctx.reply.int(i64::from(created));
+    Ok(())
+}
+
+fn set_with_ttl(ctx: &mut Ctx<'_>, args: &Args<'_>, opt: ExpireOpt, cmd: &str) -> CmdResult {
+    let expiry = expire_at(opt, ctx.now_ms, cmd)?;
+    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+        write_with_expiry(k, args.get(3), expiry);
+    });
+    ctx.reply.ok();
+    Ok(())
+}
+
+pub fn setex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    set_with_ttl(ctx, args, ExpireOpt::Seconds(args.int(2)?), "setex")
+}
+
+pub fn psetex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    set_with_ttl(ctx, args, ExpireOpt::Millis(args.int(2)?), "psetex")
+}
+
+pub fn getset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let reply = &mut *ctx.reply;
+    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+        match k.value() {
+            Some(v) => reply.bulk(v),
+            None => reply.null(),
+        }
+        k.set(args.get(2), Expiry::Persist);
+    });
+    Ok(())
+}
+
+pub fn getdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let reply = &mut *ctx.reply;
+    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| match k.value() {
+        Some(v) => {
+            reply.bulk(v);
+            k.delete();
+        }
+        None => reply.null(),
+    });
+    Ok(())
+}
+
+pub fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let (_, _, opt) = parse_options(args, 2, false)?;
+    let expiry = expire_at(opt, ctx.now_ms, "getex")?;
+    let reply = &mut *ctx.reply;
+    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+        let Some(v) = k.value() else {
+            reply.null();
+            return;
+        };
+        reply.bulk(v);
+        match (opt, expiry) {
+            (ExpireOpt::None, _) => {}
+            (ExpireOpt::Persist, _) => {
+                if k.expires_at().is_some_and(|t| t != NO_EXPIRY) {
+                    k.set_expiry(NO_EXPIRY);
+                }
+            }
+            (_, Expiry::At(t)) => {
+                k.set_expiry(t);
+            }
+            _ => {}
+        }
+    });
+    Ok(())
+}
+
+pub fn mget(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let reply = &mut *ctx.reply;
+    reply.array(args.len() - 1);
+    for key in args.iter().skip(1) {
+        ctx.node.store.with_key(key, ctx.now_ms, |k| match k.value() {
+            Some(v) => reply.bulk(v),
+            None => reply.null(),
+        });
+    }
+    Ok(())
+}
+
+/// Key/value pairs of MSET and MSETNX, checked for even count.
+fn pairs<'a>(args: &Args<'a>, cmd: &str) -> Result<Vec<&'a [u8]>, CmdError> {
+    if args.len() % 2 == 0 {
+        return Err(CmdError::wrong_arity(cmd));
+    }
+    Ok(args.iter().skip(1).step_by(2).collect())
+}
+
+pub fn mset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let keys = pairs(args, "mset")?;
+    ctx.node.store.with_keys(&keys, ctx.now_ms, |m| {
+        for i in (1..args.len()).step_by(2) {
+            m.key(args.get(i)).set(args.get(i + 1), Expiry::Persist);
+        }
+    });
+    ctx.reply.ok();
+    Ok(())
+}
+
+pub fn msetnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let keys = pairs(args, "msetnx")?;
+    let done = ctx.node.store.with_keys(&keys, ctx.now_ms, |m| {
+        if keys.iter().any(|key| m.key(key).exists()) {
+            return false;
+        }
+        for i in (1..args.len()).step_by(2) {
+            m.key(args.get(i)).set(args.get(i + 1), Expiry::Persist);
+        }
+        true
+    });
+    ctx.reply.int(i64::from(done));
+    Ok(())
+}
+
+const TOO_LONG: CmdError =
+    CmdError::fixed("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+
+pub fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let suffix = args.get(2);
+    let max = ctx.node.config.proto_max_bulk_len;
+    let len = ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+        let mut value = k.value().map(<[u8]>::to_vec).unwrap_or_default();
+        if value.len() as u64 + suffix.len() as u64 > max {
+            return Err(TOO_LONG);
+        }
+        value.extend_from_slice(suffix);
+        k.set(&value, Expiry::Keep);
+        Ok(value.len())
+    })?;
+    ctx.reply.int(len as i64);
+    Ok(())
+}
+
+pub fn strlen(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let len = ctx
+        .node
+        .store
+        .with_key(args.get(1), ctx.now_ms, |k| k.value().map_or(0, <[u8]>::len));
+    ctx.reply.int(len as i64);
+    Ok(())
+}
+
+pub fn getrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let (start, end) = (args.int(2)?, args.int(3)?);
+    let reply = &mut *ctx.reply;
+    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+        let value = k.value().unwrap_or_default();
+        reply.bulk(substring(value, start, end));
+    });
+    Ok(())
+}
+
+/// Redis's GETRANGE index arithmetic (negative indexes count from the end).
+fn substring(value: &[u8], mut start: i64, mut end: i64) -> &[u8] {
+    let len = value.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        return &[];
+    }
+    if start < 0 {
+        start += len;
+    }
+    if end < 0 {
+        end += len;
+    }
+    start = start.max(0);
+    end = end.max(0);
+    if end >= len {
+        end = len - 1;
+    }
+    if start > end || len == 0 {
+        return &[];
+    }
+    &value[start as usize..=end as usize]
+}
+
+pub fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let offset = args.int(2)?;
+    if offset < 0 {
+        return Err(CmdError::fixed("ERR offset is out of range"));
+    }
+    let patch = args.get(3);
+    let max = ctx.node.config.proto_max_bulk_len;
+    let len = ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+        let current = k.value();
+        // An empty patch changes nothing and creates nothing, as in Redis.
+        if patch.is_empty() {
+            return Ok(current.map_or(0, <[u8]>::len));
+        }
+        if offset as u64 + patch.len() as u64 > max {
+            return Err(TOO_LONG);
+        }
+        let (offset, end) = (offset as usize, offset as usize + patch.len());
+        let mut value = current.map(<[u8]>::to_vec).unwrap_or_default();
+        if value.len() < end {
+            value.resize(end, 0);
+        }
+        value[offset..end].copy_from_slice(patch);
+        k.set(&value, Expiry::Keep);
+        Ok(value.len())
+    })?;
+    ctx.reply.int(len as i64);
+    Ok(())
+}
+
+fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CmdResult {
+    let result = ctx.node.store.with_key(key, ctx.now_ms, |k| {
+        let current = match k.value() {
+            Some(v) => parse_i64(v).ok_or(CmdError::NOT_INTEGER)?,
+            None => 0,
+        };
+        let next = current.checked_add(delta).ok_or(CmdError::OVERFLOW)?;
+        let mut fmt = itoa::Buffer::new();
+        k.set(fmt.format(next).as_bytes(), Expiry::Keep);
+        Ok(next)
+    })?;
+    ctx.reply.int(result);
+    Ok(())
+}
+
+pub fn incr(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    incr_by(ctx, args.get(1), 1)
+}
+
+pub fn decr(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    incr_by(ctx, args.get(1), -1)
+}
+
+pub fn incrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let delta = args.int(2)?;
+    incr_by(ctx, args.get(1), delta)
+}
+
+pub fn decrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let delta = args.int(2)?;
+    let delta = delta
+        .checked_neg()
+        .ok_or(CmdError::fixed("ERR decrement would overflow"))?;
+    incr_by(ctx, args.get(1), delta)
+}
+
+/// Redis's `string2ld`: a float without surrounding spaces; NaN refused.
+fn parse_float(bytes: &[u8]) -> Option<f64> {
+    if bytes.is_empty() || bytes.len() >= 5 * 1024 {
+        return None;
+    }
+    let text = std::str::from_utf8(bytes).ok()?;
+    let value: f64 = text.parse().ok()?;
+    (!value.is_nan()).then_some(value)
+}
+
+/// Formats like Redis's human-readable long double: plain decimal, no
+/// exponent, no trailing zeros. Rust's shortest round-trip form matches
+/// Redis's output for every value a 64-bit double can hold exactly.
+pub fn format_float(value: f64) -> String {
+    if value == 0.0 {
+        return "0".into();
+    }
+    format!("{value}")
+}
+
+pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let delta = parse_float(args.get(2)).ok_or(CmdError::NOT_FLOAT)?;
+    let reply = &mut *ctx.reply;
+    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+        let current = match k.value() {
+            Some(v) => parse_float(v).ok_or(CmdError::NOT_FLOAT)?,
+            None => 0.0,
+        };
+        let next = current + delta;
+        if !next.is_finite() {
+            return Err(CmdError::fixed(
+                "ERR increment would produce NaN or Infinity",
+            ));
+        }
+        let text = format_float(next);
+        k.set(text.as_bytes(), Expiry::Keep);
+        reply.bulk(text.as_bytes());
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn getrange_matches_redis_examples() {
+        let v = b"This is a string";
+        assert_eq!(substring(v, 0, 3), b"This");
+        assert_eq!(substring(v, -3, -1), b"ing");
+        assert_eq!(substring(v, 0, -1), v);
+        assert_eq!(substring(v, 10, 100), b"string");
+        assert_eq!(substring(v, 5, 3), b"");
+        assert_eq!(substring(v, -1, -5), b"");
+        assert_eq!(substring(b"", 0, -1), b"");
+    }
+
+    #[test]
+    fn floats_format_like_redis() {
+        assert_eq!(format_float(10.5 + 0.1), "10.6");
+        assert_eq!(format_float(5.0e3), "5000");
+        assert_eq!(format_float(-0.0), "0");
+        assert_eq!(format_float(3.0), "3");
+        assert_eq!(parse_float(b"5.0e3"), Some(5000.0));
+        assert_eq!(parse_float(b" 1"), None);
+        assert_eq!(parse_float(b"nan"), None);
+        assert_eq!(parse_float(b"abc"), None);
+    }
+}

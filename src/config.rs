@@ -1,0 +1,247 @@
+//! Node configuration: command-line flags, `KRIMINODB_*` environment
+//! variables and an optional TOML file, in that order of precedence.
+//!
+//! This module only parses and validates; it never starts anything.
+
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+/// Redis's default `proto-max-bulk-len`: the largest single argument accepted.
+pub const DEFAULT_PROTO_MAX_BULK_LEN: u64 = 512 * 1024 * 1024;
+/// Redis's default `client-query-buffer-limit`.
+pub const DEFAULT_QUERY_BUFFER_LIMIT: u64 = 1024 * 1024 * 1024;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "kriminodb",
+    version,
+    about = "An in-memory key-value store that speaks the Redis protocol and runs as a leaderless cluster.",
+    args_override_self = true
+)]
+pub struct Config {
+    /// TOML file with any of these settings (keys as the long flag names,
+    /// e.g. `port = 3001`). Flags and environment variables override it.
+    #[arg(long, env = "KRIMINODB_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on for clients and peers.
+    #[arg(long, env = "KRIMINODB_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+
+    /// Client (Redis protocol) port; 0 picks a free port.
+    #[arg(long, env = "KRIMINODB_PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// Peer port (UDP membership, TCP replication); reserved for the cluster.
+    #[arg(long, env = "KRIMINODB_PEER_PORT", default_value_t = 4000)]
+    pub peer_port: u16,
+
+    /// Human-readable node name; defaults to `<bind>:<port>`.
+    #[arg(long, env = "KRIMINODB_NAME")]
+    pub name: Option<String>,
+
+    /// Seed peers to join, as HOST:PORT[,HOST:PORT...] (peer ports); used by
+    /// the cluster, which a later release enables.
+    #[arg(long, env = "KRIMINODB_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive.
+    #[arg(long, env = "KRIMINODB_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Maximum number of simultaneous client connections.
+    #[arg(long, env = "KRIMINODB_MAXCLIENTS", default_value_t = 10000)]
+    pub maxclients: usize,
+
+    /// Largest single bulk argument a client may send, in bytes.
+    #[arg(long, env = "KRIMINODB_PROTO_MAX_BULK_LEN", default_value_t = DEFAULT_PROTO_MAX_BULK_LEN)]
+    pub proto_max_bulk_len: u64,
+
+    /// Largest unparsed input buffered for one client, in bytes.
+    #[arg(long, env = "KRIMINODB_CLIENT_QUERY_BUFFER_LIMIT", default_value_t = DEFAULT_QUERY_BUFFER_LIMIT)]
+    pub client_query_buffer_limit: u64,
+
+    /// Runtime worker threads; 0 means one per CPU core.
+    #[arg(long, env = "KRIMINODB_THREADS", default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+}
+
+impl Default for Config {
+    /// The defaults `kriminodb --help` documents, ignoring the environment.
+    fn default() -> Self {
+        let matches = Self::command_without_env().get_matches_from(["kriminodb"]);
+        Self::from_arg_matches(&matches).expect("built-in defaults always parse")
+    }
+}
+
+impl Config {
+    /// Defaults with OS-assigned ports, for tests that start nodes in-process.
+    pub fn ephemeral() -> Self {
+        Self {
+            port: 0,
+            peer_port: 0,
+            ..Self::default()
+        }
+    }
+
+    /// Parses the process's arguments, environment and config file.
+    pub fn from_env_and_args() -> Result<Self, ConfigError> {
+        Self::parse_from_args(std::env::args_os())
+    }
+
+    /// Parses `args` (including the program name) plus the environment and
+    /// the config file named by `--config` / `KRIMINODB_CONFIG`.
+    pub fn parse_from_args<I, T>(args: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let first = Self::try_parse_from(&args)?;
+        let Some(path) = first.config.clone() else {
+            return Ok(first);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file_args = file_to_args(&path, &text)?;
+        // File settings go before the real arguments so flags override them
+        // (`args_override_self`), and settings present in the environment are
+        // left out so the environment overrides the file too.
+        let mut merged = Vec::with_capacity(args.len() + file_args.len());
+        merged.push(args.first().cloned().unwrap_or_else(|| "kriminodb".into()));
+        merged.extend(file_args);
+        merged.extend(args.into_iter().skip(1));
+        Ok(Self::try_parse_from(merged)?)
+    }
+
+    fn command_without_env() -> clap::Command {
+        let mut cmd = Self::command();
+        let ids: Vec<_> = cmd.get_arguments().map(|a| a.get_id().clone()).collect();
+        for id in ids {
+            cmd = cmd.mut_arg(id, |a| a.env(None::<&str>));
+        }
+        cmd
+    }
+
+    /// The node's name as shown to clients and peers.
+    pub fn node_name(&self, port: u16) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", self.bind, port))
+    }
+}
+
+/// Turns `key = value` lines of the TOML file into `--key value` arguments,
+/// rejecting unknown keys so a typo does not go unnoticed.
+fn file_to_args(path: &std::path::Path, text: &str) -> Result<Vec<OsString>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let table: toml::Table = text.parse().map_err(|e| invalid(format!("{e}")))?;
+    let cmd = Config::command();
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let long = key.replace('_', "-");
+        let Some(arg) = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()))
+        else {
+            return Err(invalid(format!("unknown setting '{key}'")));
+        };
+        if long == "config" {
+            return Err(invalid("'config' cannot be set from a config file".into()));
+        }
+        if let Some(env) = arg.get_env()
+            && std::env::var_os(env).is_some()
+        {
+            continue;
+        }
+        let values: Vec<String> = match value {
+            toml::Value::String(s) => vec![s],
+            toml::Value::Integer(i) => vec![i.to_string()],
+            toml::Value::Boolean(b) => vec![b.to_string()],
+            toml::Value::Float(f) => vec![f.to_string()],
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => Ok(s),
+                    other => Ok(other.to_string()),
+                })
+                .collect::<Result<_, ConfigError>>()?,
+            other => return Err(invalid(format!("unsupported value for '{key}': {other}"))),
+        };
+        if values.is_empty() {
+            continue;
+        }
+        out.push(OsString::from(format!("--{long}")));
+        out.push(OsString::from(values.join(",")));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ports() {
+        let c = Config::default();
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.peer_port, 4000);
+        assert_eq!(c.bind.to_string(), "127.0.0.1");
+        assert!(c.join.is_empty());
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("kriminodb-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.toml");
+        std::fs::write(
+            &file,
+            "port = 3005\nmaxclients = 7\njoin = [\"a:1\", \"b:2\"]\n",
+        )
+        .unwrap();
+        let c = Config::parse_from_args([
+            "kriminodb",
+            "--config",
+            file.to_str().unwrap(),
+            "--port",
+            "3009",
+        ])
+        .unwrap();
+        assert_eq!(c.port, 3009);
+        assert_eq!(c.maxclients, 7);
+        assert_eq!(c.join, vec!["a:1".to_string(), "b:2".to_string()]);
+    }
+
+    #[test]
+    fn unknown_file_settings_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("kriminodb-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.toml");
+        std::fs::write(&file, "prot = 3005\n").unwrap();
+        let err = Config::parse_from_args(["kriminodb", "--config", file.to_str().unwrap()])
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown setting 'prot'"), "{err}");
+    }
+}

@@ -1,0 +1,22 @@
+//! kriminoDB: an in-memory key-value store that speaks the Redis protocol.
+//!
+//! Map of the crate (see `DESIGN.md` in the shared folder for the why):
+//! - [`config`]: flags, environment and TOML file.
+//! - [`node`]: the composition root; [`Node::start`] returns a [`NodeHandle`].
+//! - `resp`: the RESP2/RESP3 + inline decoder and the reply encoder.
+//! - `command`: the command table and one file per command family.
+//! - `store`: the sharded keyspace, entries with versions, expiry.
+//! - `clock`: the hybrid logical clock that stamps every write.
+//! - `server`: the listener and the per-connection loop.
+
+pub mod clock;
+pub mod command;
+pub mod config;
+pub mod node;
+pub mod resp;
+pub mod server;
+pub mod stats;
+pub mod store;
+
+pub use config::Config;
+pub use node::{Node, NodeHandle, StartError};

@@ -1,0 +1,155 @@
+//! The composition root: binds the listener, builds the shared state and
+//! starts every long-lived task, returning a [`NodeHandle`] that can stop
+//! them all.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::{Hlc, unix_millis};
+use crate::config::Config;
+use crate::server;
+use crate::server::client::Registry;
+use crate::stats::Stats;
+use crate::store::Store;
+
+/// How often the active-expiry cycle runs (Redis's default `hz` is 10).
+const EXPIRE_PERIOD: Duration = Duration::from_millis(100);
+
+/// State shared by every task of a node.
+pub struct NodeState {
+    pub config: Config,
+    pub name: String,
+    pub node_id: u64,
+    /// 40 hex characters, new on every start (INFO `run_id`).
+    pub run_id: String,
+    pub store: Store,
+    pub stats: Stats,
+    pub clients: Registry,
+    pub shutdown: CancellationToken,
+    pub started: Instant,
+    pub client_addr: SocketAddr,
+}
+
+impl NodeState {
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen for clients on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Starts nodes.
+pub struct Node;
+
+impl Node {
+    /// Binds the client port and starts the node's tasks on the current
+    /// tokio runtime.
+    pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
+        let addr = SocketAddr::new(config.bind, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let client_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+
+        let node_id = fastrand::u64(1..);
+        let clock = Arc::new(Hlc::new(node_id));
+        let state = Arc::new(NodeState {
+            name: config.node_name(client_addr.port()),
+            node_id,
+            run_id: (0..40)
+                .map(|_| char::from_digit(fastrand::u32(..16), 16).unwrap_or('0'))
+                .collect(),
+            store: Store::new(clock),
+            stats: Stats::default(),
+            clients: Registry::default(),
+            shutdown: CancellationToken::new(),
+            started: Instant::now(),
+            client_addr,
+            config,
+        });
+
+        let tracker = TaskTracker::new();
+        tracker.spawn(server::listener::run(listener, state.clone()));
+        tracker.spawn(active_expiry(state.clone()));
+        tracker.close();
+        tracing::info!(
+            name = %state.name,
+            node_id = format_args!("{node_id:016x}"),
+            %client_addr,
+            "kriminodb node started"
+        );
+        Ok(NodeHandle { state, tracker })
+    }
+}
+
+async fn active_expiry(state: Arc<NodeState>) {
+    let mut tick = tokio::time::interval(EXPIRE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                state.store.active_expire(unix_millis());
+            }
+        }
+    }
+}
+
+/// A running node: its addresses, and the way to stop it.
+pub struct NodeHandle {
+    state: Arc<NodeState>,
+    tracker: TaskTracker,
+}
+
+impl NodeHandle {
+    pub fn client_addr(&self) -> SocketAddr {
+        self.state.client_addr
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.state.node_id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    /// The node's shared state, for in-process inspection by tests.
+    pub fn state(&self) -> &Arc<NodeState> {
+        &self.state
+    }
+
+    /// Resolves once the node has stopped, whether through
+    /// [`NodeHandle::shutdown`] or a client's SHUTDOWN.
+    pub async fn stopped(&self) {
+        self.state.shutdown.cancelled().await;
+        self.tracker.wait().await;
+    }
+
+    /// Graceful stop: no new connections, commands in flight finish, every
+    /// task ends.
+    pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
+        self.tracker.wait().await;
+        tracing::info!(name = %self.state.name, "kriminodb node stopped");
+    }
+
+    /// Starts a graceful stop without waiting for it.
+    pub fn trigger_shutdown(&self) {
+        self.state.shutdown.cancel();
+    }
+}

@@ -1,0 +1,505 @@
+//! Incremental decoder for client requests: RESP multibulk (`*2\r\n$3\r\nGET…`)
+//! and Redis's inline form (`GET "a b"\n`).
+//!
+//! Arguments are returned as offsets into the read buffer (multibulk) or into
+//! a scratch buffer (inline, which needs unescaping), so decoding allocates
+//! nothing per command. A partially received command keeps its progress so
+//! a large request arriving in many reads is scanned once. Every declared
+//! length is checked against its limit before anything is reserved for it.
+
+/// Longest inline request, and longest `*N` / `$N` header line (Redis's
+/// PROTO_INLINE_MAX_SIZE).
+pub const MAX_INLINE: usize = 64 * 1024;
+/// Most arguments in one multibulk request.
+pub const MAX_MULTIBULK: i64 = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bulk_len: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bulk_len: crate::config::DEFAULT_PROTO_MAX_BULK_LEN,
+        }
+    }
+}
+
+/// A protocol error: Redis replies `-ERR Protocol error: <msg>` and closes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Protocol error: {0}")]
+pub struct ProtocolError(pub String);
+
+impl ProtocolError {
+    fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+/// Where the decoded arguments live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Offsets index the buffer passed to [`Decoder::decode`].
+    Input,
+    /// Offsets index [`Decoder::scratch`].
+    Scratch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    /// A whole command of `consumed` bytes; its arguments are in
+    /// [`Decoder::args`].
+    Command { consumed: usize, source: Source },
+    /// `consumed` bytes that hold no command (blank line, `*0`).
+    Nothing { consumed: usize },
+    /// More input is needed; at least `min_len` bytes in all.
+    Incomplete { min_len: usize },
+}
+
+#[derive(Debug, Default)]
+pub struct Decoder {
+    limits: Limits,
+    /// Argument (start, end) offsets of the last decoded command.
+    pub args: Vec<(usize, usize)>,
+    /// Unescaped inline arguments.
+    pub scratch: Vec<u8>,
+    /// Progress inside a multibulk request: arguments still to read and the
+    /// offset of the next one. Kept across calls while input is incomplete.
+    pending: Option<(usize, usize)>,
+}
+
+impl Decoder {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Decodes the first request in `buf`, which must start at a request
+    /// boundary (the caller drops consumed bytes, never a partial request).
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Decoded, ProtocolError> {
+        if self.pending.is_none() {
+            match buf.first() {
+                None => return Ok(Decoded::Incomplete { min_len: 1 }),
+                Some(b'*') => {}
+                Some(_) => return self.decode_inline(buf),
+            }
+        }
+        self.decode_multibulk(buf)
+    }
+
+    fn decode_multibulk(&mut self, buf: &[u8]) -> Result<Decoded, ProtocolError> {
+        let (mut remaining, mut pos) = match self.pending {
+            Some(progress) => progress,
+            None => {
+                let Some((count, next)) = header(buf, 0, "too big mbulk count string")? else {
+                    return Ok(Decoded::Incomplete {
+                        min_len: buf.len() + 1,
+                    });
+                };
+                let count =
+                    count.ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+                if count <= 0 {
+                    return Ok(Decoded::Nothing { consumed: next });
+                }
+                if count > MAX_MULTIBULK {
+                    return Err(ProtocolError::new("invalid multibulk length"));
+                }
+                self.args.clear();
+                // Reserve for what is declared only up to a small bound; the
+                // rest grows as arguments actually arrive.
+                self.args.reserve((count as usize).min(64));
+                (count as usize, next)
+            }
+        };
+        while remaining > 0 {
+            if pos >= buf.len() {
+                self.pending = Some((remaining, pos));
+                return Ok(Decoded::Incomplete { min_len: pos + 1 });
+            }
+            if buf[pos] != b'$' {
+                self.pending = None;
+                return Err(ProtocolError(format!(
+                    "expected '$', got '{}'",
+                    char::from(buf[pos])
+                )));
+            }
+            let Some((len, data_start)) = header(buf, pos, "too big bulk count string")? else {
+                self.pending = Some((remaining, pos));
+                return Ok(Decoded::Incomplete {
+                    min_len: buf.len() + 1,
+                });
+            };
+            let len = match len {
+                Some(n) if n >= 0 && (n as u64) <= self.limits.max_bulk_len => n as usize,
+                _ => {
+                    self.pending = None;
+                    return Err(ProtocolError::new("invalid bulk length"));
+                }
+            };
+            let end = data_start + len;
+            if end + 2 > buf.len() {
+                self.pending = Some((remaining, pos));
+                return Ok(Decoded::Incomplete { min_len: end + 2 });
+            }
+            self.args.push((data_start, end));
+            pos = end + 2;
+            remaining -= 1;
+        }
+        self.pending = None;
+        Ok(Decoded::Command {
+            consumed: pos,
+            source: Source::Input,
+        })
+    }
+
+    fn decode_inline(&mut self, buf: &[u8]) -> Result<Decoded, ProtocolError> {
+        let Some(newline) = memchr(b'\n', buf) else {
+            if buf.len() > MAX_INLINE {
+                return Err(ProtocolError::new("too big inline request"));
+            }
+            return Ok(Decoded::Incomplete {
+                min_len: buf.len() + 1,
+            });
+        };
+        if newline > MAX_INLINE {
+            return Err(ProtocolError::new("too big inline request"));
+        }
+        let mut line = &buf[..newline];
+        if let Some(stripped) = line.strip_suffix(b"\r") {
+            line = stripped;
+        }
+        split_inline(line, &mut self.scratch, &mut self.args)
+            .map_err(|()| ProtocolError::new("unbalanced quotes in request"))?;
+        let consumed = newline + 1;
+        if self.args.is_empty() {
+            Ok(Decoded::Nothing { consumed })
+        } else {
+            Ok(Decoded::Command {
+                consumed,
+                source: Source::Scratch,
+            })
+        }
+    }
+}
+
+/// Parses a `*N\r\n` or `$N\r\n` header at `at`. Returns None if the line is
+/// not complete yet, Some((None, _)) if the number is malformed, and the
+/// offset just past the line.
+#[allow(clippy::type_complexity)]
+fn header(
+    buf: &[u8],
+    at: usize,
+    too_big: &'static str,
+) -> Result<Option<(Option<i64>, usize)>, ProtocolError> {
+    let rest = &buf[at..];
+    let Some(cr) = memchr(b'\r', rest) else {
+        if rest.len() > MAX_INLINE {
+            return Err(ProtocolError::new(too_big));
+        }
+        return Ok(None);
+    };
+    if cr + 1 >= rest.len() {
+        return Ok(None); // the '\n' has not arrived yet
+    }
+    Ok(Some((parse_i64(&rest[1..cr]), at + cr + 2)))
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+/// Redis's `string2ll`: optional '-', digits, no leading zeros, no '+', no
+/// spaces, fits in i64.
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    let (negative, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    if digits[0] == b'0' && (digits.len() > 1 || negative) {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(d - b'0');
+        v = if negative {
+            v.checked_mul(10)?.checked_sub(d)?
+        } else {
+            v.checked_mul(10)?.checked_add(d)?
+        };
+    }
+    Some(v)
+}
+
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// Redis's `sdssplitargs`: splits an inline line into arguments, handling
+/// "double quotes" (with \n \r \t \b \a \" \\ \xHH escapes) and 'single
+/// quotes' (with \'). Err(()) means unbalanced quotes.
+pub fn split_inline(
+    line: &[u8],
+    scratch: &mut Vec<u8>,
+    args: &mut Vec<(usize, usize)>,
+) -> Result<(), ()> {
+    scratch.clear();
+    args.clear();
+    // C-string semantics as in Redis: a NUL byte ends the line.
+    let at = |i: usize| line.get(i).copied().unwrap_or(0);
+    let mut p = 0;
+    loop {
+        while at(p) != 0 && is_c_space(at(p)) {
+            p += 1;
+        }
+        if at(p) == 0 {
+            return Ok(());
+        }
+        let start = scratch.len();
+        let (mut in_double, mut in_single) = (false, false);
+        loop {
+            let c = at(p);
+            if in_double {
+                if c == b'\\' && at(p + 1) == b'x' && hex(at(p + 2)).is_some() && hex(at(p + 3)).is_some()
+                {
+                    let (hi, lo) = (hex(at(p + 2)).unwrap_or(0), hex(at(p + 3)).unwrap_or(0));
+                    scratch.push(hi * 16 + lo);
+                    p += 3;
+                } else if c == b'\\' && at(p + 1) != 0 {
+                    p += 1;
+                    scratch.push(match at(p) {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 0x08,
+                        b'a' => 0x07,
+                        other => other,
+                    });
+                } else if c == b'"' {
+                    if at(p + 1) != 0 && !is_c_space(at(p + 1)) {
+                        return Err(());
+                    }
+                    p += 1;
+                    break;
+                } else if c == 0 {
+                    return Err(());
+                } else {
+                    scratch.push(c);
+                }
+            } else if in_single {
+                if c == b'\\' && at(p + 1) == b'\'' {
+                    p += 1;
+                    scratch.push(b'\'');
+                } else if c == b'\'' {
+                    if at(p + 1) != 0 && !is_c_space(at(p + 1)) {
+                        return Err(());
+                    }
+                    p += 1;
+                    break;
+                } else if c == 0 {
+                    return Err(());
+                } else {
+                    scratch.push(c);
+                }
+            } else {
+                match c {
+                    0 => break,
+                    c if is_c_space(c) => {
+                        p += 1;
+                        break;
+                    }
+                    b'"' => in_double = true,
+                    b'\'' => in_single = true,
+                    c => scratch.push(c),
+                }
+            }
+            p += 1;
+        }
+        args.push((start, scratch.len()));
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+        let mut d = Decoder::default();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        loop {
+            match d.decode(&input[pos..])? {
+                Decoded::Command { consumed, source } => {
+                    let base = match source {
+                        Source::Input => &input[pos..],
+                        Source::Scratch => &d.scratch[..],
+                    };
+                    out.push(d.args.iter().map(|&(s, e)| base[s..e].to_vec()).collect());
+                    pos += consumed;
+                }
+                Decoded::Nothing { consumed } => pos += consumed,
+                Decoded::Incomplete { .. } => return Ok(out),
+            }
+        }
+    }
+
+    fn args(v: &[&str]) -> Vec<Vec<u8>> {
+        v.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn multibulk_and_pipelining() {
+        let got = decode_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n").unwrap();
+        assert_eq!(got, vec![args(&["GET", "k"]), args(&["PING"])]);
+    }
+
+    #[test]
+    fn binary_safe_bulk() {
+        let got = decode_all(b"*1\r\n$4\r\n\r\n\0\xff\r\n").unwrap();
+        assert_eq!(got, vec![vec![b"\r\n\0\xff".to_vec()]]);
+    }
+
+    #[test]
+    fn inline_quoting_follows_redis() {
+        let cases: &[(&[u8], &[&[u8]])] = &[
+            (b"SET name \"Ayoub Krimi\"\r\n", &[b"SET", b"name", b"Ayoub Krimi"]),
+            (b"GET name\n", &[b"GET", b"name"]),
+            (b"  SET   a   b  \r\n", &[b"SET", b"a", b"b"]),
+            (b"ECHO \"a\\nb\\r\\t\\\"\\\\\"\r\n", &[b"ECHO", b"a\nb\r\t\"\\"]),
+            (b"ECHO \"\\x41\\x7a\\xZZ\"\r\n", &[b"ECHO", b"AzxZZ"]),
+            (b"ECHO 'it\\'s' 'a\\nb'\r\n", &[b"ECHO", b"it's", b"a\\nb"]),
+            (b"ECHO foo\"bar baz\"\r\n", &[b"ECHO", b"foobar baz"]),
+            (b"ECHO \"\"\r\n", &[b"ECHO", b""]),
+        ];
+        for (input, expected) in cases {
+            let got = decode_all(input).unwrap();
+            let expected: Vec<Vec<u8>> = expected.iter().map(|a| a.to_vec()).collect();
+            assert_eq!(got, vec![expected], "input {:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn inline_unbalanced_quotes_are_protocol_errors() {
+        for input in [&b"SET a \"b\r\n"[..], b"SET a 'b\r\n", b"SET a \"b\"c\r\n", b"SET a 'b'c\r\n"] {
+            assert_eq!(
+                decode_all(input).unwrap_err().0,
+                "unbalanced quotes in request"
+            );
+        }
+    }
+
+    #[test]
+    fn blank_lines_and_empty_multibulk_are_skipped() {
+        assert_eq!(decode_all(b"\r\n\n*0\r\n*-1\r\nPING\r\n").unwrap(), vec![args(&["PING"])]);
+    }
+
+    #[test]
+    fn protocol_errors_match_redis() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"*abc\r\n", "invalid multibulk length"),
+            (b"*1\r\n$-5\r\n", "invalid bulk length"),
+            (b"*1\r\n$abc\r\n", "invalid bulk length"),
+            (b"*1\r\nfoo\r\n", "expected '$', got 'f'"),
+            (b"*2000000\r\n", "invalid multibulk length"),
+            (b"*1\r\n$600000000\r\n", "invalid bulk length"),
+        ];
+        for (input, msg) in cases {
+            assert_eq!(decode_all(input).unwrap_err().0, *msg);
+        }
+    }
+
+    #[test]
+    fn oversized_lines_are_refused_before_the_newline_arrives() {
+        let long = vec![b'a'; MAX_INLINE + 1];
+        assert_eq!(decode_all(&long).unwrap_err().0, "too big inline request");
+        let mut header = b"*".to_vec();
+        header.extend(vec![b'1'; MAX_INLINE + 1]);
+        assert_eq!(decode_all(&header).unwrap_err().0, "too big mbulk count string");
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_commands() {
+        let input: &[u8] =
+            b"*3\r\n$3\r\nSET\r\n$4\r\nk\r\ny\r\n$0\r\n\r\nPING\r\nSET a \"b c\"\r\n*1\r\n$4\r\nPING\r\n";
+        let whole = decode_all(input).unwrap();
+        assert_eq!(whole.len(), 4);
+        for split in 0..=input.len() {
+            // Feed the first `split` bytes, then everything, as a socket would.
+            let mut d = Decoder::default();
+            let mut got = Vec::new();
+            let mut pos = 0;
+            for avail in [split, input.len()] {
+                loop {
+                    match d.decode(&input[pos..avail]).unwrap() {
+                        Decoded::Command { consumed, source } => {
+                            let base = match source {
+                                Source::Input => &input[pos..avail],
+                                Source::Scratch => &d.scratch[..],
+                            };
+                            got.push(
+                                d.args.iter().map(|&(s, e)| base[s..e].to_vec()).collect::<Vec<_>>(),
+                            );
+                            pos += consumed;
+                        }
+                        Decoded::Nothing { consumed } => pos += consumed,
+                        Decoded::Incomplete { min_len } => {
+                            assert!(min_len > avail - pos);
+                            break;
+                        }
+                    }
+                }
+            }
+            assert_eq!(got, whole, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn parse_i64_is_strict_like_redis() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [&b""[..], b"-", b"+1", b"01", b"-0", b" 1", b"1 ", b"9223372036854775808", b"1.0"] {
+            assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn arbitrary_input_never_panics(input in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = decode_all(&input);
+            }
+
+            #[test]
+            fn encoded_commands_round_trip(cmds in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 1..5), 1..5)) {
+                let mut wire = Vec::new();
+                for cmd in &cmds {
+                    wire.extend(format!("*{}\r\n", cmd.len()).as_bytes());
+                    for a in cmd {
+                        wire.extend(format!("${}\r\n", a.len()).as_bytes());
+                        wire.extend(a);
+                        wire.extend(b"\r\n");
+                    }
+                }
+                prop_assert_eq!(decode_all(&wire).unwrap(), cmds);
+            }
+        }
+    }
+}

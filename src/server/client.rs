@@ -1,0 +1,138 @@
+//! What the node knows about each connected client, for CLIENT LIST/INFO,
+//! and the registry of connected clients.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+#[derive(Debug, Default)]
+struct Mutable {
+    name: Option<String>,
+    lib_name: Option<String>,
+    lib_ver: Option<String>,
+    last_command: &'static str,
+}
+
+/// One client connection. Written by its own connection task; read by
+/// CLIENT LIST from others, so the mutable parts sit behind a short lock.
+#[derive(Debug)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub laddr: SocketAddr,
+    pub fd: i32,
+    created: Instant,
+    last_active_ms: AtomicU64,
+    resp3: AtomicBool,
+    mutable: Mutex<Mutable>,
+}
+
+impl ClientInfo {
+    pub fn new(id: u64, addr: SocketAddr, laddr: SocketAddr, fd: i32) -> Self {
+        Self {
+            id,
+            addr,
+            laddr,
+            fd,
+            created: Instant::now(),
+            last_active_ms: AtomicU64::new(0),
+            resp3: AtomicBool::new(false),
+            mutable: Mutex::new(Mutable {
+                last_command: "NULL",
+                ..Mutable::default()
+            }),
+        }
+    }
+
+    pub fn name(&self) -> Option<String> {
+        self.mutable.lock().name.clone()
+    }
+
+    pub fn set_name(&self, name: Option<String>) {
+        self.mutable.lock().name = name;
+    }
+
+    pub fn set_lib(&self, name: Option<String>, version: Option<String>) {
+        let mut m = self.mutable.lock();
+        if name.is_some() {
+            m.lib_name = name;
+        }
+        if version.is_some() {
+            m.lib_ver = version;
+        }
+    }
+
+    pub fn set_last_command(&self, name: &'static str) {
+        self.mutable.lock().last_command = name;
+    }
+
+    pub fn set_resp3(&self, on: bool) {
+        self.resp3.store(on, Ordering::Relaxed);
+    }
+
+    /// Marks activity now (called once per batch of commands).
+    pub fn touch(&self) {
+        self.last_active_ms
+            .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// One line of CLIENT LIST, in Redis 7's field order.
+    pub fn describe(&self) -> String {
+        let m = self.mutable.lock();
+        let age = self.created.elapsed();
+        let idle_ms = (age.as_millis() as u64).saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
+        format!(
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 \
+             multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 \
+             tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.fd,
+            m.name.as_deref().unwrap_or(""),
+            age.as_secs(),
+            idle_ms / 1000,
+            m.last_command,
+            if self.resp3.load(Ordering::Relaxed) { 3 } else { 2 },
+            m.lib_name.as_deref().unwrap_or(""),
+            m.lib_ver.as_deref().unwrap_or(""),
+        )
+    }
+}
+
+/// Connected clients by id (ids grow, so CLIENT LIST is in connection order).
+#[derive(Debug, Default)]
+pub struct Registry {
+    next_id: AtomicU64,
+    clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+}
+
+impl Registry {
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn add(&self, client: Arc<ClientInfo>) {
+        self.clients.lock().insert(client.id, client);
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.clients.lock().remove(&id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn snapshot(&self) -> Vec<Arc<ClientInfo>> {
+        self.clients.lock().values().cloned().collect()
+    }
+}

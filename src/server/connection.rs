@@ -1,0 +1,179 @@
+//! One client connection: read what is available, decode every complete
+//! command in the buffer, execute them in order, and send all their replies
+//! in one write.
+//!
+//! Memory per client is bounded: the input buffer holds at most one partial
+//! command (capped by the query-buffer limit), and replies are written
+//! before more input is read, so a client that pipelines without reading
+//! its replies is held back by TCP instead of growing our buffers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::clock::unix_millis;
+use crate::command::{After, Args, Ctx, dispatch};
+use crate::node::NodeState;
+use crate::resp::{Decoded, Decoder, Limits, Reply, Source};
+use crate::server::client::ClientInfo;
+use crate::stats::Stats;
+
+/// Read size and the capacity an idle connection keeps.
+const READ_CHUNK: usize = 4 * 1024;
+/// Buffers grown past this (a large request or reply) are released once
+/// empty, so one big command does not pin memory for the connection's life.
+const KEEP_CAPACITY: usize = 64 * 1024;
+/// Most bytes reserved ahead of a large declared bulk: the rest is reserved
+/// only as it arrives, so a declared length alone allocates nothing big.
+const MAX_RESERVE: usize = 1024 * 1024;
+
+pub async fn serve(stream: TcpStream, peer: SocketAddr, state: Arc<NodeState>) {
+    let laddr = stream.local_addr().unwrap_or(state.client_addr);
+    let fd = raw_fd(&stream);
+    let client = Arc::new(ClientInfo::new(state.clients.next_id(), peer, laddr, fd));
+    state.clients.add(client.clone());
+    let mut conn = Connection {
+        stream,
+        decoder: Decoder::new(Limits {
+            max_bulk_len: state.config.proto_max_bulk_len,
+        }),
+        input: BytesMut::new(),
+        reply: Reply::default(),
+        client,
+        state,
+    };
+    if let Err(e) = conn.run().await {
+        tracing::debug!(client = conn.client.id, error = %e, "client connection ended");
+    }
+    conn.state.clients.remove(conn.client.id);
+}
+
+#[cfg(unix)]
+fn raw_fd(stream: &TcpStream) -> i32 {
+    use std::os::fd::AsRawFd;
+    stream.as_raw_fd()
+}
+
+#[cfg(not(unix))]
+fn raw_fd(_stream: &TcpStream) -> i32 {
+    -1
+}
+
+struct Connection {
+    stream: TcpStream,
+    decoder: Decoder,
+    input: BytesMut,
+    reply: Reply,
+    client: Arc<ClientInfo>,
+    state: Arc<NodeState>,
+}
+
+impl Connection {
+    async fn run(&mut self) -> std::io::Result<()> {
+        // Bytes the buffer must hold before decoding can make progress.
+        let mut needed = 1usize;
+        loop {
+            let spare = self.input.capacity() - self.input.len();
+            if spare < READ_CHUNK / 2 {
+                let ahead = needed.saturating_sub(self.input.len()).clamp(READ_CHUNK, MAX_RESERVE);
+                self.input.reserve(ahead);
+            }
+            let read = tokio::select! {
+                biased;
+                _ = self.state.shutdown.cancelled() => return Ok(()),
+                read = tokio::io::AsyncReadExt::read_buf(&mut self.stream, &mut self.input) => read?,
+            };
+            if read == 0 {
+                return Ok(());
+            }
+            Stats::add(&self.state.stats.net_input_bytes, read as u64);
+            if self.input.len() < needed {
+                continue;
+            }
+            let (after, next_needed) = self.execute_buffered();
+            needed = next_needed;
+            if after == After::Continue
+                && self.input.len() as u64 > self.state.config.client_query_buffer_limit
+            {
+                tracing::warn!(client = self.client.id, "closing client that exceeded the query buffer limit");
+                self.reply
+                    .error("ERR Protocol error: query buffer limit exceeded");
+                self.flush().await?;
+                return Ok(());
+            }
+            self.flush().await?;
+            if after != After::Continue {
+                return Ok(());
+            }
+            if self.input.is_empty() && self.input.capacity() > KEEP_CAPACITY {
+                self.input = BytesMut::new();
+            }
+        }
+    }
+
+    /// Executes every complete command in the input buffer. Returns what to
+    /// do next and how many bytes the next command needs at least.
+    fn execute_buffered(&mut self) -> (After, usize) {
+        let now_ms = unix_millis();
+        let mut pos = 0;
+        let mut commands = 0u64;
+        let mut after = After::Continue;
+        let mut needed = 1;
+        self.client.touch();
+        loop {
+            match self.decoder.decode(&self.input[pos..]) {
+                Ok(Decoded::Command { consumed, source }) => {
+                    let base: &[u8] = match source {
+                        Source::Input => &self.input[pos..],
+                        Source::Scratch => &self.decoder.scratch,
+                    };
+                    let args = Args::new(base, &self.decoder.args);
+                    let mut ctx = Ctx {
+                        node: &self.state,
+                        client: &self.client,
+                        reply: &mut self.reply,
+                        now_ms,
+                        after: After::Continue,
+                    };
+                    dispatch(&mut ctx, &args);
+                    after = ctx.after;
+                    pos += consumed;
+                    commands += 1;
+                    if after != After::Continue {
+                        break;
+                    }
+                }
+                Ok(Decoded::Nothing { consumed }) => pos += consumed,
+                Ok(Decoded::Incomplete { min_len }) => {
+                    needed = min_len;
+                    break;
+                }
+                Err(e) => {
+                    self.reply.error(&format!("ERR {e}"));
+                    tracing::debug!(client = self.client.id, error = %e, "closing client after a protocol error");
+                    after = After::Close;
+                    break;
+                }
+            }
+        }
+        self.input.advance(pos);
+        Stats::add(&self.state.stats.total_commands_processed, commands);
+        (after, needed)
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.reply.buf.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.reply.buf).await;
+        Stats::add(&self.state.stats.net_output_bytes, self.reply.buf.len() as u64);
+        self.reply.buf.clear();
+        if self.reply.buf.capacity() > KEEP_CAPACITY {
+            self.reply.buf = Vec::new();
+        }
+        result
+    }
+}
