@@ -12,6 +12,7 @@ fn main() -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             EnvFilter::try_new(&config.log_level)
                 .with_context(|| format!("invalid --log-level '{}'", config.log_level))?,
