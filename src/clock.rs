@@ -65,10 +65,12 @@ impl Hlc {
         let mut current = self.last.load(Ordering::Relaxed);
         loop {
             let next = physical.max(current + 1);
-            match self
-                .last
-                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.last.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => {
                     return Version {
                         hlc: next,

@@ -240,8 +240,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("node.toml");
         std::fs::write(&file, "prot = 3005\n").unwrap();
-        let err = Config::parse_from_args(["kriminodb", "--config", file.to_str().unwrap()])
-            .unwrap_err();
+        let err =
+            Config::parse_from_args(["kriminodb", "--config", file.to_str().unwrap()]).unwrap_err();
         assert!(err.to_string().contains("unknown setting 'prot'"), "{err}");
     }
 }

@@ -22,7 +22,10 @@ fn main() -> anyhow::Result<()> {
     if config.threads > 0 {
         runtime.worker_threads(config.threads);
     }
-    let runtime = runtime.enable_all().build().context("starting the runtime")?;
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(run(config))
 }
 
@@ -50,6 +53,8 @@ async fn shutdown_signal() -> anyhow::Result<()> {
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Tests of the `kriminodb` binary as a user runs it: flags and help,
 //! graceful shutdown on SIGTERM and on SHUTDOWN.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -109,7 +110,12 @@ fn help_documents_every_flag_with_its_default() {
             help.contains(&format!("[default: {default}]")),
             "default of {flag} missing from --help"
         );
-        let env = format!("KRIMINODB_{}", flag.trim_start_matches("--").replace('-', "_").to_uppercase());
+        let env = format!(
+            "KRIMINODB_{}",
+            flag.trim_start_matches("--")
+                .replace('-', "_")
+                .to_uppercase()
+        );
         assert!(help.contains(&env), "{env} missing from --help");
     }
     for flag in ["--name", "--join", "--config"] {
@@ -124,13 +130,18 @@ fn environment_and_config_file_configure_the_node() {
     let file = dir.join("node.toml");
     std::fs::write(&file, "name = \"from-file\"\nmaxclients = 5\n").unwrap();
     let mut cmd = node_command();
-    cmd.arg("--config").arg(&file).env("KRIMINODB_MAXCLIENTS", "7");
+    cmd.arg("--config")
+        .arg(&file)
+        .env("KRIMINODB_MAXCLIENTS", "7");
     let (mut child, addr) = spawn(cmd);
     let mut con = redis_connection(addr);
     let info: String = redis::cmd("INFO").arg("server").query(&mut con).unwrap();
     assert!(info.contains("node_name:from-file"), "name from the file");
     let clients: String = redis::cmd("INFO").arg("clients").query(&mut con).unwrap();
-    assert!(clients.contains("maxclients:7"), "environment beats the file");
+    assert!(
+        clients.contains("maxclients:7"),
+        "environment beats the file"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -1,6 +1,7 @@
 //! Byte-level protocol tests over plain TCP: the README's telnet session,
 //! pipelining, inline commands, and hostile or broken input. Every bad-input
 //! case also checks that the node keeps serving other clients.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 
@@ -94,7 +95,8 @@ async fn pipelined_commands_are_answered_in_order() {
     let mut batch = Vec::new();
     let mut expected = Vec::new();
     for i in 0..200 {
-        batch.extend(format!("*3\r\n$3\r\nSET\r\n$4\r\nk{i:03}\r\n$1\r\n{}\r\n", i % 10).as_bytes());
+        batch
+            .extend(format!("*3\r\n$3\r\nSET\r\n$4\r\nk{i:03}\r\n$1\r\n{}\r\n", i % 10).as_bytes());
         expected.extend(b"+OK\r\n");
     }
     for i in 0..200 {
@@ -146,12 +148,24 @@ async fn command_errors_keep_the_connection_open() {
             b"FOO a b\r\n",
             b"-ERR unknown command 'FOO', with args beginning with: 'a' 'b' \r\n",
         ),
-        (b"GET\r\n", b"-ERR wrong number of arguments for 'get' command\r\n"),
+        (
+            b"GET\r\n",
+            b"-ERR wrong number of arguments for 'get' command\r\n",
+        ),
         (b"SET k v NX XX\r\n", b"-ERR syntax error\r\n"),
-        (b"SET n abc\r\nINCR n\r\n", b"+OK\r\n-ERR value is not an integer or out of range\r\n"),
-        (b"SET k v EX 0\r\n", b"-ERR invalid expire time in 'set' command\r\n"),
+        (
+            b"SET n abc\r\nINCR n\r\n",
+            b"+OK\r\n-ERR value is not an integer or out of range\r\n",
+        ),
+        (
+            b"SET k v EX 0\r\n",
+            b"-ERR invalid expire time in 'set' command\r\n",
+        ),
         (b"SELECT 1\r\n", b"-ERR DB index is out of range\r\n"),
-        (b"CLIENT NOPE\r\n", b"-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n"),
+        (
+            b"CLIENT NOPE\r\n",
+            b"-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n",
+        ),
     ];
     for (send, expected) in cases {
         exchange(&mut s, send, expected).await;
@@ -168,13 +182,34 @@ async fn protocol_errors_close_the_connection_with_redis_replies() {
     let mut oversized_inline = vec![b'a'; 70 * 1024];
     oversized_inline.extend(b"\r\n");
     let cases: Vec<(Vec<u8>, &[u8])> = vec![
-        (b"*abc\r\n".to_vec(), b"-ERR Protocol error: invalid multibulk length\r\n"),
-        (b"*1\r\n$-5\r\n".to_vec(), b"-ERR Protocol error: invalid bulk length\r\n"),
-        (b"*1\r\n$600000000\r\n".to_vec(), b"-ERR Protocol error: invalid bulk length\r\n"),
-        (b"*9999999\r\n".to_vec(), b"-ERR Protocol error: invalid multibulk length\r\n"),
-        (b"*1\r\nGET\r\n".to_vec(), b"-ERR Protocol error: expected '$', got 'G'\r\n"),
-        (b"SET a \"b\r\n".to_vec(), b"-ERR Protocol error: unbalanced quotes in request\r\n"),
-        (oversized_inline, b"-ERR Protocol error: too big inline request\r\n"),
+        (
+            b"*abc\r\n".to_vec(),
+            b"-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1\r\n$-5\r\n".to_vec(),
+            b"-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*1\r\n$600000000\r\n".to_vec(),
+            b"-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*9999999\r\n".to_vec(),
+            b"-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1\r\nGET\r\n".to_vec(),
+            b"-ERR Protocol error: expected '$', got 'G'\r\n",
+        ),
+        (
+            b"SET a \"b\r\n".to_vec(),
+            b"-ERR Protocol error: unbalanced quotes in request\r\n",
+        ),
+        (
+            oversized_inline,
+            b"-ERR Protocol error: too big inline request\r\n",
+        ),
     ];
     for (send, expected) in cases {
         let mut s = raw(addr).await;
@@ -233,7 +268,11 @@ async fn configured_bulk_and_query_buffer_limits_are_enforced() {
 async fn half_sent_commands_and_abrupt_disconnects_cost_nothing() {
     let node = start_node().await;
     let addr = node.client_addr();
-    for partial in [&b"*2\r\n$3\r\nGET"[..], b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\nabc", b"SET k \"v"] {
+    for partial in [
+        &b"*2\r\n$3\r\nGET"[..],
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\nabc",
+        b"SET k \"v",
+    ] {
         let mut s = raw(addr).await;
         s.write_all(partial).await.unwrap();
         drop(s);
@@ -287,7 +326,11 @@ async fn a_client_that_never_reads_replies_costs_bounded_memory() {
 }
 
 async fn used_memory(con: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("memory").query_async(con).await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(con)
+        .await
+        .unwrap();
     info.lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
@@ -339,7 +382,11 @@ async fn hello_3_switches_replies_to_resp3() {
     exchange(&mut s, b"GET missing\r\n", b"$-1\r\n").await;
     s.write_all(b"HELLO 3\r\n").await.unwrap();
     let hello = read_until(&mut s, b"$7\r\nmodules\r\n*0\r\n").await;
-    assert!(hello.starts_with(b"%7\r\n"), "{:?}", String::from_utf8_lossy(&hello));
+    assert!(
+        hello.starts_with(b"%7\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&hello)
+    );
     let proto: &[u8] = b"$5\r\nproto\r\n:3\r\n";
     assert!(hello.windows(proto.len()).any(|w| w == proto));
     exchange(&mut s, b"GET missing\r\n", b"_\r\n").await;

@@ -213,7 +213,13 @@ fn parse_expire_flags(args: &Args<'_>) -> Result<ExpireFlags, CmdError> {
 
 /// Redis's `expireGenericCommand`: `base_ms` is now for relative forms and
 /// 0 for absolute ones.
-fn expire_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, base_ms: u64, seconds: bool, cmd: &str) -> CmdResult {
+fn expire_generic(
+    ctx: &mut Ctx<'_>,
+    args: &Args<'_>,
+    base_ms: u64,
+    seconds: bool,
+    cmd: &str,
+) -> CmdResult {
     let flags = parse_expire_flags(args)?;
     let mut when = args.int(2)?;
     let invalid = || CmdError::invalid_expire(cmd);
@@ -262,7 +268,11 @@ pub fn pexpireat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 /// -2 for a missing key, -1 for no expiry, else the key's expiry.
-fn expiry_reply(ctx: &mut Ctx<'_>, args: &Args<'_>, to_reply: impl Fn(u64, u64) -> i64) -> CmdResult {
+fn expiry_reply(
+    ctx: &mut Ctx<'_>,
+    args: &Args<'_>,
+    to_reply: impl Fn(u64, u64) -> i64,
+) -> CmdResult {
     let now = ctx.now_ms;
     let value = ctx
         .node
@@ -285,7 +295,9 @@ pub fn pexpiretime(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 pub fn ttl(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    expiry_reply(ctx, args, |at, now| (at.saturating_sub(now) as i64 + 500) / 1000)
+    expiry_reply(ctx, args, |at, now| {
+        (at.saturating_sub(now) as i64 + 500) / 1000
+    })
 }
 
 pub fn pttl(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -293,12 +305,13 @@ pub fn pttl(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 pub fn persist(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let removed = ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
-        match k.expires_at() {
+    let removed = ctx
+        .node
+        .store
+        .with_key(args.get(1), ctx.now_ms, |k| match k.expires_at() {
             Some(at) if at != NO_EXPIRY => k.set_expiry(NO_EXPIRY),
             _ => false,
-        }
-    });
+        });
     ctx.reply.int(i64::from(removed));
     Ok(())
 }

@@ -91,7 +91,9 @@ impl CmdError {
     }
 
     pub fn wrong_arity(name: &str) -> Self {
-        Self::new(format!("ERR wrong number of arguments for '{name}' command"))
+        Self::new(format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ))
     }
 
     pub fn invalid_expire(name: &str) -> Self {

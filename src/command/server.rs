@@ -203,9 +203,21 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
                 "total_commands_processed",
                 &Stats::get(&stats.total_commands_processed),
             );
-            kv(out, "total_net_input_bytes", &Stats::get(&stats.net_input_bytes));
-            kv(out, "total_net_output_bytes", &Stats::get(&stats.net_output_bytes));
-            kv(out, "rejected_connections", &Stats::get(&stats.rejected_connections));
+            kv(
+                out,
+                "total_net_input_bytes",
+                &Stats::get(&stats.net_input_bytes),
+            );
+            kv(
+                out,
+                "total_net_output_bytes",
+                &Stats::get(&stats.net_output_bytes),
+            );
+            kv(
+                out,
+                "rejected_connections",
+                &Stats::get(&stats.rejected_connections),
+            );
             kv(
                 out,
                 "expired_keys",
@@ -302,7 +314,10 @@ pub fn shutdown(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         if args.is(i, "ABORT") {
             return Err(CmdError::fixed("ERR No shutdown in progress."));
         }
-        if !["NOSAVE", "SAVE", "NOW", "FORCE"].iter().any(|w| args.is(i, w)) {
+        if !["NOSAVE", "SAVE", "NOW", "FORCE"]
+            .iter()
+            .any(|w| args.is(i, w))
+        {
             return Err(CmdError::SYNTAX);
         }
     }

@@ -8,10 +8,12 @@ use crate::store::{Expiry, KeyAccess, NO_EXPIRY};
 
 pub fn get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let reply = &mut *ctx.reply;
-    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| match k.value() {
-        Some(v) => reply.bulk(v),
-        None => reply.null(),
-    });
+    ctx.node
+        .store
+        .with_key(args.get(1), ctx.now_ms, |k| match k.value() {
+            Some(v) => reply.bulk(v),
+            None => reply.null(),
+        });
     Ok(())
 }
 
@@ -86,7 +88,10 @@ fn parse_options(
             expire = ExpireOpt::Keep;
         } else if !allow_set_flags && upper("PERSIST") && expire == ExpireOpt::None {
             expire = ExpireOpt::Persist;
-        } else if expire == ExpireOpt::None && has_next && ["EX", "PX", "EXAT", "PXAT"].iter().any(|w| upper(w)) {
+        } else if expire == ExpireOpt::None
+            && has_next
+            && ["EX", "PX", "EXAT", "PXAT"].iter().any(|w| upper(w))
+        {
             let v = args.int(i + 1)?;
             expire = if upper("EX") {
                 ExpireOpt::Seconds(v)
@@ -190,13 +195,15 @@ pub fn getset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 pub fn getdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let reply = &mut *ctx.reply;
-    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| match k.value() {
-        Some(v) => {
-            reply.bulk(v);
-            k.delete();
-        }
-        None => reply.null(),
-    });
+    ctx.node
+        .store
+        .with_key(args.get(1), ctx.now_ms, |k| match k.value() {
+            Some(v) => {
+                reply.bulk(v);
+                k.delete();
+            }
+            None => reply.null(),
+        });
     Ok(())
 }
 
@@ -212,10 +219,8 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         reply.bulk(v);
         match (opt, expiry) {
             (ExpireOpt::None, _) => {}
-            (ExpireOpt::Persist, _) => {
-                if k.expires_at().is_some_and(|t| t != NO_EXPIRY) {
-                    k.set_expiry(NO_EXPIRY);
-                }
+            (ExpireOpt::Persist, _) if k.expires_at().is_some_and(|t| t != NO_EXPIRY) => {
+                k.set_expiry(NO_EXPIRY);
             }
             (_, Expiry::At(t)) => {
                 k.set_expiry(t);
@@ -230,17 +235,19 @@ pub fn mget(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let reply = &mut *ctx.reply;
     reply.array(args.len() - 1);
     for key in args.iter().skip(1) {
-        ctx.node.store.with_key(key, ctx.now_ms, |k| match k.value() {
-            Some(v) => reply.bulk(v),
-            None => reply.null(),
-        });
+        ctx.node
+            .store
+            .with_key(key, ctx.now_ms, |k| match k.value() {
+                Some(v) => reply.bulk(v),
+                None => reply.null(),
+            });
     }
     Ok(())
 }
 
 /// Key/value pairs of MSET and MSETNX, checked for even count.
 fn pairs<'a>(args: &Args<'a>, cmd: &str) -> Result<Vec<&'a [u8]>, CmdError> {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Err(CmdError::wrong_arity(cmd));
     }
     Ok(args.iter().skip(1).step_by(2).collect())
@@ -292,10 +299,9 @@ pub fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 pub fn strlen(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let len = ctx
-        .node
-        .store
-        .with_key(args.get(1), ctx.now_ms, |k| k.value().map_or(0, <[u8]>::len));
+    let len = ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+        k.value().map_or(0, <[u8]>::len)
+    });
     ctx.reply.int(len as i64);
     Ok(())
 }

@@ -99,8 +99,7 @@ impl Decoder {
                         min_len: buf.len() + 1,
                     });
                 };
-                let count =
-                    count.ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+                let count = count.ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
                 if count <= 0 {
                     return Ok(Decoded::Nothing { consumed: next });
                 }
@@ -172,7 +171,7 @@ impl Decoder {
             line = stripped;
         }
         split_inline(line, &mut self.scratch, &mut self.args)
-            .map_err(|()| ProtocolError::new("unbalanced quotes in request"))?;
+            .map_err(|UnbalancedQuotes| ProtocolError::new("unbalanced quotes in request"))?;
         let consumed = newline + 1;
         if self.args.is_empty() {
             Ok(Decoded::Nothing { consumed })
@@ -239,18 +238,22 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
     Some(v)
 }
 
+/// An inline request whose quotes do not close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnbalancedQuotes;
+
 fn is_c_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
 /// Redis's `sdssplitargs`: splits an inline line into arguments, handling
 /// "double quotes" (with \n \r \t \b \a \" \\ \xHH escapes) and 'single
-/// quotes' (with \'). Err(()) means unbalanced quotes.
+/// quotes' (with \').
 pub fn split_inline(
     line: &[u8],
     scratch: &mut Vec<u8>,
     args: &mut Vec<(usize, usize)>,
-) -> Result<(), ()> {
+) -> Result<(), UnbalancedQuotes> {
     scratch.clear();
     args.clear();
     // C-string semantics as in Redis: a NUL byte ends the line.
@@ -268,7 +271,10 @@ pub fn split_inline(
         loop {
             let c = at(p);
             if in_double {
-                if c == b'\\' && at(p + 1) == b'x' && hex(at(p + 2)).is_some() && hex(at(p + 3)).is_some()
+                if c == b'\\'
+                    && at(p + 1) == b'x'
+                    && hex(at(p + 2)).is_some()
+                    && hex(at(p + 3)).is_some()
                 {
                     let (hi, lo) = (hex(at(p + 2)).unwrap_or(0), hex(at(p + 3)).unwrap_or(0));
                     scratch.push(hi * 16 + lo);
@@ -285,12 +291,12 @@ pub fn split_inline(
                     });
                 } else if c == b'"' {
                     if at(p + 1) != 0 && !is_c_space(at(p + 1)) {
-                        return Err(());
+                        return Err(UnbalancedQuotes);
                     }
                     p += 1;
                     break;
                 } else if c == 0 {
-                    return Err(());
+                    return Err(UnbalancedQuotes);
                 } else {
                     scratch.push(c);
                 }
@@ -300,12 +306,12 @@ pub fn split_inline(
                     scratch.push(b'\'');
                 } else if c == b'\'' {
                     if at(p + 1) != 0 && !is_c_space(at(p + 1)) {
-                        return Err(());
+                        return Err(UnbalancedQuotes);
                     }
                     p += 1;
                     break;
                 } else if c == 0 {
-                    return Err(());
+                    return Err(UnbalancedQuotes);
                 } else {
                     scratch.push(c);
                 }
@@ -374,10 +380,16 @@ mod tests {
     #[test]
     fn inline_quoting_follows_redis() {
         let cases: &[(&[u8], &[&[u8]])] = &[
-            (b"SET name \"Ayoub Krimi\"\r\n", &[b"SET", b"name", b"Ayoub Krimi"]),
+            (
+                b"SET name \"Ayoub Krimi\"\r\n",
+                &[b"SET", b"name", b"Ayoub Krimi"],
+            ),
             (b"GET name\n", &[b"GET", b"name"]),
             (b"  SET   a   b  \r\n", &[b"SET", b"a", b"b"]),
-            (b"ECHO \"a\\nb\\r\\t\\\"\\\\\"\r\n", &[b"ECHO", b"a\nb\r\t\"\\"]),
+            (
+                b"ECHO \"a\\nb\\r\\t\\\"\\\\\"\r\n",
+                &[b"ECHO", b"a\nb\r\t\"\\"],
+            ),
             (b"ECHO \"\\x41\\x7a\\xZZ\"\r\n", &[b"ECHO", b"AzxZZ"]),
             (b"ECHO 'it\\'s' 'a\\nb'\r\n", &[b"ECHO", b"it's", b"a\\nb"]),
             (b"ECHO foo\"bar baz\"\r\n", &[b"ECHO", b"foobar baz"]),
@@ -386,13 +398,23 @@ mod tests {
         for (input, expected) in cases {
             let got = decode_all(input).unwrap();
             let expected: Vec<Vec<u8>> = expected.iter().map(|a| a.to_vec()).collect();
-            assert_eq!(got, vec![expected], "input {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                got,
+                vec![expected],
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
     #[test]
     fn inline_unbalanced_quotes_are_protocol_errors() {
-        for input in [&b"SET a \"b\r\n"[..], b"SET a 'b\r\n", b"SET a \"b\"c\r\n", b"SET a 'b'c\r\n"] {
+        for input in [
+            &b"SET a \"b\r\n"[..],
+            b"SET a 'b\r\n",
+            b"SET a \"b\"c\r\n",
+            b"SET a 'b'c\r\n",
+        ] {
             assert_eq!(
                 decode_all(input).unwrap_err().0,
                 "unbalanced quotes in request"
@@ -402,7 +424,10 @@ mod tests {
 
     #[test]
     fn blank_lines_and_empty_multibulk_are_skipped() {
-        assert_eq!(decode_all(b"\r\n\n*0\r\n*-1\r\nPING\r\n").unwrap(), vec![args(&["PING"])]);
+        assert_eq!(
+            decode_all(b"\r\n\n*0\r\n*-1\r\nPING\r\n").unwrap(),
+            vec![args(&["PING"])]
+        );
     }
 
     #[test]
@@ -426,7 +451,10 @@ mod tests {
         assert_eq!(decode_all(&long).unwrap_err().0, "too big inline request");
         let mut header = b"*".to_vec();
         header.extend(vec![b'1'; MAX_INLINE + 1]);
-        assert_eq!(decode_all(&header).unwrap_err().0, "too big mbulk count string");
+        assert_eq!(
+            decode_all(&header).unwrap_err().0,
+            "too big mbulk count string"
+        );
     }
 
     #[test]
@@ -449,7 +477,10 @@ mod tests {
                                 Source::Scratch => &d.scratch[..],
                             };
                             got.push(
-                                d.args.iter().map(|&(s, e)| base[s..e].to_vec()).collect::<Vec<_>>(),
+                                d.args
+                                    .iter()
+                                    .map(|&(s, e)| base[s..e].to_vec())
+                                    .collect::<Vec<_>>(),
                             );
                             pos += consumed;
                         }
@@ -471,7 +502,17 @@ mod tests {
         assert_eq!(parse_i64(b"-12"), Some(-12));
         assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
         assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [&b""[..], b"-", b"+1", b"01", b"-0", b" 1", b"1 ", b"9223372036854775808", b"1.0"] {
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b"01",
+            b"-0",
+            b" 1",
+            b"1 ",
+            b"9223372036854775808",
+            b"1.0",
+        ] {
             assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }

@@ -33,8 +33,10 @@ impl Reply {
     /// Line breaks are replaced so a message can never break the framing.
     pub fn error(&mut self, msg: &str) {
         self.buf.push(b'-');
-        self.buf
-            .extend(msg.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+        self.buf.extend(
+            msg.bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
         self.buf.extend_from_slice(b"\r\n");
     }
 

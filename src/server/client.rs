@@ -84,7 +84,8 @@ impl ClientInfo {
     pub fn describe(&self) -> String {
         let m = self.mutable.lock();
         let age = self.created.elapsed();
-        let idle_ms = (age.as_millis() as u64).saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
+        let idle_ms =
+            (age.as_millis() as u64).saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 \
              multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 \
@@ -97,7 +98,11 @@ impl ClientInfo {
             age.as_secs(),
             idle_ms / 1000,
             m.last_command,
-            if self.resp3.load(Ordering::Relaxed) { 3 } else { 2 },
+            if self.resp3.load(Ordering::Relaxed) {
+                3
+            } else {
+                2
+            },
             m.lib_name.as_deref().unwrap_or(""),
             m.lib_ver.as_deref().unwrap_or(""),
         )

@@ -78,7 +78,9 @@ impl Connection {
         loop {
             let spare = self.input.capacity() - self.input.len();
             if spare < READ_CHUNK / 2 {
-                let ahead = needed.saturating_sub(self.input.len()).clamp(READ_CHUNK, MAX_RESERVE);
+                let ahead = needed
+                    .saturating_sub(self.input.len())
+                    .clamp(READ_CHUNK, MAX_RESERVE);
                 self.input.reserve(ahead);
             }
             let read = tokio::select! {
@@ -98,7 +100,10 @@ impl Connection {
             if after == After::Continue
                 && self.input.len() as u64 > self.state.config.client_query_buffer_limit
             {
-                tracing::warn!(client = self.client.id, "closing client that exceeded the query buffer limit");
+                tracing::warn!(
+                    client = self.client.id,
+                    "closing client that exceeded the query buffer limit"
+                );
                 self.reply
                     .error("ERR Protocol error: query buffer limit exceeded");
                 self.flush().await?;
@@ -169,7 +174,10 @@ impl Connection {
             return Ok(());
         }
         let result = self.stream.write_all(&self.reply.buf).await;
-        Stats::add(&self.state.stats.net_output_bytes, self.reply.buf.len() as u64);
+        Stats::add(
+            &self.state.stats.net_output_bytes,
+            self.reply.buf.len() as u64,
+        );
         self.reply.buf.clear();
         if self.reply.buf.capacity() > KEEP_CAPACITY {
             self.reply.buf = Vec::new();

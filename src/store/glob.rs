@@ -11,7 +11,10 @@ enum Token {
     Star,
     AnyByte,
     Byte(u8),
-    Class { negated: bool, items: Vec<ClassItem> },
+    Class {
+        negated: bool,
+        items: Vec<ClassItem>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +162,10 @@ mod tests {
         assert!(m("*", "") && m("**", "anything") && m("a*", "a"));
         assert!(!m("a", "") && !m("", "a") && m("", ""));
         assert!(m("*a*b", "xxaxxb") && !m("*a*b", "xxbxxa"));
-        assert!(m("[abc", "b"), "an unterminated class ends at the pattern's end");
+        assert!(
+            m("[abc", "b"),
+            "an unterminated class ends at the pattern's end"
+        );
         assert!(m("a[\\]]b", "a]b"));
     }
 

@@ -20,8 +20,8 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::clock::{Hlc, Version};
-pub use entry::{Entry, NO_EXPIRY, SlotState};
 use entry::Slab;
+pub use entry::{Entry, NO_EXPIRY, SlotState};
 pub use glob::Glob;
 
 /// Number of shards; a power of two. 64 keeps contention negligible on the
@@ -117,7 +117,12 @@ impl Store {
     }
 
     /// Runs `f` with exclusive access to one key (lazy expiry already done).
-    pub fn with_key<R>(&self, key: &[u8], now_ms: u64, f: impl FnOnce(&mut KeyAccess<'_>) -> R) -> R {
+    pub fn with_key<R>(
+        &self,
+        key: &[u8],
+        now_ms: u64,
+        f: impl FnOnce(&mut KeyAccess<'_>) -> R,
+    ) -> R {
         let hash = self.hash(key);
         let mut shard = self.shards[Self::shard_of(hash)].0.lock();
         let mut access = KeyAccess::new(self.ctx(), &mut shard, key, hash, now_ms);
@@ -127,7 +132,12 @@ impl Store {
     /// Locks every shard that holds one of `keys` (in shard order, so two
     /// multi-key commands cannot deadlock) and runs `f`, which sees all of
     /// them atomically.
-    pub fn with_keys<R>(&self, keys: &[&[u8]], now_ms: u64, f: impl FnOnce(&mut MultiAccess<'_>) -> R) -> R {
+    pub fn with_keys<R>(
+        &self,
+        keys: &[&[u8]],
+        now_ms: u64,
+        f: impl FnOnce(&mut MultiAccess<'_>) -> R,
+    ) -> R {
         let mut wanted = [false; SHARDS];
         for key in keys {
             wanted[Self::shard_of(self.hash(key))] = true;
@@ -619,7 +629,10 @@ mod tests {
     fn set_get_delete() {
         let s = store();
         s.with_key(b"k", 1000, |a| a.set(b"v", Expiry::Persist));
-        assert_eq!(s.with_key(b"k", 1000, |a| a.value().map(<[u8]>::to_vec)), Some(b"v".to_vec()));
+        assert_eq!(
+            s.with_key(b"k", 1000, |a| a.value().map(<[u8]>::to_vec)),
+            Some(b"v".to_vec())
+        );
         assert!(s.with_key(b"k", 1000, |a| a.delete()));
         assert!(!s.with_key(b"k", 1000, |a| a.exists()));
         assert_eq!(s.len(), 0);
@@ -670,7 +683,9 @@ mod tests {
     fn scan_returns_every_key_present_throughout_despite_concurrent_changes() {
         let s = store();
         for i in 0..2000u32 {
-            s.with_key(format!("k{i}").as_bytes(), 0, |a| a.set(b"v", Expiry::Persist));
+            s.with_key(format!("k{i}").as_bytes(), 0, |a| {
+                a.set(b"v", Expiry::Persist)
+            });
         }
         let mut seen = std::collections::HashSet::new();
         let mut cursor = 0;
@@ -679,7 +694,9 @@ mod tests {
             let (next, keys) = s.scan(cursor, 10, 0, |_| true);
             seen.extend(keys);
             // Churn: delete and add keys not in the stable set while scanning.
-            s.with_key(format!("churn{step}").as_bytes(), 0, |a| a.set(b"x", Expiry::Persist));
+            s.with_key(format!("churn{step}").as_bytes(), 0, |a| {
+                a.set(b"x", Expiry::Persist)
+            });
             if step > 0 {
                 s.with_key(format!("churn{}", step - 1).as_bytes(), 0, |a| a.delete());
             }
