@@ -287,7 +287,7 @@ fn expiry_reply(
 }
 
 pub fn expiretime(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    expiry_reply(ctx, args, |at, _| (at / 1000) as i64)
+    expiry_reply(ctx, args, |at, _| (at as i64 + 500) / 1000)
 }
 
 pub fn pexpiretime(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {

@@ -415,8 +415,7 @@ fn parse_float(bytes: &[u8]) -> Option<f64> {
 }
 
 /// Formats like Redis's human-readable long double: plain decimal, no
-/// exponent, no trailing zeros. Rust's shortest round-trip form matches
-/// Redis's output for every value a 64-bit double can hold exactly.
+/// exponent, no trailing zeros.
 pub fn format_float(value: f64) -> String {
     if value == 0.0 {
         return "0".into();
@@ -424,21 +423,52 @@ pub fn format_float(value: f64) -> String {
     format!("{value}")
 }
 
+/// Redis adds in `long double` and prints 17 decimals with trailing zeros
+/// cut, so `0.1 + 0.2` gives `0.3`. Where both operands are plain decimals
+/// the sum is computed exactly in decimal and rounded the same way, which
+/// gives Redis's answers; beyond what a 96-bit decimal holds, the binary
+/// double sum is printed in its shortest exact form.
+fn add_floats(
+    current: &[u8],
+    current_value: f64,
+    delta: &[u8],
+    delta_value: f64,
+) -> Result<String, CmdError> {
+    let sum = current_value + delta_value;
+    if !sum.is_finite() {
+        return Err(CmdError::fixed(
+            "ERR increment would produce NaN or Infinity",
+        ));
+    }
+    let exact = decimal(current)
+        .zip(decimal(delta))
+        .and_then(|(a, b)| a.checked_add(b))
+        .map(|d| d.round_dp(17).normalize());
+    Ok(match exact {
+        Some(d) if d.is_zero() => "0".into(),
+        Some(d) => d.to_string(),
+        None => format_float(sum),
+    })
+}
+
+fn decimal(bytes: &[u8]) -> Option<rust_decimal::Decimal> {
+    use std::str::FromStr;
+    let text = std::str::from_utf8(bytes).ok()?;
+    if text.contains(['e', 'E']) {
+        rust_decimal::Decimal::from_scientific(text).ok()
+    } else {
+        rust_decimal::Decimal::from_str_exact(text).ok()
+    }
+}
+
 pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let delta = parse_float(args.get(2)).ok_or(CmdError::NOT_FLOAT)?;
+    let delta = args.get(2);
+    let delta_value = parse_float(delta).ok_or(CmdError::NOT_FLOAT)?;
     let reply = &mut *ctx.reply;
     ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
-        let current = match k.value() {
-            Some(v) => parse_float(v).ok_or(CmdError::NOT_FLOAT)?,
-            None => 0.0,
-        };
-        let next = current + delta;
-        if !next.is_finite() {
-            return Err(CmdError::fixed(
-                "ERR increment would produce NaN or Infinity",
-            ));
-        }
-        let text = format_float(next);
+        let current = k.value().unwrap_or(b"0");
+        let current_value = parse_float(current).ok_or(CmdError::NOT_FLOAT)?;
+        let text = add_floats(current, current_value, delta, delta_value)?;
         k.set(text.as_bytes(), Expiry::Keep);
         reply.bulk(text.as_bytes());
         Ok(())
@@ -468,6 +498,19 @@ mod tests {
         assert_eq!(format_float(-0.0), "0");
         assert_eq!(format_float(3.0), "3");
         assert_eq!(parse_float(b"5.0e3"), Some(5000.0));
+        let add = |a: &str, b: &str| {
+            let (x, y) = (
+                parse_float(a.as_bytes()).unwrap(),
+                parse_float(b.as_bytes()).unwrap(),
+            );
+            add_floats(a.as_bytes(), x, b.as_bytes(), y).unwrap()
+        };
+        assert_eq!(add("0.1", "0.2"), "0.3");
+        assert_eq!(add("1.1", "2.2"), "3.3");
+        assert_eq!(add("10.50", "0.1"), "10.6");
+        assert_eq!(add("5.0e3", "200"), "5200");
+        assert_eq!(add("1", "-1"), "0");
+        assert_eq!(add("1e300", "1"), format_float(1e300));
         assert_eq!(parse_float(b" 1"), None);
         assert_eq!(parse_float(b"nan"), None);
         assert_eq!(parse_float(b"abc"), None);

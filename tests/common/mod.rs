@@ -28,7 +28,9 @@ pub async fn client(node: &NodeHandle) -> redis::aio::MultiplexedConnection {
 
 /// A plain TCP connection for byte-level protocol tests.
 pub async fn raw(addr: SocketAddr) -> tokio::net::TcpStream {
-    tokio::net::TcpStream::connect(addr).await.expect("connects")
+    tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects")
 }
 
 /// Polls `check` until it returns true or `deadline` passes; returns the
