@@ -452,7 +452,6 @@ fn add_floats(
 }
 
 fn decimal(bytes: &[u8]) -> Option<rust_decimal::Decimal> {
-    use std::str::FromStr;
     let text = std::str::from_utf8(bytes).ok()?;
     if text.contains(['e', 'E']) {
         rust_decimal::Decimal::from_scientific(text).ok()
