@@ -3,6 +3,7 @@
 //! arguments, applies them to the store and writes its reply.
 
 mod connection;
+mod docs;
 mod keys;
 mod server;
 mod strings;

@@ -30,17 +30,6 @@ fn command_info(reply: &mut Reply, c: &CommandSpec) {
     reply.array(0); // subcommands
 }
 
-fn command_docs(reply: &mut Reply, c: &CommandSpec) {
-    reply.bulk(c.name.as_bytes());
-    reply.map(3);
-    reply.bulk(b"summary");
-    reply.bulk(c.summary.as_bytes());
-    reply.bulk(b"since");
-    reply.bulk(c.since.as_bytes());
-    reply.bulk(b"group");
-    reply.bulk(c.group.as_bytes());
-}
-
 pub fn command(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let reply = &mut *ctx.reply;
     if args.len() == 1 {
@@ -75,11 +64,15 @@ pub fn command(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             let names = args.from(2);
             if names.is_empty() {
                 reply.map(COMMANDS.len());
-                COMMANDS.iter().for_each(|c| command_docs(reply, c));
+                COMMANDS
+                    .iter()
+                    .for_each(|c| super::docs::write_docs(reply, c));
             } else {
                 let found: Vec<_> = names.iter().filter_map(lookup).collect();
                 reply.map(found.len());
-                found.into_iter().for_each(|c| command_docs(reply, c));
+                found
+                    .into_iter()
+                    .for_each(|c| super::docs::write_docs(reply, c));
             }
         }
         b"list" => {

@@ -22,6 +22,10 @@ pub struct CommandSpec {
     pub group: &'static str,
     pub since: &'static str,
     pub summary: &'static str,
+    /// Arguments in Redis's help notation, extended with `(a b)...` for a
+    /// repeated group and `name...` for a repeated argument; COMMAND DOCS
+    /// turns it into the structured form redis-cli builds its hints from.
+    pub syntax: &'static str,
     pub handler: Handler,
 }
 
@@ -61,7 +65,7 @@ impl CommandSpec {
 
 macro_rules! spec {
     ($name:literal, $arity:expr, $handler:path, [$($flag:literal),*], ($first:expr, $last:expr, $step:expr),
-     $group:literal, $since:literal, $summary:literal) => {
+     $group:literal, $since:literal, $args:literal, $summary:literal) => {
         CommandSpec {
             name: $name,
             arity: $arity,
@@ -72,586 +76,75 @@ macro_rules! spec {
             group: $group,
             since: $since,
             summary: $summary,
+            syntax: $args,
             handler: $handler,
         }
     };
 }
 
+#[rustfmt::skip]
 pub static COMMANDS: &[CommandSpec] = &[
     // connection
-    spec!(
-        "ping",
-        -1,
-        connection::ping,
-        ["fast", "stale"],
-        (0, 0, 0),
-        "connection",
-        "1.0.0",
-        "Returns the server's liveliness response."
-    ),
-    spec!(
-        "echo",
-        2,
-        connection::echo,
-        ["fast"],
-        (0, 0, 0),
-        "connection",
-        "1.0.0",
-        "Returns the given string."
-    ),
-    spec!(
-        "quit",
-        -1,
-        connection::quit,
-        ["fast", "noscript", "stale", "loading", "allow_busy"],
-        (0, 0, 0),
-        "connection",
-        "1.0.0",
-        "Closes the connection."
-    ),
-    spec!(
-        "hello",
-        -1,
-        connection::hello,
-        ["fast", "noscript", "stale", "loading", "no_auth"],
-        (0, 0, 0),
-        "connection",
-        "6.0.0",
-        "Handshakes with the server: protocol version, client name."
-    ),
-    spec!(
-        "select",
-        2,
-        connection::select,
-        ["fast", "stale", "loading"],
-        (0, 0, 0),
-        "connection",
-        "1.0.0",
-        "Changes the selected database (only 0 exists)."
-    ),
-    spec!(
-        "auth",
-        -2,
-        connection::auth,
-        ["fast", "noscript", "stale", "loading", "no_auth"],
-        (0, 0, 0),
-        "connection",
-        "1.0.0",
-        "Authenticates the connection."
-    ),
-    spec!(
-        "client",
-        -2,
-        connection::client,
-        ["admin", "noscript", "loading", "stale"],
-        (0, 0, 0),
-        "connection",
-        "2.4.0",
-        "CLIENT SETNAME, GETNAME, ID, LIST, INFO."
-    ),
+    spec!("ping", -1, connection::ping, ["fast", "stale"], (0, 0, 0), "connection", "1.0.0", "[message]", "Returns the server's liveliness response."),
+    spec!("echo", 2, connection::echo, ["fast"], (0, 0, 0), "connection", "1.0.0", "message", "Returns the given string."),
+    spec!("quit", -1, connection::quit, ["fast", "noscript", "stale", "loading", "allow_busy"], (0, 0, 0), "connection", "1.0.0", "", "Closes the connection."),
+    spec!("hello", -1, connection::hello, ["fast", "noscript", "stale", "loading", "no_auth"], (0, 0, 0), "connection", "6.0.0", "[protover [AUTH username password] [SETNAME clientname]]", "Handshakes with the server: protocol version, client name."),
+    spec!("select", 2, connection::select, ["fast", "stale", "loading"], (0, 0, 0), "connection", "1.0.0", "index", "Changes the selected database (only 0 exists)."),
+    spec!("auth", -2, connection::auth, ["fast", "noscript", "stale", "loading", "no_auth"], (0, 0, 0), "connection", "1.0.0", "[username] password", "Authenticates the connection."),
+    spec!("client", -2, connection::client, ["admin", "noscript", "loading", "stale"], (0, 0, 0), "connection", "2.4.0", "subcommand [argument...]", "CLIENT SETNAME, GETNAME, ID, LIST, INFO."),
     // server
-    spec!(
-        "command",
-        -1,
-        server::command,
-        ["loading", "stale"],
-        (0, 0, 0),
-        "server",
-        "2.8.13",
-        "Returns details about commands: COUNT, INFO, DOCS, LIST."
-    ),
-    spec!(
-        "info",
-        -1,
-        server::info,
-        ["loading", "stale"],
-        (0, 0, 0),
-        "server",
-        "1.0.0",
-        "Returns information and statistics about the server."
-    ),
-    spec!(
-        "dbsize",
-        1,
-        server::dbsize,
-        ["readonly", "fast"],
-        (0, 0, 0),
-        "server",
-        "1.0.0",
-        "Returns the number of keys."
-    ),
-    spec!(
-        "flushall",
-        -1,
-        server::flushall,
-        ["write"],
-        (0, 0, 0),
-        "server",
-        "1.0.0",
-        "Removes all keys."
-    ),
-    spec!(
-        "flushdb",
-        -1,
-        server::flushall,
-        ["write"],
-        (0, 0, 0),
-        "server",
-        "1.0.0",
-        "Removes all keys of the (only) database."
-    ),
-    spec!(
-        "time",
-        1,
-        server::time,
-        ["fast", "loading", "stale"],
-        (0, 0, 0),
-        "server",
-        "2.6.0",
-        "Returns the server time."
-    ),
-    spec!(
-        "debug",
-        -2,
-        server::debug,
-        ["admin", "noscript", "loading", "stale"],
-        (0, 0, 0),
-        "server",
-        "1.0.0",
-        "DEBUG DIGEST: a digest of the keyspace's contents."
-    ),
-    spec!(
-        "shutdown",
-        -1,
-        server::shutdown,
-        ["admin", "noscript", "loading", "stale"],
-        (0, 0, 0),
-        "server",
-        "1.0.0",
-        "Stops the node gracefully."
-    ),
-    spec!(
-        "config",
-        -2,
-        server::config,
-        ["admin", "noscript", "loading", "stale"],
-        (0, 0, 0),
-        "server",
-        "2.0.0",
-        "CONFIG GET of the node's settings (read-only)."
-    ),
+    spec!("command", -1, server::command, ["loading", "stale"], (0, 0, 0), "server", "2.8.13", "[COUNT|INFO command-name...|DOCS command-name...|LIST]", "Returns details about commands: COUNT, INFO, DOCS, LIST."),
+    spec!("info", -1, server::info, ["loading", "stale"], (0, 0, 0), "server", "1.0.0", "[section...]", "Returns information and statistics about the server."),
+    spec!("dbsize", 1, server::dbsize, ["readonly", "fast"], (0, 0, 0), "server", "1.0.0", "", "Returns the number of keys."),
+    spec!("flushall", -1, server::flushall, ["write"], (0, 0, 0), "server", "1.0.0", "[ASYNC|SYNC]", "Removes all keys."),
+    spec!("flushdb", -1, server::flushall, ["write"], (0, 0, 0), "server", "1.0.0", "[ASYNC|SYNC]", "Removes all keys of the (only) database."),
+    spec!("time", 1, server::time, ["fast", "loading", "stale"], (0, 0, 0), "server", "2.6.0", "", "Returns the server time."),
+    spec!("debug", -2, server::debug, ["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "1.0.0", "DIGEST", "DEBUG DIGEST: a digest of the keyspace's contents."),
+    spec!("shutdown", -1, server::shutdown, ["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "1.0.0", "[NOSAVE|SAVE] [NOW] [FORCE]", "Stops the node gracefully."),
+    spec!("config", -2, server::config, ["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "2.0.0", "subcommand [argument...]", "CONFIG GET of the node's settings (read-only)."),
     // strings
-    spec!(
-        "get",
-        2,
-        strings::get,
-        ["readonly", "fast"],
-        (1, 1, 1),
-        "string",
-        "1.0.0",
-        "Returns the string value of a key."
-    ),
-    spec!(
-        "set",
-        -3,
-        strings::set,
-        ["write", "denyoom"],
-        (1, 1, 1),
-        "string",
-        "1.0.0",
-        "Sets the string value of a key, with options."
-    ),
-    spec!(
-        "setnx",
-        3,
-        strings::setnx,
-        ["write", "denyoom", "fast"],
-        (1, 1, 1),
-        "string",
-        "1.0.0",
-        "Sets a key only if it does not exist."
-    ),
-    spec!(
-        "setex",
-        4,
-        strings::setex,
-        ["write", "denyoom"],
-        (1, 1, 1),
-        "string",
-        "2.0.0",
-        "Sets a key with an expiry in seconds."
-    ),
-    spec!(
-        "psetex",
-        4,
-        strings::psetex,
-        ["write", "denyoom"],
-        (1, 1, 1),
-        "string",
-        "2.6.0",
-        "Sets a key with an expiry in milliseconds."
-    ),
-    spec!(
-        "getset",
-        3,
-        strings::getset,
-        ["write", "denyoom", "fast"],
-        (1, 1, 1),
-        "string",
-        "1.0.0",
-        "Sets a key and returns its previous value."
-    ),
-    spec!(
-        "getdel",
-        2,
-        strings::getdel,
-        ["write", "fast"],
-        (1, 1, 1),
-        "string",
-        "6.2.0",
-        "Returns a key's value and deletes it."
-    ),
-    spec!(
-        "getex",
-        -2,
-        strings::getex,
-        ["write", "fast"],
-        (1, 1, 1),
-        "string",
-        "6.2.0",
-        "Returns a key's value and changes its expiry."
-    ),
-    spec!(
-        "mget",
-        -2,
-        strings::mget,
-        ["readonly", "fast"],
-        (1, -1, 1),
-        "string",
-        "1.0.0",
-        "Returns the values of several keys."
-    ),
-    spec!(
-        "mset",
-        -3,
-        strings::mset,
-        ["write", "denyoom"],
-        (1, -1, 2),
-        "string",
-        "1.0.1",
-        "Sets several keys atomically."
-    ),
-    spec!(
-        "msetnx",
-        -3,
-        strings::msetnx,
-        ["write", "denyoom"],
-        (1, -1, 2),
-        "string",
-        "1.0.1",
-        "Sets several keys only if none exists."
-    ),
-    spec!(
-        "append",
-        3,
-        strings::append,
-        ["write", "denyoom", "fast"],
-        (1, 1, 1),
-        "string",
-        "2.0.0",
-        "Appends to a key's value."
-    ),
-    spec!(
-        "strlen",
-        2,
-        strings::strlen,
-        ["readonly", "fast"],
-        (1, 1, 1),
-        "string",
-        "2.2.0",
-        "Returns the length of a key's value."
-    ),
-    spec!(
-        "getrange",
-        4,
-        strings::getrange,
-        ["readonly"],
-        (1, 1, 1),
-        "string",
-        "2.4.0",
-        "Returns a substring of a key's value."
-    ),
-    spec!(
-        "substr",
-        4,
-        strings::getrange,
-        ["readonly"],
-        (1, 1, 1),
-        "string",
-        "1.0.0",
-        "Returns a substring of a key's value (old name of GETRANGE)."
-    ),
-    spec!(
-        "setrange",
-        4,
-        strings::setrange,
-        ["write", "denyoom"],
-        (1, 1, 1),
-        "string",
-        "2.2.0",
-        "Overwrites part of a key's value at an offset."
-    ),
-    spec!(
-        "incr",
-        2,
-        strings::incr,
-        ["write", "denyoom", "fast"],
-        (1, 1, 1),
-        "string",
-        "1.0.0",
-        "Increments an integer value by one."
-    ),
-    spec!(
-        "decr",
-        2,
-        strings::decr,
-        ["write", "denyoom", "fast"],
-        (1, 1, 1),
-        "string",
-        "1.0.0",
-        "Decrements an integer value by one."
-    ),
-    spec!(
-        "incrby",
-        3,
-        strings::incrby,
-        ["write", "denyoom", "fast"],
-        (1, 1, 1),
-        "string",
-        "1.0.0",
-        "Increments an integer value by a number."
-    ),
-    spec!(
-        "decrby",
-        3,
-        strings::decrby,
-        ["write", "denyoom", "fast"],
-        (1, 1, 1),
-        "string",
-        "1.0.0",
-        "Decrements an integer value by a number."
-    ),
-    spec!(
-        "incrbyfloat",
-        3,
-        strings::incrbyfloat,
-        ["write", "denyoom", "fast"],
-        (1, 1, 1),
-        "string",
-        "2.6.0",
-        "Increments a floating point value by a number."
-    ),
+    spec!("get", 2, strings::get, ["readonly", "fast"], (1, 1, 1), "string", "1.0.0", "key", "Returns the string value of a key."),
+    spec!("set", -3, strings::set, ["write", "denyoom"], (1, 1, 1), "string", "1.0.0", "key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL]", "Sets the string value of a key, with options."),
+    spec!("setnx", 3, strings::setnx, ["write", "denyoom", "fast"], (1, 1, 1), "string", "1.0.0", "key value", "Sets a key only if it does not exist."),
+    spec!("setex", 4, strings::setex, ["write", "denyoom"], (1, 1, 1), "string", "2.0.0", "key seconds value", "Sets a key with an expiry in seconds."),
+    spec!("psetex", 4, strings::psetex, ["write", "denyoom"], (1, 1, 1), "string", "2.6.0", "key milliseconds value", "Sets a key with an expiry in milliseconds."),
+    spec!("getset", 3, strings::getset, ["write", "denyoom", "fast"], (1, 1, 1), "string", "1.0.0", "key value", "Sets a key and returns its previous value."),
+    spec!("getdel", 2, strings::getdel, ["write", "fast"], (1, 1, 1), "string", "6.2.0", "key", "Returns a key's value and deletes it."),
+    spec!("getex", -2, strings::getex, ["write", "fast"], (1, 1, 1), "string", "6.2.0", "key [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|PERSIST]", "Returns a key's value and changes its expiry."),
+    spec!("mget", -2, strings::mget, ["readonly", "fast"], (1, -1, 1), "string", "1.0.0", "key...", "Returns the values of several keys."),
+    spec!("mset", -3, strings::mset, ["write", "denyoom"], (1, -1, 2), "string", "1.0.1", "(key value)...", "Sets several keys atomically."),
+    spec!("msetnx", -3, strings::msetnx, ["write", "denyoom"], (1, -1, 2), "string", "1.0.1", "(key value)...", "Sets several keys only if none exists."),
+    spec!("append", 3, strings::append, ["write", "denyoom", "fast"], (1, 1, 1), "string", "2.0.0", "key value", "Appends to a key's value."),
+    spec!("strlen", 2, strings::strlen, ["readonly", "fast"], (1, 1, 1), "string", "2.2.0", "key", "Returns the length of a key's value."),
+    spec!("getrange", 4, strings::getrange, ["readonly"], (1, 1, 1), "string", "2.4.0", "key start end", "Returns a substring of a key's value."),
+    spec!("substr", 4, strings::getrange, ["readonly"], (1, 1, 1), "string", "1.0.0", "key start end", "Returns a substring of a key's value (old name of GETRANGE)."),
+    spec!("setrange", 4, strings::setrange, ["write", "denyoom"], (1, 1, 1), "string", "2.2.0", "key offset value", "Overwrites part of a key's value at an offset."),
+    spec!("incr", 2, strings::incr, ["write", "denyoom", "fast"], (1, 1, 1), "string", "1.0.0", "key", "Increments an integer value by one."),
+    spec!("decr", 2, strings::decr, ["write", "denyoom", "fast"], (1, 1, 1), "string", "1.0.0", "key", "Decrements an integer value by one."),
+    spec!("incrby", 3, strings::incrby, ["write", "denyoom", "fast"], (1, 1, 1), "string", "1.0.0", "key increment", "Increments an integer value by a number."),
+    spec!("decrby", 3, strings::decrby, ["write", "denyoom", "fast"], (1, 1, 1), "string", "1.0.0", "key decrement", "Decrements an integer value by a number."),
+    spec!("incrbyfloat", 3, strings::incrbyfloat, ["write", "denyoom", "fast"], (1, 1, 1), "string", "2.6.0", "key increment", "Increments a floating point value by a number."),
     // keys
-    spec!(
-        "del",
-        -2,
-        keys::del,
-        ["write"],
-        (1, -1, 1),
-        "keyspace",
-        "1.0.0",
-        "Deletes keys."
-    ),
-    spec!(
-        "unlink",
-        -2,
-        keys::del,
-        ["write", "fast"],
-        (1, -1, 1),
-        "keyspace",
-        "4.0.0",
-        "Deletes keys (memory is reclaimed at once; same as DEL)."
-    ),
-    spec!(
-        "exists",
-        -2,
-        keys::exists,
-        ["readonly", "fast"],
-        (1, -1, 1),
-        "keyspace",
-        "1.0.0",
-        "Counts how many of the given keys exist."
-    ),
-    spec!(
-        "type",
-        2,
-        keys::type_,
-        ["readonly", "fast"],
-        (1, 1, 1),
-        "keyspace",
-        "1.0.0",
-        "Returns the type of a key's value."
-    ),
-    spec!(
-        "keys",
-        2,
-        keys::keys,
-        ["readonly"],
-        (0, 0, 0),
-        "keyspace",
-        "1.0.0",
-        "Returns the keys matching a pattern."
-    ),
-    spec!(
-        "scan",
-        -2,
-        keys::scan,
-        ["readonly"],
-        (0, 0, 0),
-        "keyspace",
-        "2.8.0",
-        "Iterates over the keys incrementally."
-    ),
-    spec!(
-        "randomkey",
-        1,
-        keys::randomkey,
-        ["readonly"],
-        (0, 0, 0),
-        "keyspace",
-        "1.0.0",
-        "Returns a random key."
-    ),
-    spec!(
-        "rename",
-        3,
-        keys::rename,
-        ["write"],
-        (1, 2, 1),
-        "keyspace",
-        "1.0.0",
-        "Renames a key, overwriting the destination."
-    ),
-    spec!(
-        "renamenx",
-        3,
-        keys::renamenx,
-        ["write", "fast"],
-        (1, 2, 1),
-        "keyspace",
-        "1.0.0",
-        "Renames a key if the destination does not exist."
-    ),
-    spec!(
-        "copy",
-        -3,
-        keys::copy,
-        ["write", "denyoom"],
-        (1, 2, 1),
-        "keyspace",
-        "6.2.0",
-        "Copies a key's value to another key."
-    ),
-    spec!(
-        "touch",
-        -2,
-        keys::exists,
-        ["readonly", "fast"],
-        (1, -1, 1),
-        "keyspace",
-        "3.2.1",
-        "Counts the given keys that exist (and touches them)."
-    ),
-    spec!(
-        "expire",
-        -3,
-        keys::expire,
-        ["write", "fast"],
-        (1, 1, 1),
-        "keyspace",
-        "1.0.0",
-        "Sets a key's time to live in seconds."
-    ),
-    spec!(
-        "pexpire",
-        -3,
-        keys::pexpire,
-        ["write", "fast"],
-        (1, 1, 1),
-        "keyspace",
-        "2.6.0",
-        "Sets a key's time to live in milliseconds."
-    ),
-    spec!(
-        "expireat",
-        -3,
-        keys::expireat,
-        ["write", "fast"],
-        (1, 1, 1),
-        "keyspace",
-        "1.2.0",
-        "Sets a key's expiry as a unix time in seconds."
-    ),
-    spec!(
-        "pexpireat",
-        -3,
-        keys::pexpireat,
-        ["write", "fast"],
-        (1, 1, 1),
-        "keyspace",
-        "2.6.0",
-        "Sets a key's expiry as a unix time in milliseconds."
-    ),
-    spec!(
-        "expiretime",
-        2,
-        keys::expiretime,
-        ["readonly", "fast"],
-        (1, 1, 1),
-        "keyspace",
-        "7.0.0",
-        "Returns a key's expiry as a unix time in seconds."
-    ),
-    spec!(
-        "pexpiretime",
-        2,
-        keys::pexpiretime,
-        ["readonly", "fast"],
-        (1, 1, 1),
-        "keyspace",
-        "7.0.0",
-        "Returns a key's expiry as a unix time in milliseconds."
-    ),
-    spec!(
-        "ttl",
-        2,
-        keys::ttl,
-        ["readonly", "fast"],
-        (1, 1, 1),
-        "keyspace",
-        "1.0.0",
-        "Returns a key's time to live in seconds."
-    ),
-    spec!(
-        "pttl",
-        2,
-        keys::pttl,
-        ["readonly", "fast"],
-        (1, 1, 1),
-        "keyspace",
-        "2.6.0",
-        "Returns a key's time to live in milliseconds."
-    ),
-    spec!(
-        "persist",
-        2,
-        keys::persist,
-        ["write", "fast"],
-        (1, 1, 1),
-        "keyspace",
-        "2.2.0",
-        "Removes a key's expiry."
-    ),
+    spec!("del", -2, keys::del, ["write"], (1, -1, 1), "keyspace", "1.0.0", "key...", "Deletes keys."),
+    spec!("unlink", -2, keys::del, ["write", "fast"], (1, -1, 1), "keyspace", "4.0.0", "key...", "Deletes keys (memory is reclaimed at once; same as DEL)."),
+    spec!("exists", -2, keys::exists, ["readonly", "fast"], (1, -1, 1), "keyspace", "1.0.0", "key...", "Counts how many of the given keys exist."),
+    spec!("type", 2, keys::type_, ["readonly", "fast"], (1, 1, 1), "keyspace", "1.0.0", "key", "Returns the type of a key's value."),
+    spec!("keys", 2, keys::keys, ["readonly"], (0, 0, 0), "keyspace", "1.0.0", "pattern", "Returns the keys matching a pattern."),
+    spec!("scan", -2, keys::scan, ["readonly"], (0, 0, 0), "keyspace", "2.8.0", "cursor [MATCH pattern] [COUNT count] [TYPE type]", "Iterates over the keys incrementally."),
+    spec!("randomkey", 1, keys::randomkey, ["readonly"], (0, 0, 0), "keyspace", "1.0.0", "", "Returns a random key."),
+    spec!("rename", 3, keys::rename, ["write"], (1, 2, 1), "keyspace", "1.0.0", "key newkey", "Renames a key, overwriting the destination."),
+    spec!("renamenx", 3, keys::renamenx, ["write", "fast"], (1, 2, 1), "keyspace", "1.0.0", "key newkey", "Renames a key if the destination does not exist."),
+    spec!("copy", -3, keys::copy, ["write", "denyoom"], (1, 2, 1), "keyspace", "6.2.0", "source destination [DB destination-db] [REPLACE]", "Copies a key's value to another key."),
+    spec!("touch", -2, keys::exists, ["readonly", "fast"], (1, -1, 1), "keyspace", "3.2.1", "key...", "Counts the given keys that exist (and touches them)."),
+    spec!("expire", -3, keys::expire, ["write", "fast"], (1, 1, 1), "keyspace", "1.0.0", "key seconds [NX|XX|GT|LT]", "Sets a key's time to live in seconds."),
+    spec!("pexpire", -3, keys::pexpire, ["write", "fast"], (1, 1, 1), "keyspace", "2.6.0", "key milliseconds [NX|XX|GT|LT]", "Sets a key's time to live in milliseconds."),
+    spec!("expireat", -3, keys::expireat, ["write", "fast"], (1, 1, 1), "keyspace", "1.2.0", "key unix-time-seconds [NX|XX|GT|LT]", "Sets a key's expiry as a unix time in seconds."),
+    spec!("pexpireat", -3, keys::pexpireat, ["write", "fast"], (1, 1, 1), "keyspace", "2.6.0", "key unix-time-milliseconds [NX|XX|GT|LT]", "Sets a key's expiry as a unix time in milliseconds."),
+    spec!("expiretime", 2, keys::expiretime, ["readonly", "fast"], (1, 1, 1), "keyspace", "7.0.0", "key", "Returns a key's expiry as a unix time in seconds."),
+    spec!("pexpiretime", 2, keys::pexpiretime, ["readonly", "fast"], (1, 1, 1), "keyspace", "7.0.0", "key", "Returns a key's expiry as a unix time in milliseconds."),
+    spec!("ttl", 2, keys::ttl, ["readonly", "fast"], (1, 1, 1), "keyspace", "1.0.0", "key", "Returns a key's time to live in seconds."),
+    spec!("pttl", 2, keys::pttl, ["readonly", "fast"], (1, 1, 1), "keyspace", "2.6.0", "key", "Returns a key's time to live in milliseconds."),
+    spec!("persist", 2, keys::persist, ["write", "fast"], (1, 1, 1), "keyspace", "2.2.0", "key", "Removes a key's expiry."),
 ];
 
 static BY_NAME: LazyLock<

@@ -464,35 +464,71 @@ mod tests {
         let whole = decode_all(input).unwrap();
         assert_eq!(whole.len(), 4);
         for split in 0..=input.len() {
-            // Feed the first `split` bytes, then everything, as a socket would.
-            let mut d = Decoder::default();
-            let mut got = Vec::new();
-            let mut pos = 0;
-            for avail in [split, input.len()] {
-                loop {
-                    match d.decode(&input[pos..avail]).unwrap() {
-                        Decoded::Command { consumed, source } => {
-                            let base = match source {
-                                Source::Input => &input[pos..avail],
-                                Source::Scratch => &d.scratch[..],
-                            };
-                            got.push(
-                                d.args
-                                    .iter()
-                                    .map(|&(s, e)| base[s..e].to_vec())
-                                    .collect::<Vec<_>>(),
-                            );
-                            pos += consumed;
-                        }
-                        Decoded::Nothing { consumed } => pos += consumed,
-                        Decoded::Incomplete { min_len } => {
-                            assert!(min_len > avail - pos);
-                            break;
-                        }
+            let got = decode_split(input, split);
+            assert_eq!(got, whole, "split at {split}");
+        }
+    }
+
+    /// Feeds `input` in two parts split at `split` and returns every
+    /// command decoded.
+    fn decode_split(input: &[u8], split: usize) -> Vec<Vec<Vec<u8>>> {
+        let mut d = Decoder::default();
+        let mut got = Vec::new();
+        let mut pos = 0;
+        for avail in [split, input.len()] {
+            loop {
+                match d.decode(&input[pos..avail]).unwrap() {
+                    Decoded::Command { consumed, source } => {
+                        let base = match source {
+                            Source::Input => &input[pos..avail],
+                            Source::Scratch => &d.scratch[..],
+                        };
+                        got.push(d.args.iter().map(|&(s, e)| base[s..e].to_vec()).collect());
+                        pos += consumed;
+                    }
+                    Decoded::Nothing { consumed } => pos += consumed,
+                    Decoded::Incomplete { min_len } => {
+                        assert!(min_len > avail - pos);
+                        break;
                     }
                 }
             }
-            assert_eq!(got, whole, "split at {split}");
+        }
+        got
+    }
+
+    #[test]
+    fn every_command_of_the_table_survives_every_split_point() {
+        for spec in crate::command::COMMANDS {
+            let argc = spec.arity.unsigned_abs() as usize;
+            let mut cmd = vec![spec.name.to_ascii_uppercase().into_bytes()];
+            cmd.extend((1..argc).map(|i| format!("arg {i}\r\n").into_bytes()));
+            let mut wire = format!("*{}\r\n", cmd.len()).into_bytes();
+            for a in &cmd {
+                wire.extend(format!("${}\r\n", a.len()).as_bytes());
+                wire.extend(a);
+                wire.extend(b"\r\n");
+            }
+            // The same command inline, quoted, after the multibulk one.
+            let inline: Vec<String> = cmd
+                .iter()
+                .map(|a| {
+                    format!(
+                        "\"{}\"",
+                        String::from_utf8_lossy(a).replace("\r\n", "\\r\\n")
+                    )
+                })
+                .collect();
+            wire.extend(inline.join(" ").as_bytes());
+            wire.extend(b"\r\n");
+            for split in 0..=wire.len() {
+                assert_eq!(
+                    decode_split(&wire, split),
+                    vec![cmd.clone(), cmd.clone()],
+                    "{} split at {split}",
+                    spec.name
+                );
+            }
         }
     }
 
