@@ -186,31 +186,18 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
         }
         "stats" => {
             out.push_str("# Stats\r\n");
-            kv(
-                out,
-                "total_connections_received",
-                &Stats::get(&stats.total_connections_received),
-            );
-            kv(
-                out,
-                "total_commands_processed",
-                &Stats::get(&stats.total_commands_processed),
-            );
-            kv(
-                out,
-                "total_net_input_bytes",
-                &Stats::get(&stats.net_input_bytes),
-            );
-            kv(
-                out,
-                "total_net_output_bytes",
-                &Stats::get(&stats.net_output_bytes),
-            );
-            kv(
-                out,
-                "rejected_connections",
-                &Stats::get(&stats.rejected_connections),
-            );
+            for (name, counter) in [
+                (
+                    "total_connections_received",
+                    &stats.total_connections_received,
+                ),
+                ("total_commands_processed", &stats.total_commands_processed),
+                ("total_net_input_bytes", &stats.net_input_bytes),
+                ("total_net_output_bytes", &stats.net_output_bytes),
+                ("rejected_connections", &stats.rejected_connections),
+            ] {
+                kv(out, name, &Stats::get(counter));
+            }
             kv(
                 out,
                 "expired_keys",

@@ -267,65 +267,52 @@ pub fn split_inline(
             return Ok(());
         }
         let start = scratch.len();
-        let (mut in_double, mut in_single) = (false, false);
+        // The quote character while inside quotes.
+        let mut quote: Option<u8> = None;
         loop {
             let c = at(p);
-            if in_double {
-                if c == b'\\'
-                    && at(p + 1) == b'x'
-                    && hex(at(p + 2)).is_some()
-                    && hex(at(p + 3)).is_some()
-                {
-                    let (hi, lo) = (hex(at(p + 2)).unwrap_or(0), hex(at(p + 3)).unwrap_or(0));
-                    scratch.push(hi * 16 + lo);
-                    p += 3;
-                } else if c == b'\\' && at(p + 1) != 0 {
-                    p += 1;
-                    scratch.push(match at(p) {
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'b' => 0x08,
-                        b'a' => 0x07,
-                        other => other,
-                    });
-                } else if c == b'"' {
-                    if at(p + 1) != 0 && !is_c_space(at(p + 1)) {
+            match quote {
+                Some(q) => {
+                    let (hi, lo) = (hex(at(p + 2)), hex(at(p + 3)));
+                    if q == b'"' && c == b'\\' && at(p + 1) == b'x' && hi.is_some() && lo.is_some()
+                    {
+                        scratch.push(hi.unwrap_or(0) * 16 + lo.unwrap_or(0));
+                        p += 3;
+                    } else if q == b'"' && c == b'\\' && at(p + 1) != 0 {
+                        p += 1;
+                        scratch.push(match at(p) {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 0x08,
+                            b'a' => 0x07,
+                            other => other,
+                        });
+                    } else if q == b'\'' && c == b'\\' && at(p + 1) == b'\'' {
+                        p += 1;
+                        scratch.push(b'\'');
+                    } else if c == q {
+                        // A closing quote must end the argument.
+                        if at(p + 1) != 0 && !is_c_space(at(p + 1)) {
+                            return Err(UnbalancedQuotes);
+                        }
+                        p += 1;
+                        break;
+                    } else if c == 0 {
                         return Err(UnbalancedQuotes);
+                    } else {
+                        scratch.push(c);
                     }
-                    p += 1;
-                    break;
-                } else if c == 0 {
-                    return Err(UnbalancedQuotes);
-                } else {
-                    scratch.push(c);
                 }
-            } else if in_single {
-                if c == b'\\' && at(p + 1) == b'\'' {
-                    p += 1;
-                    scratch.push(b'\'');
-                } else if c == b'\'' {
-                    if at(p + 1) != 0 && !is_c_space(at(p + 1)) {
-                        return Err(UnbalancedQuotes);
-                    }
-                    p += 1;
-                    break;
-                } else if c == 0 {
-                    return Err(UnbalancedQuotes);
-                } else {
-                    scratch.push(c);
-                }
-            } else {
-                match c {
+                None => match c {
                     0 => break,
                     c if is_c_space(c) => {
                         p += 1;
                         break;
                     }
-                    b'"' => in_double = true,
-                    b'\'' => in_single = true,
+                    b'"' | b'\'' => quote = Some(c),
                     c => scratch.push(c),
-                }
+                },
             }
             p += 1;
         }
