@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
@@ -43,10 +44,39 @@ pub struct Config {
     #[arg(long, env = "KRIMINODB_NAME")]
     pub name: Option<String>,
 
-    /// Seed peers to join, as HOST:PORT[,HOST:PORT...] (peer ports); used by
-    /// the cluster, which a later release enables.
+    /// Seed peers to join, as HOST:PORT[,HOST:PORT...] (their peer ports).
+    /// Without it the node is a one-node cluster that others may join.
     #[arg(long, env = "KRIMINODB_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
+
+    /// Address peers use to reach this node, when --bind is a wildcard.
+    #[arg(long, env = "KRIMINODB_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<IpAddr>,
+
+    /// SWIM: how often each node probes one member.
+    #[arg(long, env = "KRIMINODB_PROBE_PERIOD", default_value = "600ms", value_parser = humantime::parse_duration)]
+    pub probe_period: Duration,
+
+    /// SWIM: how long a direct probe waits before asking others to probe.
+    #[arg(long, env = "KRIMINODB_PROBE_RTT", default_value = "300ms", value_parser = humantime::parse_duration)]
+    pub probe_rtt: Duration,
+
+    /// SWIM: members asked to probe indirectly when a direct probe fails.
+    #[arg(long, env = "KRIMINODB_INDIRECT_PROBES", default_value_t = 3)]
+    pub indirect_probes: usize,
+
+    /// SWIM: how long a member stays suspect before it is declared down
+    /// (multiplied by log10 of the cluster size above 10 members).
+    #[arg(long, env = "KRIMINODB_SUSPECT_TIMEOUT", default_value = "2400ms", value_parser = humantime::parse_duration)]
+    pub suspect_timeout: Duration,
+
+    /// SWIM: how often membership updates are gossiped to a few members.
+    #[arg(long, env = "KRIMINODB_GOSSIP_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub gossip_interval: Duration,
+
+    /// How long a down member stays listed before it is removed.
+    #[arg(long, env = "KRIMINODB_REMOVE_DOWN_AFTER", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub remove_down_after: Duration,
 
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, env = "KRIMINODB_LOG_LEVEL", default_value = "info")]

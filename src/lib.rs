@@ -8,10 +8,12 @@
 //! - `store`: the sharded keyspace, entries with versions, expiry.
 //! - `clock`: the hybrid logical clock that stamps every write.
 //! - `server`: the listener and the per-connection loop.
+//! - [`membership`]: SWIM gossip membership (foca) on the peer port.
 
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod membership;
 pub mod node;
 pub mod resp;
 pub mod server;

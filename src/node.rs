@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::{Hlc, unix_millis};
 use crate::config::Config;
+use crate::membership::{self, MembershipHandle};
 use crate::server;
 use crate::server::client::Registry;
 use crate::stats::Stats;
@@ -33,6 +34,7 @@ pub struct NodeState {
     pub shutdown: CancellationToken,
     pub started: Instant,
     pub client_addr: SocketAddr,
+    pub membership: MembershipHandle,
 }
 
 impl NodeState {
@@ -48,6 +50,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Peer(#[from] membership::StartError),
 }
 
 /// Starts nodes.
@@ -67,8 +71,20 @@ impl Node {
 
         let node_id = fastrand::u64(1..);
         let clock = Arc::new(Hlc::new(node_id));
+        let name = config.node_name(client_addr.port());
+        let shutdown = CancellationToken::new();
+        let halt = CancellationToken::new();
+        let (membership, membership_task) = membership::start(
+            &config,
+            node_id,
+            name.clone(),
+            client_addr,
+            shutdown.clone(),
+            halt.clone(),
+        )
+        .await?;
         let state = Arc::new(NodeState {
-            name: config.node_name(client_addr.port()),
+            name,
             node_id,
             run_id: (0..40)
                 .map(|_| char::from_digit(fastrand::u32(..16), 16).unwrap_or('0'))
@@ -76,13 +92,17 @@ impl Node {
             store: Store::new(clock),
             stats: Stats::default(),
             clients: Registry::default(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             started: Instant::now(),
             client_addr,
+            membership,
             config,
         });
 
         let tracker = TaskTracker::new();
+        tracker.spawn(async move {
+            let _ = membership_task.await;
+        });
         tracker.spawn(server::listener::run(listener, state.clone()));
         tracker.spawn(active_expiry(state.clone()));
         tracker.close();
@@ -90,9 +110,14 @@ impl Node {
             name = %state.name,
             node_id = format_args!("{node_id:016x}"),
             %client_addr,
+            peer_addr = %state.membership.me.peer,
             "kriminodb node started"
         );
-        Ok(NodeHandle { state, tracker })
+        Ok(NodeHandle {
+            state,
+            tracker,
+            halt,
+        })
     }
 }
 
@@ -113,11 +138,22 @@ async fn active_expiry(state: Arc<NodeState>) {
 pub struct NodeHandle {
     state: Arc<NodeState>,
     tracker: TaskTracker,
+    /// Stops every task at once, without telling peers (a crash, for tests).
+    halt: CancellationToken,
 }
 
 impl NodeHandle {
     pub fn client_addr(&self) -> SocketAddr {
         self.state.client_addr
+    }
+
+    /// The address peers reach this node at (UDP membership, TCP data).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.state.membership.me.peer
+    }
+
+    pub fn membership(&self) -> &MembershipHandle {
+        &self.state.membership
     }
 
     pub fn node_id(&self) -> u64 {
@@ -146,6 +182,14 @@ impl NodeHandle {
         self.state.shutdown.cancel();
         self.tracker.wait().await;
         tracing::info!(name = %self.state.name, "kriminodb node stopped");
+    }
+
+    /// Stops the node as a crash would: peers are not told, they must
+    /// detect it. For tests of failure detection.
+    pub async fn kill(self) {
+        self.halt.cancel();
+        self.state.shutdown.cancel();
+        self.tracker.wait().await;
     }
 
     /// Starts a graceful stop without waiting for it.

@@ -2,6 +2,7 @@
 //! dispatch. One file per command family; each handler parses its
 //! arguments, applies them to the store and writes its reply.
 
+mod cluster;
 mod connection;
 mod docs;
 mod keys;

@@ -94,6 +94,7 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "replication",
     "cpu",
     "cluster",
+    "membership",
     "keyspace",
 ];
 
@@ -224,6 +225,18 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
             // sharding, so Redis Cluster clients must not route by slot.
             out.push_str("# Cluster\r\n");
             kv(out, "cluster_enabled", &0);
+        }
+        "membership" => {
+            use crate::membership::MemberState;
+            let m = &node.membership;
+            out.push_str("# Membership\r\n");
+            kv(out, "members", &m.members().len());
+            kv(out, "members_alive", &m.count(MemberState::Alive));
+            kv(out, "members_suspect", &m.count(MemberState::Suspect));
+            kv(out, "members_down", &m.count(MemberState::Down));
+            kv(out, "bad_packets", &m.bad_packets());
+            kv(out, "peer_addr", &m.me.peer);
+            kv(out, "incarnation", &m.me.incarnation);
         }
         "keyspace" => {
             out.push_str("# Keyspace\r\n");

@@ -1,0 +1,263 @@
+//! Cluster membership: SWIM with suspicion through the `foca` crate.
+//!
+//! foca owns the protocol state machine and nothing else; the driver task in
+//! [`driver`] owns the UDP socket on the peer port, the timers and the wire
+//! envelope. This module holds what both sides share: the member identity,
+//! the protocol configuration derived from our flags, the envelope format,
+//! and the handle the rest of the node reads membership from.
+
+mod driver;
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+pub use driver::{StartError, start};
+
+/// A member's identity, carried in every SWIM message.
+///
+/// `incarnation` is the wall-clock millisecond at which the process started
+/// (bumped by one when foca asks us to renew), so a restarted node always
+/// wins over its previous life at the same peer address and rejoins at once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemberId {
+    pub node_id: u64,
+    pub incarnation: u64,
+    pub name: String,
+    pub peer: SocketAddr,
+    pub client: SocketAddr,
+}
+
+impl foca::Identity for MemberId {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Self {
+            incarnation: self.incarnation.wrapping_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        (self.incarnation, self.node_id) > (adversary.incarnation, adversary.node_id)
+    }
+}
+
+impl MemberId {
+    /// The identity to announce to a seed we only know the address of: foca
+    /// accepts an announce whose destination address is its own.
+    pub fn placeholder(peer: SocketAddr) -> Self {
+        Self {
+            node_id: 0,
+            incarnation: 0,
+            name: String::new(),
+            peer,
+            client: peer,
+        }
+    }
+}
+
+/// foca's configuration from our flags, for a cluster of `cluster_size`.
+///
+/// As foca's LAN profile (after memberlist's), the number of times an update
+/// is retransmitted grows with log10 of the cluster size, and so does the
+/// suspicion timeout beyond 10 members; probe timings are ours, chosen so a
+/// crashed node is seen down by everyone within 5 s on a LAN while a node
+/// paused for a second is only suspected.
+pub fn protocol_config(config: &Config, cluster_size: usize) -> foca::Config {
+    let n =
+        NonZeroU32::new(cluster_size.clamp(1, u32::MAX as usize) as u32).unwrap_or(NonZeroU32::MIN);
+    let mut c = foca::Config::new_lan(n);
+    c.probe_period = config.probe_period;
+    c.probe_rtt = config.probe_rtt.min(config.probe_period);
+    c.num_indirect_probes = NonZeroUsize::new(config.indirect_probes).unwrap_or(NonZeroUsize::MIN);
+    let scale = f64::max(1.0, (cluster_size.max(1) as f64).log10());
+    c.suspect_to_down_after = config.suspect_timeout.mul_f64(scale);
+    // Small clusters still get a few retransmissions so one lost datagram
+    // does not hide an update.
+    let max_tx = (4.0 * ((cluster_size + 1) as f64).log10()).clamp(4.0, 255.0) as u8;
+    c.max_transmissions = NonZeroU8::new(max_tx).unwrap_or(NonZeroU8::MIN);
+    c.remove_down_after = Some(config.remove_down_after);
+    c.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - ENVELOPE_LEN).unwrap_or(NonZeroUsize::MIN);
+    if let Some(gossip) = c.periodic_gossip.as_mut() {
+        gossip.frequency = config.gossip_interval;
+    }
+    // Seeds that were down when we joined are retried often, so a cluster
+    // whose bootstrap node restarts heals quickly.
+    if let Some(down) = c.periodic_announce_to_down_members.as_mut() {
+        down.frequency = Duration::from_secs(5);
+    }
+    c
+}
+
+/// Largest datagram we send or accept, envelope included (fits a 1500-byte
+/// Ethernet MTU with IP and UDP headers).
+pub const MAX_DATAGRAM: usize = 1400;
+/// Envelope: magic "KR", protocol version, message kind.
+pub const ENVELOPE_LEN: usize = 4;
+const MAGIC: [u8; 2] = *b"KR";
+/// Bumped whenever the membership wire format changes incompatibly.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// What a datagram carries after the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A foca (SWIM) message.
+    Swim = 0,
+    /// "I am leaving": peers drop the sender from their member list at once.
+    Leave = 1,
+}
+
+/// Prepends the envelope to `payload`.
+pub fn seal(kind: Kind, payload: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&MAGIC);
+    out.push(PROTOCOL_VERSION);
+    out.push(kind as u8);
+    out.extend_from_slice(payload);
+}
+
+/// Checks the envelope; None for anything that is not ours.
+pub fn open(datagram: &[u8]) -> Option<(Kind, &[u8])> {
+    if datagram.len() < ENVELOPE_LEN || datagram.len() > MAX_DATAGRAM {
+        return None;
+    }
+    if datagram[..2] != MAGIC || datagram[2] != PROTOCOL_VERSION {
+        return None;
+    }
+    let kind = match datagram[3] {
+        0 => Kind::Swim,
+        1 => Kind::Leave,
+        _ => return None,
+    };
+    Some((kind, &datagram[ENVELOPE_LEN..]))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    Alive,
+    Suspect,
+    Down,
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// One member as the rest of the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: MemberId,
+    pub state: MemberState,
+    /// When we last received a datagram from its peer address.
+    pub last_heard: Option<Instant>,
+    pub is_self: bool,
+}
+
+/// Counters for INFO `membership`.
+#[derive(Debug, Default)]
+pub struct MembershipStats {
+    pub bad_packets: AtomicU64,
+}
+
+/// How the node reads membership: a snapshot that the driver republishes on
+/// every change.
+#[derive(Clone)]
+pub struct MembershipHandle {
+    pub me: MemberId,
+    members: watch::Receiver<Arc<Vec<MemberView>>>,
+    pub stats: Arc<MembershipStats>,
+}
+
+impl MembershipHandle {
+    /// Every known member, this node first.
+    pub fn members(&self) -> Arc<Vec<MemberView>> {
+        self.members.borrow().clone()
+    }
+
+    /// Waits for the next change of the member list.
+    pub async fn changed(&mut self) -> bool {
+        self.members.changed().await.is_ok()
+    }
+
+    pub fn bad_packets(&self) -> u64 {
+        self.stats.bad_packets.load(Ordering::Relaxed)
+    }
+
+    /// Members in `state`, this node included when alive.
+    pub fn count(&self, state: MemberState) -> usize {
+        self.members
+            .borrow()
+            .iter()
+            .filter(|m| m.state == state)
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foca::Identity;
+
+    fn id(incarnation: u64, node_id: u64) -> MemberId {
+        MemberId {
+            node_id,
+            incarnation,
+            name: "n".into(),
+            peer: "127.0.0.1:4000".parse().unwrap(),
+            client: "127.0.0.1:3000".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_restarted_node_wins_over_its_previous_life() {
+        let old = id(1_000, 7);
+        let new = id(2_000, 3);
+        assert!(new.win_addr_conflict(&old));
+        assert!(!old.win_addr_conflict(&new));
+        let renewed = old.renew().unwrap();
+        assert!(renewed.win_addr_conflict(&old));
+    }
+
+    #[test]
+    fn envelope_round_trips_and_rejects_strangers() {
+        let mut buf = Vec::new();
+        seal(Kind::Swim, b"payload", &mut buf);
+        assert_eq!(open(&buf), Some((Kind::Swim, &b"payload"[..])));
+        assert_eq!(open(b"KR"), None);
+        assert_eq!(open(b"XX\x01\x00abc"), None);
+        assert_eq!(open(b"KR\x09\x00abc"), None, "other protocol versions");
+        assert_eq!(open(b"KR\x01\x07abc"), None, "unknown kinds");
+        assert_eq!(open(&vec![0u8; MAX_DATAGRAM + 1]), None);
+    }
+
+    #[test]
+    fn protocol_config_scales_with_cluster_size() {
+        let config = Config::default();
+        let small = protocol_config(&config, 5);
+        let large = protocol_config(&config, 1000);
+        assert_eq!(small.suspect_to_down_after, config.suspect_timeout);
+        assert!(large.suspect_to_down_after > small.suspect_to_down_after);
+        assert!(large.max_transmissions > small.max_transmissions);
+        assert_eq!(small.remove_down_after, Some(Duration::from_secs(20)));
+    }
+}
