@@ -7,7 +7,7 @@ SEED  := 127.0.0.1:4000
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test fmt lint bench clean cluster node1 node2 node3 node4
+.PHONY: help build run test test-reference fmt lint bench clean cluster node1 node2 node3 node4
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z0-9]+:.*## / { printf "  make %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -24,6 +24,9 @@ test: ## cargo fmt --check, clippy -D warnings, cargo test
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
+
+test-reference: ## the command tests against a real redis-server (needs redis-server)
+	bash scripts/test_reference.sh
 
 fmt: ## format the code in place
 	$(CARGO) fmt

@@ -185,11 +185,6 @@ impl Driver {
                 join_attempts = 0;
                 join_backoff = JOIN_BACKOFF_MIN;
             }
-            if self.foca.num_members() == 0
-                && join_at.is_some_and(|at| at > Instant::now() + JOIN_BACKOFF_MAX)
-            {
-                join_at = Some(Instant::now());
-            }
             self.flush().await;
         }
     }
