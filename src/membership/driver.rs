@@ -60,8 +60,22 @@ pub async fn start(
         .map_err(|source| StartError { addr, source })?;
     let advertised_ip = match config.advertise_addr {
         Some(ip) => ip,
-        None if bound.ip().is_unspecified() => client.ip(),
+        None if bound.ip().is_unspecified() => {
+            tracing::warn!(
+                bind = %config.bind,
+                "--bind is a wildcard and --advertise-addr is not set: peers on other hosts \
+                 cannot reach this node; advertising the loopback address"
+            );
+            std::net::IpAddr::from([127, 0, 0, 1])
+        }
         None => bound.ip(),
+    };
+    // Peers and their clients need an address they can connect to, not a
+    // wildcard.
+    let client = if client.ip().is_unspecified() {
+        SocketAddr::new(advertised_ip, client.port())
+    } else {
+        client
     };
     let me = MemberId {
         node_id,
