@@ -200,6 +200,33 @@ impl Store {
         }
     }
 
+    /// Every entry, tombstones included, sorted by key: (key, value or None
+    /// for a tombstone, expiry, version). For comparing replicas.
+    #[allow(clippy::type_complexity)]
+    pub fn dump(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>, u64, Version)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.0.lock();
+            for i in 0..shard.slab.len() {
+                let e = shard.slab.get(i);
+                match e.state {
+                    SlotState::Free => {}
+                    SlotState::Live => out.push((
+                        e.key().to_vec(),
+                        Some(e.value().to_vec()),
+                        e.expires_at,
+                        e.version,
+                    )),
+                    SlotState::Tombstone => {
+                        out.push((e.key().to_vec(), None, NO_EXPIRY, e.version))
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Keys matching `pattern` (KEYS).
     pub fn keys(&self, pattern: &Glob, now_ms: u64) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
@@ -588,6 +615,48 @@ impl<'a> KeyAccess<'a> {
         e.version = version;
         true
     }
+
+    /// Applies a replicated write under the conflict rule (DESIGN §2): it
+    /// takes effect only if its version is larger than whatever this key
+    /// holds, tombstones included, so applying is idempotent and
+    /// order-independent. `value` None is a delete. Returns whether it took
+    /// effect.
+    pub fn apply(&mut self, value: Option<&[u8]>, expires_at: u64, version: Version) -> bool {
+        self.ctx.store.clock.observe(version);
+        if self.version().is_some_and(|held| held >= version) {
+            return false;
+        }
+        match (value, self.slot) {
+            (Some(value), _) => {
+                let expiry = if expires_at == NO_EXPIRY {
+                    Expiry::Persist
+                } else {
+                    Expiry::At(expires_at)
+                };
+                self.write(value, expiry, version);
+            }
+            (None, Some(i)) if self.shard.slab.get(i).is_live() => {
+                self.shard.delete_slot(i, self.hash, version, self.ctx);
+                if !self.ctx.keep_tombstones {
+                    self.slot = None;
+                }
+            }
+            (None, Some(i)) => self.shard.slab.get_mut(i).version = version,
+            (None, None) if self.ctx.keep_tombstones => {
+                let shard = &mut *self.shard;
+                let i = shard.slab.insert(Entry::tombstone(self.key, version));
+                let (slab, hasher) = (&shard.slab, &self.ctx.store.hasher);
+                shard.index.insert_unique(self.hash, i, |&j| {
+                    use std::hash::BuildHasher;
+                    hasher.hash_one(slab.get(j).key())
+                });
+                shard.tombstones += 1;
+                self.slot = Some(i);
+            }
+            (None, None) => {}
+        }
+        true
+    }
 }
 
 /// Several keys locked together (MSET, RENAME, COPY…).
@@ -722,6 +791,91 @@ mod tests {
         assert_eq!(a.digest(0), b.digest(0));
         b.with_key(b"x", 0, |k| k.set(b"3", Expiry::Persist));
         assert_ne!(a.digest(0), b.digest(0));
+    }
+
+    mod merge_laws {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A replicated write: key index, value (None = delete), expiry,
+        /// version (hlc, node).
+        type Update = (u8, Option<Vec<u8>>, u64, u64, u64);
+
+        fn update() -> impl Strategy<Value = Update> {
+            (
+                0u8..6,
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..4)),
+                prop_oneof![Just(NO_EXPIRY), 1u64..1_000],
+                1u64..20,
+                1u64..4,
+            )
+        }
+
+        fn replay(updates: &[Update]) -> Store {
+            let s = store();
+            s.set_keep_tombstones(true);
+            for (key, value, expires_at, hlc, node_id) in updates {
+                let version = Version {
+                    hlc: *hlc,
+                    node_id: *node_id,
+                };
+                s.with_key(&[*key], 0, |k| {
+                    k.apply(value.as_deref(), *expires_at, version)
+                });
+            }
+            s
+        }
+
+        proptest! {
+            #[test]
+            fn any_order_with_duplicates_gives_the_same_store(
+                updates in proptest::collection::vec(update(), 1..40),
+                order in proptest::collection::vec(any::<proptest::sample::Index>(), 1..80),
+            ) {
+                // Distinct versions: two different writes never share one.
+                let mut seen = std::collections::HashSet::new();
+                let updates: Vec<_> = updates.into_iter().filter(|u| seen.insert((u.3, u.4))).collect();
+                let shuffled: Vec<_> = order.iter().map(|i| updates[i.index(updates.len())].clone())
+                    .chain(updates.iter().rev().cloned())
+                    .collect();
+                let (a, b) = (replay(&updates), replay(&shuffled));
+                prop_assert_eq!(a.dump(), b.dump());
+                prop_assert_eq!(a.digest(0), b.digest(0));
+            }
+
+            #[test]
+            fn the_largest_version_wins(updates in proptest::collection::vec(update(), 1..40)) {
+                let mut seen = std::collections::HashSet::new();
+                let updates: Vec<_> = updates.into_iter().filter(|u| seen.insert((u.3, u.4))).collect();
+                let s = replay(&updates);
+                let keys: std::collections::HashSet<u8> = updates.iter().map(|u| u.0).collect();
+                prop_assert_eq!(s.dump().len(), keys.len());
+                for (key, value, expires_at, version) in s.dump() {
+                    let newest = updates.iter()
+                        .filter(|u| [u.0] == key[..])
+                        .max_by_key(|u| (u.3, u.4))
+                        .unwrap();
+                    prop_assert_eq!(version, Version { hlc: newest.3, node_id: newest.4 });
+                    prop_assert_eq!(value, newest.1.clone());
+                    if newest.1.is_some() {
+                        prop_assert_eq!(expires_at, newest.2);
+                    }
+                }
+            }
+
+            #[test]
+            fn the_clock_moves_past_every_version_received(hlcs in proptest::collection::vec(1u64..u64::MAX / 2, 1..20)) {
+                let s = store();
+                let mut last = Version::default();
+                for hlc in hlcs {
+                    let remote = Version { hlc, node_id: 9 };
+                    s.with_key(b"k", 0, |k| k.apply(Some(b"v"), NO_EXPIRY, remote));
+                    let local = s.clock().tick_at(0);
+                    prop_assert!(local > remote && local > last);
+                    last = local;
+                }
+            }
+        }
     }
 
     #[test]
