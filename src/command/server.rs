@@ -269,7 +269,7 @@ pub fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         2 if args.is(1, "ASYNC") || args.is(1, "SYNC") => {}
         _ => return Err(CmdError::SYNTAX),
     }
-    ctx.node.store.clear();
+    ctx.node.store.flush_all();
     ctx.reply.ok();
     Ok(())
 }

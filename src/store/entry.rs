@@ -28,7 +28,8 @@ pub struct Entry {
     /// Length of the key within `data`; for a free slot, the next free slot.
     key_len: u32,
     pub state: SlotState,
-    /// Absolute expiry in unix milliseconds, or [`NO_EXPIRY`].
+    /// Absolute expiry in unix milliseconds, or [`NO_EXPIRY`]; for a
+    /// tombstone, when it arrived (see [`Entry::tombstone_arrival`]).
     pub expires_at: u64,
     pub version: Version,
 }
@@ -44,12 +45,14 @@ impl Entry {
         }
     }
 
-    pub fn tombstone(key: &[u8], version: Version) -> Self {
+    /// A delete of `key` with `version`, which reached this node at
+    /// `arrival_ms` (tombstone collection counts from then).
+    pub fn tombstone(key: &[u8], version: Version, arrival_ms: u64) -> Self {
         Self {
             data: key.into(),
             key_len: key.len() as u32,
             state: SlotState::Tombstone,
-            expires_at: NO_EXPIRY,
+            expires_at: arrival_ms,
             version,
         }
     }
@@ -98,14 +101,20 @@ impl Entry {
         self.state = SlotState::Live;
     }
 
-    /// Turns a live entry into a tombstone, keeping its version.
-    pub fn make_tombstone(&mut self, version: Version) {
+    /// Turns the entry into a tombstone with `version`, arrived at
+    /// `arrival_ms`.
+    pub fn make_tombstone(&mut self, version: Version, arrival_ms: u64) {
         if self.data.len() != self.key_len as usize {
             self.data = self.data[..self.key_len as usize].into();
         }
         self.state = SlotState::Tombstone;
-        self.expires_at = NO_EXPIRY;
+        self.expires_at = arrival_ms;
         self.version = version;
+    }
+
+    /// When a tombstone reached this node (unix ms).
+    pub fn tombstone_arrival(&self) -> u64 {
+        self.expires_at
     }
 
     /// Heap bytes owned by this entry beyond its slot.
@@ -215,7 +224,7 @@ mod tests {
         assert_eq!((e.key(), e.value()), (&b"key"[..], &b"new"[..]));
         e.set_value(b"longer value");
         assert_eq!((e.key(), e.value()), (&b"key"[..], &b"longer value"[..]));
-        e.make_tombstone(Version::default());
+        e.make_tombstone(Version::default(), 0);
         assert_eq!((e.key(), e.value()), (&b"key"[..], &b""[..]));
     }
 }

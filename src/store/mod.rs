@@ -4,25 +4,32 @@
 //!
 //! Every write is stamped with a [`Version`] from the node's HLC while the
 //! shard lock is held, so the order of writes to one key is the order of
-//! their versions. Deletes and expiries leave tombstones when the cluster
-//! needs them (DESIGN §2); a lone node purges them at once.
+//! their versions. Deletes and expiries leave tombstones (DESIGN §2), which
+//! the sweep collects once the replication layer says every node has seen
+//! them ([`Store::set_tombstone_horizon`]). Every change also updates the
+//! digest tree that anti-entropy compares, and, while the node has peers,
+//! local writes are queued as [`Change`]s for the push path.
 //!
 //! The store never parses commands or formats replies: the command layer
 //! does that through [`KeyAccess`].
 
+mod access;
+pub mod digest;
 mod entry;
 pub mod glob;
+mod shard;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use hashbrown::HashTable;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 
 use crate::clock::{Hlc, Version};
-use entry::Slab;
+pub use access::{KeyAccess, MultiAccess};
+pub use digest::DigestTree;
 pub use entry::{Entry, NO_EXPIRY, SlotState};
 pub use glob::Glob;
+use shard::Shard;
 
 /// Number of shards; a power of two. 64 keeps contention negligible on the
 /// core counts we target while each shard stays small enough to sweep.
@@ -32,7 +39,7 @@ const SHARDS: usize = 64;
 /// bytes, so sharding does not correlate with either.
 const SHARD_SHIFT: u32 = 40;
 /// Slots examined per shard per active-expiry step (Redis samples 20 keys per
-/// loop; we sweep sequentially, which also reclaims tombstones).
+/// loop; we sweep sequentially, which also collects tombstones).
 const SWEEP_STEP: u32 = 64;
 
 /// Cache-line padding so two shards' locks never share a line.
@@ -50,31 +57,50 @@ pub enum Expiry {
     At(u64),
 }
 
-#[derive(Default)]
-struct Shard {
-    index: HashTable<u32>,
-    slab: Slab,
-    live: usize,
-    volatile: usize,
-    tombstones: usize,
-    sweep_cursor: u32,
+/// A local change, in the order of `seq`, for the peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A key's new state: a value (with its expiry) or, None, a delete.
+    Entry {
+        seq: u64,
+        key: Box<[u8]>,
+        value: Option<Box<[u8]>>,
+        expires_at: u64,
+        version: Version,
+    },
+    /// FLUSHALL: everything older than `version` is gone.
+    Truncate { seq: u64, version: Version },
+}
+
+impl Change {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::Entry { seq, .. } | Self::Truncate { seq, .. } => *seq,
+        }
+    }
 }
 
 /// Counters the store maintains for INFO.
 #[derive(Debug, Default)]
 pub struct StoreStats {
     pub expired_keys: AtomicU64,
-    pub keyspace_hits: AtomicU64,
-    pub keyspace_misses: AtomicU64,
 }
 
 pub struct Store {
     shards: Box<[Padded<Mutex<Shard>>]>,
     hasher: foldhash::fast::RandomState,
     clock: Arc<Hlc>,
-    /// Whether deletes must leave tombstones (true once there are peers that
-    /// could hold older values); a lone node purges deleted entries at once.
-    keep_tombstones: AtomicBool,
+    digest: DigestTree,
+    /// Tombstones that arrived before this unix-ms time may be collected.
+    tombstone_horizon: AtomicU64,
+    /// The last FLUSHALL's version: older writes are ignored.
+    truncated: Mutex<Version>,
+    /// Whether local writes are queued for peers.
+    replicating: AtomicBool,
+    /// Sequence of the last queued change.
+    seq: AtomicU64,
+    /// Wakes the replication task when changes are queued.
+    changes_ready: tokio::sync::Notify,
     pub stats: StoreStats,
 }
 
@@ -87,17 +113,20 @@ impl Store {
             shards,
             hasher: foldhash::fast::RandomState::default(),
             clock,
-            keep_tombstones: AtomicBool::new(false),
+            digest: DigestTree::default(),
+            // A node with no peers collects tombstones at once; the
+            // replication layer lowers this as soon as it knows of any.
+            tombstone_horizon: AtomicU64::new(u64::MAX),
+            truncated: Mutex::new(Version::default()),
+            replicating: AtomicBool::new(false),
+            seq: AtomicU64::new(0),
+            changes_ready: tokio::sync::Notify::new(),
             stats: StoreStats::default(),
         }
     }
 
     pub fn clock(&self) -> &Hlc {
         &self.clock
-    }
-
-    pub fn set_keep_tombstones(&self, keep: bool) {
-        self.keep_tombstones.store(keep, Ordering::Relaxed);
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -109,13 +138,6 @@ impl Store {
         (hash >> SHARD_SHIFT) as usize & (SHARDS - 1)
     }
 
-    fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            store: self,
-            keep_tombstones: self.keep_tombstones.load(Ordering::Relaxed),
-        }
-    }
-
     /// Runs `f` with exclusive access to one key (lazy expiry already done).
     pub fn with_key<R>(
         &self,
@@ -125,8 +147,13 @@ impl Store {
     ) -> R {
         let hash = self.hash(key);
         let mut shard = self.shards[Self::shard_of(hash)].0.lock();
-        let mut access = KeyAccess::new(self.ctx(), &mut shard, key, hash, now_ms);
-        f(&mut access)
+        let result = f(&mut KeyAccess::new(self, &mut shard, key, hash, now_ms));
+        let queued = !shard.outbox.is_empty();
+        drop(shard);
+        if queued {
+            self.changes_ready.notify_one();
+        }
+        result
     }
 
     /// Locks every shard that holds one of `keys` (in shard order, so two
@@ -153,7 +180,13 @@ impl Store {
             guards,
             now_ms,
         };
-        f(&mut multi)
+        let result = f(&mut multi);
+        let queued = multi.guards.iter().any(|(_, g)| !g.outbox.is_empty());
+        drop(multi);
+        if queued {
+            self.changes_ready.notify_one();
+        }
+        result
     }
 
     /// Number of live keys (expired keys not yet reclaimed included, as Redis).
@@ -174,26 +207,58 @@ impl Store {
         self.shards.iter().map(|s| s.0.lock().tombstones).sum()
     }
 
-    /// Removes every entry, tombstones included.
-    pub fn clear(&self) {
-        for shard in self.shards.iter() {
-            let mut shard = shard.0.lock();
-            // Swap out under the lock, drop outside it: freeing millions of
-            // entries should not stall other connections on this shard.
-            let old = std::mem::take(&mut *shard);
-            drop(shard);
-            drop(old);
+    /// FLUSHALL: a truncate marker with a new version; every older entry is
+    /// dropped here, and on every peer when the marker reaches it.
+    pub fn flush_all(&self) -> Version {
+        let marker = self.clock.tick();
+        self.truncate(marker);
+        if self.is_replicating() {
+            let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+            self.shards[0].0.lock().outbox.push(Change::Truncate {
+                seq,
+                version: marker,
+            });
+            self.changes_ready.notify_one();
         }
+        marker
+    }
+
+    /// Applies a truncate marker (local or replicated); returns whether it
+    /// was newer than the last one.
+    pub fn truncate(&self, marker: Version) -> bool {
+        self.clock.observe(marker);
+        {
+            let mut truncated = self.truncated.lock();
+            if *truncated >= marker {
+                return false;
+            }
+            *truncated = marker;
+        }
+        for shard in self.shards.iter() {
+            shard.0.lock().truncate(self, marker);
+        }
+        true
+    }
+
+    /// The last FLUSHALL's version (zero if none).
+    pub fn truncated(&self) -> Version {
+        *self.truncated.lock()
     }
 
     /// Calls `f` for every live, unexpired entry; `f` returns false to stop.
     /// Holds one shard lock at a time.
     pub fn for_each_live(&self, now_ms: u64, mut f: impl FnMut(&Entry) -> bool) {
+        self.for_each_entry(|e| !e.is_live() || e.is_expired(now_ms) || f(e));
+    }
+
+    /// Calls `f` for every entry, tombstones included; `f` returns false to
+    /// stop. Holds one shard lock at a time.
+    pub fn for_each_entry(&self, mut f: impl FnMut(&Entry) -> bool) {
         for shard in self.shards.iter() {
             let shard = shard.0.lock();
             for i in 0..shard.slab.len() {
                 let e = shard.slab.get(i);
-                if e.is_live() && !e.is_expired(now_ms) && !f(e) {
+                if e.state != SlotState::Free && !f(e) {
                     return;
                 }
             }
@@ -205,24 +270,12 @@ impl Store {
     #[allow(clippy::type_complexity)]
     pub fn dump(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>, u64, Version)> {
         let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            let shard = shard.0.lock();
-            for i in 0..shard.slab.len() {
-                let e = shard.slab.get(i);
-                match e.state {
-                    SlotState::Free => {}
-                    SlotState::Live => out.push((
-                        e.key().to_vec(),
-                        Some(e.value().to_vec()),
-                        e.expires_at,
-                        e.version,
-                    )),
-                    SlotState::Tombstone => {
-                        out.push((e.key().to_vec(), None, NO_EXPIRY, e.version))
-                    }
-                }
-            }
-        }
+        self.for_each_entry(|e| {
+            let value = e.is_live().then(|| e.value().to_vec());
+            let expires_at = if e.is_live() { e.expires_at } else { NO_EXPIRY };
+            out.push((e.key().to_vec(), value, expires_at, e.version));
+            true
+        });
         out.sort();
         out
     }
@@ -298,8 +351,7 @@ impl Store {
                 let e = shard.slab.get(i);
                 if e.is_live() {
                     if e.is_expired(now_ms) {
-                        let hash = self.hash(e.key());
-                        shard.expire_slot(i, hash, self.ctx());
+                        shard.expire(self, i, now_ms);
                         continue;
                     }
                     return Some(e.key().to_vec());
@@ -313,15 +365,15 @@ impl Store {
     /// that has volatile keys or tombstones, repeating on shards where more
     /// than a quarter of the sweep was expired. Returns keys expired.
     pub fn active_expire(&self, now_ms: u64) -> usize {
-        let ctx = self.ctx();
+        let horizon = self.tombstone_horizon.load(Ordering::Relaxed);
         let mut expired = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.0.lock();
             for _ in 0..16 {
-                if shard.volatile == 0 && (shard.tombstones == 0 || ctx.keep_tombstones) {
+                if shard.volatile == 0 && shard.tombstones == 0 {
                     break;
                 }
-                let (seen, gone) = shard.sweep(now_ms, SWEEP_STEP, self, ctx);
+                let (seen, gone) = shard.sweep(self, now_ms, horizon, SWEEP_STEP);
                 expired += gone;
                 if seen == 0 || gone * 4 <= seen {
                     break;
@@ -329,6 +381,12 @@ impl Store {
             }
         }
         expired
+    }
+
+    /// Tombstones that arrived before `unix_ms` may be collected: the
+    /// replication layer sets this once every node has seen them.
+    pub fn set_tombstone_horizon(&self, unix_ms: u64) {
+        self.tombstone_horizon.store(unix_ms, Ordering::Relaxed);
     }
 
     /// Digest of the live keyspace: equal contents (keys, values, expiry
@@ -352,6 +410,51 @@ impl Store {
         acc
     }
 
+    /// The digest tree over keys and versions (tombstones included) that
+    /// anti-entropy compares.
+    pub fn digest_tree(&self) -> &DigestTree {
+        &self.digest
+    }
+
+    /// Starts or stops queueing local writes for peers.
+    pub fn set_replicating(&self, on: bool) {
+        self.replicating.store(on, Ordering::Release);
+    }
+
+    pub fn is_replicating(&self) -> bool {
+        self.replicating.load(Ordering::Acquire)
+    }
+
+    fn change(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        expires_at: u64,
+        version: Version,
+    ) -> Change {
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        access::make_change(seq, key, value, expires_at, version)
+    }
+
+    /// Sequence number of the last change queued so far.
+    pub fn last_seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Moves every queued change into `out`, in sequence order.
+    pub fn drain_changes(&self, out: &mut Vec<Change>) {
+        let start = out.len();
+        for shard in self.shards.iter() {
+            out.append(&mut shard.0.lock().outbox);
+        }
+        out[start..].sort_unstable_by_key(Change::seq);
+    }
+
+    /// Resolves when changes may be waiting in the queues.
+    pub async fn changes_queued(&self) {
+        self.changes_ready.notified().await;
+    }
+
     /// Approximate bytes held by the keyspace's own structures.
     pub fn memory_estimate(&self) -> usize {
         self.shards
@@ -369,320 +472,6 @@ fn next_shard_cursor(shard_no: usize) -> u64 {
         0
     } else {
         (shard_no + 1) as u64
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Ctx<'s> {
-    store: &'s Store,
-    keep_tombstones: bool,
-}
-
-impl Shard {
-    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        let slab = &self.slab;
-        self.index
-            .find(hash, |&i| slab.get(i).key() == key)
-            .copied()
-    }
-
-    fn purge_slot(&mut self, slot: u32, hash: u64) {
-        if let Ok(found) = self.index.find_entry(hash, |&i| i == slot) {
-            found.remove();
-        }
-        match self.slab.get(slot).state {
-            SlotState::Live => {
-                self.live -= 1;
-                if self.slab.get(slot).expires_at != NO_EXPIRY {
-                    self.volatile -= 1;
-                }
-            }
-            SlotState::Tombstone => self.tombstones -= 1,
-            SlotState::Free => return,
-        }
-        self.slab.remove(slot);
-    }
-
-    /// Deletes a live entry: a tombstone with `version` if the cluster needs
-    /// one, otherwise the slot is freed.
-    fn delete_slot(&mut self, slot: u32, hash: u64, version: Version, ctx: Ctx<'_>) {
-        if !ctx.keep_tombstones {
-            self.purge_slot(slot, hash);
-            return;
-        }
-        let e = self.slab.get_mut(slot);
-        if e.state != SlotState::Live {
-            return;
-        }
-        if e.expires_at != NO_EXPIRY {
-            self.volatile -= 1;
-        }
-        e.make_tombstone(version);
-        self.live -= 1;
-        self.tombstones += 1;
-    }
-
-    /// An expired entry becomes a tombstone with its own version: every
-    /// replica expires it at the same instant, so they agree without a new
-    /// write.
-    fn expire_slot(&mut self, slot: u32, hash: u64, ctx: Ctx<'_>) {
-        let version = self.slab.get(slot).version;
-        self.delete_slot(slot, hash, version, ctx);
-        ctx.store.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn sweep(&mut self, now_ms: u64, step: u32, store: &Store, ctx: Ctx<'_>) -> (usize, usize) {
-        let len = self.slab.len();
-        if len == 0 {
-            return (0, 0);
-        }
-        let (mut seen, mut expired) = (0, 0);
-        for _ in 0..step.min(len) {
-            if self.sweep_cursor >= len {
-                self.sweep_cursor = 0;
-            }
-            let slot = self.sweep_cursor;
-            self.sweep_cursor += 1;
-            let e = self.slab.get(slot);
-            match e.state {
-                SlotState::Live if e.is_expired(now_ms) => {
-                    let hash = store.hash(e.key());
-                    self.expire_slot(slot, hash, ctx);
-                    expired += 1;
-                }
-                SlotState::Tombstone if !ctx.keep_tombstones => {
-                    let hash = store.hash(e.key());
-                    self.purge_slot(slot, hash);
-                }
-                _ => {}
-            }
-            seen += 1;
-        }
-        (seen, expired)
-    }
-}
-
-/// Exclusive access to one key while its shard is locked.
-pub struct KeyAccess<'a> {
-    ctx: Ctx<'a>,
-    shard: &'a mut Shard,
-    key: &'a [u8],
-    hash: u64,
-    /// Slot of this key's entry (live or tombstone), if any.
-    slot: Option<u32>,
-    now_ms: u64,
-}
-
-impl<'a> KeyAccess<'a> {
-    fn new(ctx: Ctx<'a>, shard: &'a mut Shard, key: &'a [u8], hash: u64, now_ms: u64) -> Self {
-        let mut slot = shard.find(hash, key);
-        if let Some(i) = slot
-            && shard.slab.get(i).is_expired(now_ms)
-        {
-            shard.expire_slot(i, hash, ctx);
-            if !ctx.keep_tombstones {
-                slot = None;
-            }
-        }
-        Self {
-            ctx,
-            shard,
-            key,
-            hash,
-            slot,
-            now_ms,
-        }
-    }
-
-    pub fn key(&self) -> &[u8] {
-        self.key
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        self.now_ms
-    }
-
-    fn live_entry(&self) -> Option<&Entry> {
-        self.slot
-            .map(|i| self.shard.slab.get(i))
-            .filter(|e| e.is_live())
-    }
-
-    pub fn exists(&self) -> bool {
-        self.live_entry().is_some()
-    }
-
-    /// The live value, if any.
-    pub fn value(&self) -> Option<&[u8]> {
-        self.live_entry().map(Entry::value)
-    }
-
-    /// The live entry's expiry (None: no key; Some(NO_EXPIRY): persistent).
-    pub fn expires_at(&self) -> Option<u64> {
-        self.live_entry().map(|e| e.expires_at)
-    }
-
-    /// The version of whatever this key holds, tombstones included.
-    pub fn version(&self) -> Option<Version> {
-        self.slot.map(|i| self.shard.slab.get(i).version)
-    }
-
-    /// Writes `value` with a new version; returns that version.
-    pub fn set(&mut self, value: &[u8], expiry: Expiry) -> Version {
-        let version = self.ctx.store.clock.tick();
-        self.write(value, expiry, version);
-        version
-    }
-
-    fn write(&mut self, value: &[u8], expiry: Expiry, version: Version) {
-        let shard = &mut *self.shard;
-        match self.slot {
-            Some(i) => {
-                let e = shard.slab.get_mut(i);
-                let was_live = e.is_live();
-                let old_expiry = if was_live { e.expires_at } else { NO_EXPIRY };
-                let new_expiry = match expiry {
-                    Expiry::Keep => old_expiry,
-                    Expiry::Persist => NO_EXPIRY,
-                    Expiry::At(t) => t,
-                };
-                e.set_value(value);
-                e.expires_at = new_expiry;
-                e.version = version;
-                if !was_live {
-                    shard.tombstones -= 1;
-                    shard.live += 1;
-                }
-                match (old_expiry != NO_EXPIRY, new_expiry != NO_EXPIRY) {
-                    (false, true) => shard.volatile += 1,
-                    (true, false) => shard.volatile -= 1,
-                    _ => {}
-                }
-            }
-            None => {
-                let expires_at = match expiry {
-                    Expiry::At(t) => t,
-                    Expiry::Keep | Expiry::Persist => NO_EXPIRY,
-                };
-                let i = shard
-                    .slab
-                    .insert(Entry::live(self.key, value, expires_at, version));
-                let (slab, hasher) = (&shard.slab, &self.ctx.store.hasher);
-                shard.index.insert_unique(self.hash, i, |&j| {
-                    use std::hash::BuildHasher;
-                    hasher.hash_one(slab.get(j).key())
-                });
-                shard.live += 1;
-                if expires_at != NO_EXPIRY {
-                    shard.volatile += 1;
-                }
-                self.slot = Some(i);
-            }
-        }
-    }
-
-    /// Deletes the key if it exists; returns whether it did.
-    pub fn delete(&mut self) -> bool {
-        let Some(i) = self.slot.filter(|&i| self.shard.slab.get(i).is_live()) else {
-            return false;
-        };
-        let version = self.ctx.store.clock.tick();
-        self.shard.delete_slot(i, self.hash, version, self.ctx);
-        if !self.ctx.keep_tombstones {
-            self.slot = None;
-        }
-        true
-    }
-
-    /// Changes the expiry of a live key (a write with a new version);
-    /// an expiry in the past deletes the key, as Redis does.
-    pub fn set_expiry(&mut self, expires_at: u64) -> bool {
-        let Some(i) = self.slot.filter(|&i| self.shard.slab.get(i).is_live()) else {
-            return false;
-        };
-        if expires_at != NO_EXPIRY && expires_at <= self.now_ms {
-            return self.delete();
-        }
-        let version = self.ctx.store.clock.tick();
-        let shard = &mut *self.shard;
-        let e = shard.slab.get_mut(i);
-        match (e.expires_at != NO_EXPIRY, expires_at != NO_EXPIRY) {
-            (false, true) => shard.volatile += 1,
-            (true, false) => shard.volatile -= 1,
-            _ => {}
-        }
-        e.expires_at = expires_at;
-        e.version = version;
-        true
-    }
-
-    /// Applies a replicated write under the conflict rule (DESIGN §2): it
-    /// takes effect only if its version is larger than whatever this key
-    /// holds, tombstones included, so applying is idempotent and
-    /// order-independent. `value` None is a delete. Returns whether it took
-    /// effect.
-    pub fn apply(&mut self, value: Option<&[u8]>, expires_at: u64, version: Version) -> bool {
-        self.ctx.store.clock.observe(version);
-        if self.version().is_some_and(|held| held >= version) {
-            return false;
-        }
-        match (value, self.slot) {
-            (Some(value), _) => {
-                let expiry = if expires_at == NO_EXPIRY {
-                    Expiry::Persist
-                } else {
-                    Expiry::At(expires_at)
-                };
-                self.write(value, expiry, version);
-            }
-            (None, Some(i)) if self.shard.slab.get(i).is_live() => {
-                self.shard.delete_slot(i, self.hash, version, self.ctx);
-                if !self.ctx.keep_tombstones {
-                    self.slot = None;
-                }
-            }
-            (None, Some(i)) => self.shard.slab.get_mut(i).version = version,
-            (None, None) if self.ctx.keep_tombstones => {
-                let shard = &mut *self.shard;
-                let i = shard.slab.insert(Entry::tombstone(self.key, version));
-                let (slab, hasher) = (&shard.slab, &self.ctx.store.hasher);
-                shard.index.insert_unique(self.hash, i, |&j| {
-                    use std::hash::BuildHasher;
-                    hasher.hash_one(slab.get(j).key())
-                });
-                shard.tombstones += 1;
-                self.slot = Some(i);
-            }
-            (None, None) => {}
-        }
-        true
-    }
-}
-
-/// Several keys locked together (MSET, RENAME, COPY…).
-pub struct MultiAccess<'s> {
-    store: &'s Store,
-    guards: Vec<(usize, MutexGuard<'s, Shard>)>,
-    now_ms: u64,
-}
-
-impl MultiAccess<'_> {
-    /// Access to one of the keys this multi-access was created with.
-    ///
-    /// # Panics
-    /// If `key` was not among them (a bug in the caller, not input).
-    pub fn key<'k>(&'k mut self, key: &'k [u8]) -> KeyAccess<'k> {
-        let hash = self.store.hash(key);
-        let shard_no = Store::shard_of(hash);
-        let ctx = self.store.ctx();
-        let now_ms = self.now_ms;
-        let guard = self
-            .guards
-            .iter_mut()
-            .find(|(i, _)| *i == shard_no)
-            .map(|(_, g)| &mut **g)
-            .expect("MultiAccess::key called with a key it was not created with");
-        KeyAccess::new(ctx, guard, key, hash, now_ms)
     }
 }
 
@@ -734,9 +523,9 @@ mod tests {
     }
 
     #[test]
-    fn tombstones_keep_the_delete_version_when_the_cluster_needs_them() {
+    fn tombstones_keep_the_delete_version_until_collected() {
         let s = store();
-        s.set_keep_tombstones(true);
+        s.set_tombstone_horizon(0);
         let written = s.with_key(b"k", 0, |a| a.set(b"v", Expiry::Persist));
         s.with_key(b"k", 0, |a| a.delete());
         let (exists, version) = s.with_key(b"k", 0, |a| (a.exists(), a.version()));
@@ -813,7 +602,7 @@ mod tests {
 
         fn replay(updates: &[Update]) -> Store {
             let s = store();
-            s.set_keep_tombstones(true);
+            s.set_tombstone_horizon(0);
             for (key, value, expires_at, hlc, node_id) in updates {
                 let version = Version {
                     hlc: *hlc,

@@ -1,0 +1,217 @@
+//! Key-level access for the command layer: read, write, delete, expire and
+//! apply replicated writes, all while the key's shard is locked.
+
+use parking_lot::MutexGuard;
+
+use super::entry::{Entry, NO_EXPIRY};
+use super::shard::Shard;
+use super::{Change, Expiry, Store};
+use crate::clock::Version;
+
+/// Exclusive access to one key while its shard is locked.
+pub struct KeyAccess<'a> {
+    store: &'a Store,
+    shard: &'a mut Shard,
+    key: &'a [u8],
+    hash: u64,
+    /// Slot of this key's entry (live or tombstone), if any.
+    slot: Option<u32>,
+    now_ms: u64,
+}
+
+impl<'a> KeyAccess<'a> {
+    pub(super) fn new(
+        store: &'a Store,
+        shard: &'a mut Shard,
+        key: &'a [u8],
+        hash: u64,
+        now_ms: u64,
+    ) -> Self {
+        let slot = shard.find(hash, key);
+        if let Some(i) = slot
+            && shard.slab.get(i).is_expired(now_ms)
+        {
+            shard.expire(store, i, now_ms);
+        }
+        Self {
+            store,
+            shard,
+            key,
+            hash,
+            slot,
+            now_ms,
+        }
+    }
+
+    pub fn key(&self) -> &[u8] {
+        self.key
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    fn live_entry(&self) -> Option<&Entry> {
+        self.slot
+            .map(|i| self.shard.slab.get(i))
+            .filter(|e| e.is_live())
+    }
+
+    pub fn exists(&self) -> bool {
+        self.live_entry().is_some()
+    }
+
+    /// The live value, if any.
+    pub fn value(&self) -> Option<&[u8]> {
+        self.live_entry().map(Entry::value)
+    }
+
+    /// The live entry's expiry (None: no key; Some(NO_EXPIRY): persistent).
+    pub fn expires_at(&self) -> Option<u64> {
+        self.live_entry().map(|e| e.expires_at)
+    }
+
+    /// The version of whatever this key holds, tombstones included.
+    pub fn version(&self) -> Option<Version> {
+        self.slot.map(|i| self.shard.slab.get(i).version)
+    }
+
+    /// Queues a local change for the peers, when replicating.
+    fn publish(&mut self, value: Option<&[u8]>, expires_at: u64, version: Version) {
+        if self.store.is_replicating() {
+            self.shard
+                .outbox
+                .push(self.store.change(self.key, value, expires_at, version));
+        }
+    }
+
+    /// Writes `value` with a new version; returns that version.
+    pub fn set(&mut self, value: &[u8], expiry: Expiry) -> Version {
+        let version = self.store.clock.tick();
+        let expires_at = self.put(value, expiry, version);
+        self.publish(Some(value), expires_at, version);
+        version
+    }
+
+    /// Stores a live value with `version`; returns the expiry it got.
+    fn put(&mut self, value: &[u8], expiry: Expiry, version: Version) -> u64 {
+        let old_expiry = self.expires_at().unwrap_or(NO_EXPIRY);
+        let expires_at = match expiry {
+            Expiry::Keep => old_expiry,
+            Expiry::Persist => NO_EXPIRY,
+            Expiry::At(t) => t,
+        };
+        match self.slot {
+            Some(i) => self
+                .shard
+                .set_live(self.store, i, value, expires_at, version),
+            None => {
+                let entry = Entry::live(self.key, value, expires_at, version);
+                self.slot = Some(self.shard.insert(self.store, self.hash, entry));
+            }
+        }
+        expires_at
+    }
+
+    /// Deletes the key if it exists; returns whether it did.
+    pub fn delete(&mut self) -> bool {
+        let Some(i) = self.slot.filter(|&i| self.shard.slab.get(i).is_live()) else {
+            return false;
+        };
+        let version = self.store.clock.tick();
+        self.shard
+            .set_tombstone(self.store, i, version, self.now_ms);
+        self.publish(None, NO_EXPIRY, version);
+        true
+    }
+
+    /// Changes the expiry of a live key (a write with a new version);
+    /// an expiry in the past deletes the key, as Redis does.
+    pub fn set_expiry(&mut self, expires_at: u64) -> bool {
+        let Some(i) = self.slot.filter(|&i| self.shard.slab.get(i).is_live()) else {
+            return false;
+        };
+        if expires_at != NO_EXPIRY && expires_at <= self.now_ms {
+            return self.delete();
+        }
+        let version = self.store.clock.tick();
+        self.shard.set_expiry(self.store, i, expires_at, version);
+        if self.store.is_replicating() {
+            let value = self.shard.slab.get(i).value().to_vec();
+            self.publish(Some(&value), expires_at, version);
+        }
+        true
+    }
+
+    /// Applies a replicated write under the conflict rule (DESIGN §2): it
+    /// takes effect only if its version is larger than whatever this key
+    /// holds (tombstones included) and than the last FLUSHALL, so applying
+    /// is idempotent and order-independent. `value` None is a delete.
+    /// Returns whether it took effect.
+    pub fn apply(&mut self, value: Option<&[u8]>, expires_at: u64, version: Version) -> bool {
+        self.store.clock.observe(version);
+        if self.version().is_some_and(|held| held >= version) || version < self.store.truncated() {
+            return false;
+        }
+        match (value, self.slot) {
+            (Some(value), _) => {
+                let expiry = if expires_at == NO_EXPIRY {
+                    Expiry::Persist
+                } else {
+                    Expiry::At(expires_at)
+                };
+                self.put(value, expiry, version);
+            }
+            (None, Some(i)) => self
+                .shard
+                .set_tombstone(self.store, i, version, self.now_ms),
+            (None, None) => {
+                let entry = Entry::tombstone(self.key, version, self.now_ms);
+                self.slot = Some(self.shard.insert(self.store, self.hash, entry));
+            }
+        }
+        true
+    }
+}
+
+/// Several keys locked together (MSET, RENAME, COPY…).
+pub struct MultiAccess<'s> {
+    pub(super) store: &'s Store,
+    pub(super) guards: Vec<(usize, MutexGuard<'s, Shard>)>,
+    pub(super) now_ms: u64,
+}
+
+impl MultiAccess<'_> {
+    /// Access to one of the keys this multi-access was created with.
+    ///
+    /// # Panics
+    /// If `key` was not among them (a bug in the caller, not input).
+    pub fn key<'k>(&'k mut self, key: &'k [u8]) -> KeyAccess<'k> {
+        let hash = self.store.hash(key);
+        let shard_no = Store::shard_of(hash);
+        let guard = self
+            .guards
+            .iter_mut()
+            .find(|(i, _)| *i == shard_no)
+            .map(|(_, g)| &mut **g)
+            .expect("MultiAccess::key called with a key it was not created with");
+        KeyAccess::new(self.store, guard, key, hash, self.now_ms)
+    }
+}
+
+/// A local change as peers receive it.
+pub(super) fn make_change(
+    seq: u64,
+    key: &[u8],
+    value: Option<&[u8]>,
+    expires_at: u64,
+    version: Version,
+) -> Change {
+    Change::Entry {
+        seq,
+        key: key.into(),
+        value: value.map(Into::into),
+        expires_at,
+        version,
+    }
+}

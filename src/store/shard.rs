@@ -1,0 +1,186 @@
+//! One shard: a hash index over a slab of entries. Every change to an entry
+//! goes through the few methods here, which keep the shard's counters and
+//! the store's digest tree in step with the entries.
+
+use std::sync::atomic::Ordering;
+
+use hashbrown::HashTable;
+
+use super::entry::{Entry, NO_EXPIRY, Slab, SlotState};
+use super::{Change, Store};
+use crate::clock::Version;
+
+#[derive(Default)]
+pub(super) struct Shard {
+    pub index: HashTable<u32>,
+    pub slab: Slab,
+    pub live: usize,
+    pub volatile: usize,
+    pub tombstones: usize,
+    pub sweep_cursor: u32,
+    /// Local writes not yet taken by replication (only while replicating).
+    pub outbox: Vec<Change>,
+}
+
+/// (live, volatile, tombstone) contribution of an entry to the counters.
+fn weight(e: &Entry) -> (usize, usize, usize) {
+    match e.state {
+        SlotState::Free => (0, 0, 0),
+        SlotState::Live => (1, usize::from(e.expires_at != NO_EXPIRY), 0),
+        SlotState::Tombstone => (0, 0, 1),
+    }
+}
+
+impl Shard {
+    pub fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        let slab = &self.slab;
+        self.index
+            .find(hash, |&i| slab.get(i).key() == key)
+            .copied()
+    }
+
+    fn uncount(&mut self, w: (usize, usize, usize)) {
+        self.live -= w.0;
+        self.volatile -= w.1;
+        self.tombstones -= w.2;
+    }
+
+    fn count(&mut self, w: (usize, usize, usize)) {
+        self.live += w.0;
+        self.volatile += w.1;
+        self.tombstones += w.2;
+    }
+
+    /// Places a new entry for a key the shard does not hold.
+    pub fn insert(&mut self, store: &Store, hash: u64, entry: Entry) -> u32 {
+        store.digest.toggle(entry.key(), entry.version);
+        let w = weight(&entry);
+        let slot = self.slab.insert(entry);
+        let slab = &self.slab;
+        self.index
+            .insert_unique(hash, slot, |&j| store.hash(slab.get(j).key()));
+        self.count(w);
+        slot
+    }
+
+    /// Forgets an entry entirely (tombstone collection, truncation).
+    pub fn purge(&mut self, store: &Store, slot: u32, hash: u64) {
+        let e = self.slab.get(slot);
+        if e.state == SlotState::Free {
+            return;
+        }
+        store.digest.toggle(e.key(), e.version);
+        let w = weight(e);
+        if let Ok(found) = self.index.find_entry(hash, |&i| i == slot) {
+            found.remove();
+        }
+        self.uncount(w);
+        self.slab.remove(slot);
+    }
+
+    /// Gives an existing entry (live or tombstone) a live value.
+    pub fn set_live(
+        &mut self,
+        store: &Store,
+        slot: u32,
+        value: &[u8],
+        expires_at: u64,
+        version: Version,
+    ) {
+        let e = self.slab.get_mut(slot);
+        store.digest.replace(e.key(), e.version, version);
+        let before = weight(e);
+        e.set_value(value);
+        e.expires_at = expires_at;
+        e.version = version;
+        let after = weight(e);
+        self.uncount(before);
+        self.count(after);
+    }
+
+    /// Turns an existing entry into a tombstone with `version`, which
+    /// arrived (or was written) at `arrival_ms`.
+    pub fn set_tombstone(&mut self, store: &Store, slot: u32, version: Version, arrival_ms: u64) {
+        let e = self.slab.get_mut(slot);
+        if e.version != version {
+            store.digest.replace(e.key(), e.version, version);
+        }
+        let before = weight(e);
+        e.make_tombstone(version, arrival_ms);
+        self.uncount(before);
+        self.count((0, 0, 1));
+    }
+
+    /// Changes a live entry's expiry under a new version.
+    pub fn set_expiry(&mut self, store: &Store, slot: u32, expires_at: u64, version: Version) {
+        let e = self.slab.get_mut(slot);
+        store.digest.replace(e.key(), e.version, version);
+        let before = weight(e);
+        e.expires_at = expires_at;
+        e.version = version;
+        let after = weight(e);
+        self.uncount(before);
+        self.count(after);
+    }
+
+    /// An expired entry becomes a tombstone with its own version: every
+    /// replica expires it at the same instant, so they agree without a new
+    /// write (and the digest does not change).
+    pub fn expire(&mut self, store: &Store, slot: u32, now_ms: u64) {
+        let version = self.slab.get(slot).version;
+        self.set_tombstone(store, slot, version, now_ms);
+        store.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Examines up to `step` slots from the sweep cursor: expires what is
+    /// due and collects tombstones that arrived before `horizon_ms`.
+    /// Returns (slots examined, keys expired).
+    pub fn sweep(
+        &mut self,
+        store: &Store,
+        now_ms: u64,
+        horizon_ms: u64,
+        step: u32,
+    ) -> (usize, usize) {
+        let len = self.slab.len();
+        if len == 0 {
+            return (0, 0);
+        }
+        let (mut seen, mut expired) = (0, 0);
+        for _ in 0..step.min(len) {
+            if self.sweep_cursor >= len {
+                self.sweep_cursor = 0;
+            }
+            let slot = self.sweep_cursor;
+            self.sweep_cursor += 1;
+            let e = self.slab.get(slot);
+            match e.state {
+                SlotState::Live if e.is_expired(now_ms) => {
+                    self.expire(store, slot, now_ms);
+                    expired += 1;
+                }
+                SlotState::Tombstone if e.tombstone_arrival() < horizon_ms => {
+                    let hash = store.hash(e.key());
+                    self.purge(store, slot, hash);
+                }
+                _ => {}
+            }
+            seen += 1;
+        }
+        (seen, expired)
+    }
+
+    /// Drops every entry older than `marker` (a FLUSHALL). Returns how many.
+    pub fn truncate(&mut self, store: &Store, marker: Version) -> usize {
+        let mut dropped = 0;
+        for slot in 0..self.slab.len() {
+            let e = self.slab.get(slot);
+            if e.state != SlotState::Free && e.version < marker {
+                let hash = store.hash(e.key());
+                self.purge(store, slot, hash);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+}
