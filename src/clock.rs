@@ -13,7 +13,19 @@ const LOGICAL_BITS: u32 = 16;
 const PHYSICAL_MASK: u64 = (1 << 48) - 1;
 
 /// A write's version: compared lexicographically, larger wins everywhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Version {
     pub hlc: u64,
     pub node_id: u64,

@@ -74,6 +74,16 @@ pub struct Config {
     #[arg(long, env = "KRIMINODB_GOSSIP_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub gossip_interval: Duration,
 
+    /// Anti-entropy: how often this node reconciles with the next peer.
+    #[arg(long, env = "KRIMINODB_SYNC_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub sync_interval: Duration,
+
+    /// A node unreachable for longer is forgotten: tombstones it has not
+    /// seen may be collected, and if it comes back it discards its data and
+    /// pulls everything.
+    #[arg(long, env = "KRIMINODB_FORGET_AFTER", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub forget_after: Duration,
+
     /// How long a down member stays listed before it is removed.
     #[arg(long, env = "KRIMINODB_REMOVE_DOWN_AFTER", default_value = "20s", value_parser = humantime::parse_duration)]
     pub remove_down_after: Duration,

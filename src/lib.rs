@@ -9,12 +9,14 @@
 //! - `clock`: the hybrid logical clock that stamps every write.
 //! - `server`: the listener and the per-connection loop.
 //! - [`membership`]: SWIM gossip membership (foca) on the peer port.
+//! - [`replication`]: the push path and anti-entropy over TCP on the peer port.
 
 pub mod clock;
 pub mod command;
 pub mod config;
 pub mod membership;
 pub mod node;
+pub mod replication;
 pub mod resp;
 pub mod server;
 pub mod stats;

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::{Hlc, unix_millis};
 use crate::config::Config;
 use crate::membership::{self, MembershipHandle};
+use crate::replication::{self, Replication};
 use crate::server;
 use crate::server::client::Registry;
 use crate::stats::Stats;
@@ -28,13 +29,14 @@ pub struct NodeState {
     pub node_id: u64,
     /// 40 hex characters, new on every start (INFO `run_id`).
     pub run_id: String,
-    pub store: Store,
+    pub store: Arc<Store>,
     pub stats: Stats,
     pub clients: Registry,
     pub shutdown: CancellationToken,
     pub started: Instant,
     pub client_addr: SocketAddr,
     pub membership: MembershipHandle,
+    pub replication: Arc<Replication>,
 }
 
 impl NodeState {
@@ -52,6 +54,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Peer(#[from] membership::StartError),
+    #[error("cannot listen for peer links: {0}")]
+    PeerLinks(std::io::Error),
 }
 
 /// Starts nodes.
@@ -83,23 +87,34 @@ impl Node {
             halt.clone(),
         )
         .await?;
+        let tracker = TaskTracker::new();
+        let store = Arc::new(Store::new(clock));
+        let replication = replication::start(
+            &config,
+            store.clone(),
+            membership.clone(),
+            shutdown.clone(),
+            &tracker,
+        )
+        .await
+        .map_err(StartError::PeerLinks)?;
         let state = Arc::new(NodeState {
             name,
             node_id,
             run_id: (0..40)
                 .map(|_| char::from_digit(fastrand::u32(..16), 16).unwrap_or('0'))
                 .collect(),
-            store: Store::new(clock),
+            store,
             stats: Stats::default(),
             clients: Registry::default(),
             shutdown,
             started: Instant::now(),
             client_addr,
             membership,
+            replication,
             config,
         });
 
-        let tracker = TaskTracker::new();
         tracker.spawn(async move {
             let _ = membership_task.await;
         });

@@ -123,6 +123,12 @@ pub enum After {
     Continue,
     /// Send the replies so far, then close (QUIT, SHUTDOWN).
     Close,
+    /// WAIT: reply once `replicas` peers acknowledged this client's
+    /// writes, or after `timeout_ms` (0: no timeout).
+    Wait {
+        replicas: usize,
+        timeout_ms: u64,
+    },
 }
 
 /// Everything a handler may touch.
@@ -132,6 +138,8 @@ pub struct Ctx<'a> {
     pub reply: &'a mut Reply,
     pub now_ms: u64,
     pub after: After,
+    /// Set when the command was a write (WAIT waits for those).
+    pub wrote: bool,
 }
 
 impl Ctx<'_> {
@@ -151,8 +159,9 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         ctx.reply.error(&CmdError::wrong_arity(spec.name).0);
         return;
     }
-    if let Err(e) = (spec.handler)(ctx, args) {
-        ctx.reply.error(&e.0);
+    match (spec.handler)(ctx, args) {
+        Ok(()) => ctx.wrote |= spec.is_write(),
+        Err(e) => ctx.reply.error(&e.0),
     }
 }
 

@@ -211,9 +211,31 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
             kv(out, "evicted_keys", &0);
         }
         "replication" => {
+            // Every node is a master in Redis's terms: it takes writes.
+            let r = &node.replication;
+            let load =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             out.push_str("# Replication\r\n");
             kv(out, "role", &"master");
             kv(out, "connected_slaves", &0);
+            kv(out, "peers_linked", &r.connected_peers());
+            kv(
+                out,
+                "initial_sync_done",
+                &u8::from(
+                    r.stats
+                        .initial_sync_done
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                ),
+            );
+            kv(out, "syncs_completed", &load(&r.stats.syncs_completed));
+            kv(out, "entries_pushed", &load(&r.stats.entries_pushed));
+            kv(out, "entries_received", &load(&r.stats.entries_received));
+            kv(out, "peer_bytes_sent", &load(&r.stats.sync_bytes_sent));
+            kv(out, "queue_overflows", &load(&r.stats.queue_overflows));
+            kv(out, "bad_frames", &load(&r.stats.bad_frames));
+            kv(out, "tombstones", &node.store.tombstone_len());
+            kv(out, "last_change_seq", &node.store.last_seq());
         }
         "cpu" => {
             out.push_str("# CPU\r\n");
@@ -254,6 +276,19 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
         }
         _ => {}
     }
+}
+
+pub fn wait(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let replicas = args.int(1)?;
+    let timeout = args.int(2)?;
+    if timeout < 0 {
+        return Err(CmdError::fixed("ERR timeout is negative"));
+    }
+    ctx.after = After::Wait {
+        replicas: usize::try_from(replicas).unwrap_or(0),
+        timeout_ms: timeout as u64,
+    };
+    Ok(())
 }
 
 pub fn dbsize(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {

@@ -102,6 +102,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("debug", -2, server::debug, ["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "1.0.0", "DIGEST", "DEBUG DIGEST: a digest of the keyspace's contents."),
     spec!("shutdown", -1, server::shutdown, ["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "1.0.0", "[NOSAVE|SAVE] [NOW] [FORCE]", "Stops the node gracefully."),
     spec!("cluster", -2, cluster::cluster, ["admin", "loading", "stale"], (0, 0, 0), "cluster", "3.0.0", "subcommand", "CLUSTER MEMBERS and MYID: gossip membership of this leaderless cluster."),
+    spec!("wait", 3, server::wait, ["noscript"], (0, 0, 0), "generic", "3.0.0", "numreplicas timeout", "Waits until this connection's writes are acknowledged by that many peers."),
     spec!("config", -2, server::config, ["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "2.0.0", "subcommand [argument...]", "CONFIG GET of the node's settings (read-only)."),
     // strings
     spec!("get", 2, strings::get, ["readonly", "fast"], (1, 1, 1), "string", "1.0.0", "key", "Returns the string value of a key."),

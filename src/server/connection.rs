@@ -44,6 +44,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, state: Arc<NodeState>) {
         reply: Reply::default(),
         client,
         state,
+        last_write_seq: 0,
     };
     if let Err(e) = conn.run().await {
         tracing::debug!(client = conn.client.id, error = %e, "client connection ended");
@@ -69,6 +70,8 @@ struct Connection {
     reply: Reply,
     client: Arc<ClientInfo>,
     state: Arc<NodeState>,
+    /// Sequence of the last change this client's writes queued (WAIT).
+    last_write_seq: u64,
 }
 
 impl Connection {
@@ -95,7 +98,23 @@ impl Connection {
             if self.input.len() < needed {
                 continue;
             }
-            let (after, next_needed) = self.execute_buffered();
+            let (mut after, mut next_needed) = self.execute_buffered();
+            // WAIT pauses the pipeline: later commands run after its reply.
+            while let After::Wait {
+                replicas,
+                timeout_ms,
+            } = after
+            {
+                self.flush().await?;
+                let timeout =
+                    (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms));
+                let acked = tokio::select! {
+                    _ = self.state.shutdown.cancelled() => return Ok(()),
+                    n = self.state.replication.wait_for(self.last_write_seq, replicas, timeout) => n,
+                };
+                self.reply.int(acked as i64);
+                (after, next_needed) = self.execute_buffered();
+            }
             needed = next_needed;
             if after == After::Continue
                 && self.input.len() as u64 > self.state.config.client_query_buffer_limit
@@ -142,9 +161,13 @@ impl Connection {
                         reply: &mut self.reply,
                         now_ms,
                         after: After::Continue,
+                        wrote: false,
                     };
                     dispatch(&mut ctx, &args);
                     after = ctx.after;
+                    if ctx.wrote {
+                        self.last_write_seq = self.state.store.last_seq();
+                    }
                     pos += consumed;
                     commands += 1;
                     if after != After::Continue {

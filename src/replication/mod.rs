@@ -1,0 +1,306 @@
+//! Replication: every write reaches every node (DESIGN §4).
+//!
+//! - Push path: the distributor drains the store's change queue and hands
+//!   each batch, encoded once, to every peer's link; a link whose bounded
+//!   queue overflows drops it and repairs by anti-entropy instead. Clients
+//!   never wait for peers (except through WAIT).
+//! - Anti-entropy: every `--sync-interval` the next peer in a rotation is
+//!   reconciled through the digest tree; every new link (a join, a restart,
+//!   a healed partition, a broken link) starts with one.
+//! - Tombstone collection: a tombstone goes once every known node has
+//!   completed a reconciliation with us that started after it arrived.
+
+mod inbound;
+mod link;
+pub mod sync;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::unix_millis;
+use crate::config::Config;
+use crate::membership::{MemberState, MembershipHandle};
+use crate::store::{Change, Store};
+use link::{Batch, LinkHandle};
+use wire::{Message, WireEntry};
+
+/// Batches a link may have queued before it counts as overflowing.
+const LINK_QUEUE_BATCHES: usize = 4096;
+
+/// What the links, the inbound side and WAIT share.
+pub struct Replication {
+    store: Arc<Store>,
+    config: Config,
+    node_id: u64,
+    incarnation: u64,
+    links: Mutex<HashMap<u64, LinkHandle>>,
+    /// Per known node: when its last completed reconciliation with us
+    /// started, and when we last saw it alive (unix ms).
+    book: Mutex<HashMap<u64, PeerRecord>>,
+    /// When we last completed a reconciliation with anyone (0: never).
+    last_contact_ms: AtomicU64,
+    /// Woken whenever a peer acknowledges updates (WAIT listens).
+    acks: tokio::sync::Notify,
+    pub stats: ReplicationStats,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PeerRecord {
+    last_sync_start_ms: u64,
+    last_seen_ms: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ReplicationStats {
+    pub bad_frames: AtomicU64,
+    pub syncs_completed: AtomicU64,
+    pub entries_pushed: AtomicU64,
+    pub entries_received: AtomicU64,
+    pub sync_bytes_sent: AtomicU64,
+    pub queue_overflows: AtomicU64,
+    pub initial_sync_done: std::sync::atomic::AtomicBool,
+}
+
+impl Replication {
+    fn count(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Number of peers that acknowledged every update up to `seq`.
+    pub fn acked_by(&self, seq: u64) -> usize {
+        self.links
+            .lock()
+            .values()
+            .filter(|l| l.state.acked.load(Ordering::Acquire) >= seq)
+            .count()
+    }
+
+    /// WAIT: resolves with the number of peers that acknowledged `seq`,
+    /// once it reaches `wanted` or `timeout` passes (never, if None).
+    pub async fn wait_for(&self, seq: u64, wanted: usize, timeout: Option<Duration>) -> usize {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let notified = self.acks.notified();
+            let acked = self.acked_by(seq);
+            if acked >= wanted {
+                return acked;
+            }
+            match deadline {
+                Some(at) => {
+                    if tokio::time::timeout_at(at, notified).await.is_err() {
+                        return self.acked_by(seq);
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Largest frame accepted from a peer: one entry of the largest value
+    /// a client may write, plus room for the frame around it.
+    fn frame_limit(&self) -> usize {
+        usize::try_from(self.config.proto_max_bulk_len)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1 << 20)
+    }
+
+    pub fn connected_peers(&self) -> usize {
+        self.links.lock().len()
+    }
+
+    /// A reconciliation with `node_id` that started at `start_ms` finished.
+    fn sync_completed(&self, node_id: u64, start_ms: u64) {
+        let mut book = self.book.lock();
+        let record = book.entry(node_id).or_default();
+        record.last_sync_start_ms = record.last_sync_start_ms.max(start_ms);
+        record.last_seen_ms = unix_millis();
+        self.last_contact_ms.store(unix_millis(), Ordering::Release);
+        Self::count(&self.stats.syncs_completed, 1);
+        self.stats.initial_sync_done.store(true, Ordering::Release);
+        drop(book);
+        self.update_horizon();
+    }
+
+    /// Tombstones that arrived before every known node's last completed
+    /// reconciliation with us have been seen by all of them.
+    fn update_horizon(&self) {
+        let now = unix_millis();
+        let forget = self.config.forget_after.as_millis() as u64;
+        let mut book = self.book.lock();
+        book.retain(|_, r| now.saturating_sub(r.last_seen_ms) <= forget);
+        let horizon = book.values().map(|r| r.last_sync_start_ms).min().unwrap_or(
+            if self.config.join.is_empty() && self.last_contact_ms.load(Ordering::Acquire) == 0 {
+                u64::MAX
+            } else {
+                0
+            },
+        );
+        self.store.set_tombstone_horizon(horizon);
+    }
+
+    /// Called before a reconciliation starts: a node cut off from every
+    /// peer for longer than `--forget-after` has been forgotten by them
+    /// (they collected tombstones it never saw), so it discards its data
+    /// and pulls everything instead of resurrecting deleted keys.
+    fn before_sync(&self) {
+        let last = self.last_contact_ms.load(Ordering::Acquire);
+        let forget = self.config.forget_after.as_millis() as u64;
+        if last != 0 && unix_millis().saturating_sub(last) > forget {
+            tracing::warn!(
+                cut_off_for_s = unix_millis().saturating_sub(last) / 1000,
+                "cut off from the cluster longer than --forget-after: discarding local data and resyncing"
+            );
+            self.store.truncate(self.store.clock().tick());
+            self.last_contact_ms.store(unix_millis(), Ordering::Release);
+        }
+    }
+}
+
+/// Starts the inbound listener on the peer port (TCP), the distributor and
+/// the link manager.
+pub async fn start(
+    config: &Config,
+    store: Arc<Store>,
+    membership: MembershipHandle,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> std::io::Result<Arc<Replication>> {
+    let listener =
+        TcpListener::bind(SocketAddr::new(config.bind, membership.me.peer.port())).await?;
+    let replication = Arc::new(Replication {
+        store,
+        config: config.clone(),
+        node_id: membership.me.node_id,
+        incarnation: membership.me.incarnation,
+        links: Mutex::new(HashMap::new()),
+        book: Mutex::new(HashMap::new()),
+        last_contact_ms: AtomicU64::new(0),
+        acks: tokio::sync::Notify::new(),
+        stats: ReplicationStats::default(),
+    });
+    replication.update_horizon();
+    tracker.spawn(inbound::run(
+        listener,
+        replication.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(distribute(replication.clone(), shutdown.clone()));
+    tracker.spawn(manage_links(replication.clone(), membership, shutdown));
+    Ok(replication)
+}
+
+/// Hands every batch of local changes to every link.
+async fn distribute(replication: Arc<Replication>, shutdown: CancellationToken) {
+    let mut changes: Vec<Change> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = replication.store.changes_queued() => {}
+        }
+        changes.clear();
+        replication.store.drain_changes(&mut changes);
+        for chunk in changes.chunks(wire::CHUNK_ENTRIES) {
+            let entries: Vec<WireEntry> = chunk.iter().filter_map(WireEntry::from_change).collect();
+            let truncates = chunk
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Truncate { version, .. } => Some(*version),
+                    Change::Entry { .. } => None,
+                })
+                .collect();
+            let last_seq = chunk.last().map_or(0, Change::seq);
+            let count = entries.len() as u64;
+            let Ok(frame) = wire::encode(Message::Updates {
+                entries,
+                truncates,
+                last_seq,
+            }) else {
+                continue;
+            };
+            let batch = Arc::new(Batch {
+                frame: frame.into(),
+            });
+            for link in replication.links.lock().values() {
+                if link.offer(batch.clone()) {
+                    Replication::count(&replication.stats.entries_pushed, count);
+                } else {
+                    Replication::count(&replication.stats.queue_overflows, 1);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps one link per alive member, and starts a reconciliation with the
+/// next one in the rotation every sync interval.
+async fn manage_links(
+    replication: Arc<Replication>,
+    mut membership: MembershipHandle,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(replication.config.sync_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rotation = 0usize;
+    loop {
+        reconcile_links(&replication, &membership);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = membership.changed() => if !changed { break },
+            _ = tick.tick() => {
+                let links = replication.links.lock();
+                let mut ids: Vec<&u64> = links.keys().collect();
+                ids.sort();
+                if !ids.is_empty() {
+                    rotation = (rotation + 1) % ids.len();
+                    links[ids[rotation]].request_sync();
+                }
+                drop(links);
+                replication.update_horizon();
+            }
+        }
+    }
+    for (_, link) in replication.links.lock().drain() {
+        link.stop();
+    }
+}
+
+fn reconcile_links(replication: &Arc<Replication>, membership: &MembershipHandle) {
+    let members = membership.members();
+    let now = unix_millis();
+    {
+        let mut book = replication.book.lock();
+        for m in members.iter().filter(|m| !m.is_self) {
+            if m.state != MemberState::Down {
+                book.entry(m.id.node_id).or_default().last_seen_ms = now;
+            }
+        }
+    }
+    let mut links = replication.links.lock();
+    let alive: HashMap<u64, _> = members
+        .iter()
+        .filter(|m| !m.is_self && m.state != MemberState::Down)
+        .map(|m| (m.id.node_id, m.id.clone()))
+        .collect();
+    links.retain(|node_id, link| {
+        let keep = alive.contains_key(node_id);
+        if !keep {
+            link.stop();
+        }
+        keep
+    });
+    for (node_id, id) in alive {
+        links
+            .entry(node_id)
+            .or_insert_with(|| LinkHandle::start(id, replication.clone(), LINK_QUEUE_BATCHES));
+    }
+    replication.store.set_replicating(!links.is_empty());
+}

@@ -1,0 +1,174 @@
+//! Anti-entropy's data side: what to compare and what to send, computed from
+//! the digest tree and the store. The link (initiator) and inbound
+//! (responder) tasks carry the messages; nothing here does I/O.
+
+use std::collections::{HashMap, HashSet};
+
+use super::wire::{KeyVersion, WireEntry};
+use crate::clock::Version;
+use crate::store::digest::{FANOUT, LEAVES, bucket_of};
+use crate::store::{Entry, Store};
+
+pub const GROUPS: usize = LEAVES / FANOUT;
+
+pub fn inner_hashes(store: &Store) -> Vec<u64> {
+    (0..GROUPS).map(|g| store.digest_tree().inner(g)).collect()
+}
+
+pub fn leaf_hashes(store: &Store, group: usize) -> Vec<u64> {
+    (group * FANOUT..(group + 1) * FANOUT)
+        .map(|leaf| store.digest_tree().leaf(leaf))
+        .collect()
+}
+
+/// Inner nodes whose hashes differ.
+pub fn differing_groups(store: &Store, theirs: &[u64]) -> Vec<u16> {
+    inner_hashes(store)
+        .iter()
+        .zip(theirs)
+        .enumerate()
+        .filter(|(_, (mine, theirs))| mine != theirs)
+        .map(|(g, _)| g as u16)
+        .collect()
+}
+
+/// Responder: from the initiator's leaf hashes, the leaves that differ,
+/// split into those the initiator holds nothing in (send whole entries) and
+/// the rest (send a summary).
+pub fn differing_leaves(store: &Store, groups: &[(u16, Vec<u64>)]) -> (Vec<u16>, Vec<u16>) {
+    let (mut empty_there, mut summarize) = (Vec::new(), Vec::new());
+    for (group, theirs) in groups {
+        let group = usize::from(*group);
+        if group >= GROUPS || theirs.len() != FANOUT {
+            continue;
+        }
+        for (i, their_hash) in theirs.iter().enumerate() {
+            let leaf = group * FANOUT + i;
+            if store.digest_tree().leaf(leaf) != *their_hash {
+                if *their_hash == 0 {
+                    empty_there.push(leaf as u16);
+                } else {
+                    summarize.push(leaf as u16);
+                }
+            }
+        }
+    }
+    (empty_there, summarize)
+}
+
+pub fn to_wire(e: &Entry) -> WireEntry {
+    WireEntry {
+        key: e.key().to_vec(),
+        value: e
+            .is_live()
+            .then(|| serde_bytes::ByteBuf::from(e.value().to_vec())),
+        expires_at: if e.is_live() { e.expires_at } else { 0 },
+        version: e.version,
+    }
+}
+
+fn leaf_set(leaves: &[u16]) -> Vec<bool> {
+    let mut set = vec![false; LEAVES];
+    for &leaf in leaves {
+        if let Some(slot) = set.get_mut(usize::from(leaf)) {
+            *slot = true;
+        }
+    }
+    set
+}
+
+/// Every entry (tombstones included) in `leaves`.
+pub fn entries_in(store: &Store, leaves: &[u16]) -> Vec<WireEntry> {
+    let set = leaf_set(leaves);
+    let mut out = Vec::new();
+    store.for_each_entry(|e| {
+        if set[bucket_of(e.key())] {
+            out.push(to_wire(e));
+        }
+        true
+    });
+    out
+}
+
+/// Key versions of every entry in `leaves`.
+pub fn summary_of(store: &Store, leaves: &[u16]) -> Vec<KeyVersion> {
+    let set = leaf_set(leaves);
+    let mut out = Vec::new();
+    store.for_each_entry(|e| {
+        if set[bucket_of(e.key())] {
+            out.push(KeyVersion {
+                key: e.key().to_vec(),
+                version: e.version,
+            });
+        }
+        true
+    });
+    out
+}
+
+/// Initiator: given the responder's summary of `leaves`, the keys to ask
+/// for (theirs is newer or ours is missing) and our entries to push (ours
+/// is newer or theirs is missing).
+pub fn plan(
+    store: &Store,
+    leaves: &[u16],
+    theirs: &HashMap<Vec<u8>, Version>,
+) -> (Vec<Vec<u8>>, Vec<WireEntry>) {
+    let set = leaf_set(leaves);
+    let mut ours_seen = HashSet::new();
+    let mut push = Vec::new();
+    store.for_each_entry(|e| {
+        if set[bucket_of(e.key())] {
+            ours_seen.insert(e.key().to_vec());
+            if theirs.get(e.key()).is_none_or(|v| *v < e.version) {
+                push.push(to_wire(e));
+            }
+        }
+        true
+    });
+    let want = theirs
+        .iter()
+        .filter(|(key, version)| {
+            !ours_seen.contains(*key)
+                || store_version(store, key).is_some_and(|mine| mine < **version)
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    (want, push)
+}
+
+fn store_version(store: &Store, key: &[u8]) -> Option<Version> {
+    store.with_key(key, crate::clock::unix_millis(), |k| k.version())
+}
+
+/// Our entries for `keys` (what a peer asked for).
+pub fn entries_for(store: &Store, keys: &[serde_bytes::ByteBuf]) -> Vec<WireEntry> {
+    let now = crate::clock::unix_millis();
+    keys.iter()
+        .filter_map(|key| {
+            store.with_key(key, now, |k| {
+                let version = k.version()?;
+                Some(WireEntry {
+                    key: key.to_vec(),
+                    value: k.value().map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
+                    expires_at: k.expires_at().unwrap_or(0),
+                    version,
+                })
+            })
+        })
+        .collect()
+}
+
+/// Applies entries from a peer under the conflict rule; returns how many
+/// took effect.
+pub fn apply(store: &Store, entries: &[WireEntry]) -> usize {
+    let now = crate::clock::unix_millis();
+    entries
+        .iter()
+        .filter(|e| {
+            store.with_key(&e.key, now, |k| {
+                k.apply(e.value.as_deref().map(|v| &v[..]), e.expires_at, e.version)
+            })
+        })
+        .count()
+}
