@@ -82,11 +82,12 @@ mod tests {
 
     #[test]
     fn used_memory_tracks_allocations() {
+        // Large against whatever tests running in parallel free meanwhile.
         let before = used_memory();
-        let block = vec![1u8; 8 << 20];
+        let block = vec![1u8; 64 << 20];
         let during = used_memory();
         drop(block);
-        assert!(during >= before + (8 << 20) - 4096, "{before} -> {during}");
+        assert!(during >= before + (48 << 20), "{before} -> {during}");
     }
 
     #[test]

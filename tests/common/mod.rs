@@ -51,3 +51,107 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A multiplexed async connection to a node known only by its client
+/// address (for example one running in another process).
+pub async fn client_at(addr: SocketAddr) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://{addr}/"))
+        .expect("valid url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects")
+}
+
+/// Like [`eventually`], for checks that explain themselves: polls `check`
+/// until it returns `Ok` or `deadline` passes, and then returns the last
+/// explanation so the failing assertion shows what was seen.
+pub async fn eventually_ok<F, Fut>(deadline: Duration, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let last = check().await;
+        if last.is_ok() || tokio::time::Instant::now() >= until {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One member as `CLUSTER MEMBERS` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    pub name: String,
+    pub node_id: String,
+    pub peer_addr: SocketAddr,
+    pub client_addr: SocketAddr,
+    pub state: String,
+    pub incarnation: i64,
+    pub last_heard_ms: i64,
+    pub myself: bool,
+}
+
+/// `CLUSTER MEMBERS`, parsed. Accepts the RESP2 (flat array) and RESP3 (map)
+/// forms of each member; anything else fails the test.
+pub async fn cluster_members(con: &mut redis::aio::MultiplexedConnection) -> Vec<MemberRow> {
+    use std::collections::HashMap;
+
+    let reply: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("MEMBERS")
+        .query_async(con)
+        .await
+        .expect("CLUSTER MEMBERS answers");
+    reply
+        .into_iter()
+        .map(|member| {
+            let fields: HashMap<String, redis::Value> = member
+                .into_map_iter()
+                .expect("each member is a map")
+                .map(|(k, v)| (redis::from_redis_value(k).expect("string keys"), v))
+                .collect();
+            let text = |key: &str| -> String {
+                redis::from_redis_value(fields.get(key).cloned().expect(key)).expect(key)
+            };
+            let int = |key: &str| -> i64 {
+                match fields.get(key) {
+                    Some(redis::Value::Int(i)) => *i,
+                    other => panic!("{key} is not an integer: {other:?}"),
+                }
+            };
+            MemberRow {
+                name: text("name"),
+                node_id: text("node_id"),
+                peer_addr: text("peer_addr").parse().expect("peer_addr"),
+                client_addr: text("client_addr").parse().expect("client_addr"),
+                state: text("state"),
+                incarnation: int("incarnation"),
+                last_heard_ms: int("last_heard_ms"),
+                myself: match int("myself") {
+                    0 => false,
+                    1 => true,
+                    n => panic!("myself is {n}"),
+                },
+            }
+        })
+        .collect()
+}
+
+/// The value of `field` in INFO `section`, None when absent.
+pub async fn info_field(
+    con: &mut redis::aio::MultiplexedConnection,
+    section: &str,
+    field: &str,
+) -> Option<String> {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query_async(con)
+        .await
+        .expect("INFO answers");
+    info.lines().find_map(|line| {
+        line.strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::to_owned)
+    })
+}
