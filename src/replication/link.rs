@@ -101,7 +101,7 @@ struct Session {
     start_ms: u64,
     start_seq: u64,
     leaves: Vec<u16>,
-    theirs: HashMap<Vec<u8>, Version>,
+    theirs: HashMap<Vec<u8>, (Version, bool)>,
 }
 
 type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>;
@@ -286,7 +286,7 @@ impl Link {
                 };
                 current
                     .theirs
-                    .extend(keys.into_iter().map(|kv| (kv.key, kv.version)));
+                    .extend(keys.into_iter().map(|kv| (kv.key, (kv.version, kv.live))));
                 current.leaves.extend(leaves);
                 if last {
                     let (want, push) = sync::plan(&store, &current.leaves, &current.theirs);
@@ -330,9 +330,25 @@ impl Link {
                 }
                 Ok(false)
             }
-            Message::SyncEntries { entries, .. } => {
-                let applied = sync::apply(&store, &entries);
+            Message::SyncEntries {
+                session: id,
+                entries,
+                ..
+            } => {
+                let (applied, ours) = sync::apply_and_rebut(&store, &entries);
                 Replication::count(&self.replication.stats.entries_received, applied as u64);
+                for chunk in ours.chunks(CHUNK_ENTRIES) {
+                    let entries = chunk.to_vec();
+                    self.send(
+                        writer,
+                        Message::SyncEntries {
+                            session: id,
+                            entries,
+                            last: false,
+                        },
+                    )
+                    .await?;
+                }
                 Ok(false)
             }
             Message::SyncDone { session: id } => Ok(self.finish(session, id)),

@@ -77,12 +77,13 @@ fn leaf_set(leaves: &[u16]) -> Vec<bool> {
     set
 }
 
-/// Every entry (tombstones included) in `leaves`.
+/// Every live entry in `leaves` (for a peer that holds nothing there, so
+/// tombstones would delete nothing).
 pub fn entries_in(store: &Store, leaves: &[u16]) -> Vec<WireEntry> {
     let set = leaf_set(leaves);
     let mut out = Vec::new();
     store.for_each_entry(|e| {
-        if set[bucket_of(e.key())] {
+        if e.is_live() && set[bucket_of(e.key())] {
             out.push(to_wire(e));
         }
         true
@@ -99,6 +100,7 @@ pub fn summary_of(store: &Store, leaves: &[u16]) -> Vec<KeyVersion> {
             out.push(KeyVersion {
                 key: e.key().to_vec(),
                 version: e.version,
+                live: e.is_live(),
             });
         }
         true
@@ -106,13 +108,14 @@ pub fn summary_of(store: &Store, leaves: &[u16]) -> Vec<KeyVersion> {
     out
 }
 
-/// Initiator: given the responder's summary of `leaves`, the keys to ask
-/// for (theirs is newer or ours is missing) and our entries to push (ours
-/// is newer or theirs is missing).
+/// Initiator: given the responder's summary of `leaves` (key → version,
+/// live), the keys to ask for (theirs is newer) and our entries to push
+/// (ours is newer). A tombstone is only exchanged where the other side
+/// holds the key: for a key it lacks, it would delete nothing.
 pub fn plan(
     store: &Store,
     leaves: &[u16],
-    theirs: &HashMap<Vec<u8>, Version>,
+    theirs: &HashMap<Vec<u8>, (Version, bool)>,
 ) -> (Vec<Vec<u8>>, Vec<WireEntry>) {
     let set = leaf_set(leaves);
     let mut ours_seen = HashSet::new();
@@ -120,7 +123,11 @@ pub fn plan(
     store.for_each_entry(|e| {
         if set[bucket_of(e.key())] {
             ours_seen.insert(e.key().to_vec());
-            if theirs.get(e.key()).is_none_or(|v| *v < e.version) {
+            let newer = match theirs.get(e.key()) {
+                Some((version, _)) => *version < e.version,
+                None => e.is_live(),
+            };
+            if newer {
                 push.push(to_wire(e));
             }
         }
@@ -128,9 +135,12 @@ pub fn plan(
     });
     let want = theirs
         .iter()
-        .filter(|(key, version)| {
-            !ours_seen.contains(*key)
-                || store_version(store, key).is_some_and(|mine| mine < **version)
+        .filter(|(key, (version, live))| {
+            if ours_seen.contains(*key) {
+                store_version(store, key).is_some_and(|mine| mine < *version)
+            } else {
+                *live
+            }
         })
         .map(|(key, _)| key.clone())
         .collect();
@@ -157,6 +167,31 @@ pub fn entries_for(store: &Store, keys: &[serde_bytes::ByteBuf]) -> Vec<WireEntr
             })
         })
         .collect()
+}
+
+/// Applies entries from a peer and returns, for those it refused because we
+/// hold something newer, our entries: the peer needs them (this is how a
+/// delete reaches a peer that sent us whole buckets we hold only
+/// tombstones in).
+pub fn apply_and_rebut(store: &Store, entries: &[WireEntry]) -> (usize, Vec<WireEntry>) {
+    let now = crate::clock::unix_millis();
+    let mut applied = 0;
+    let mut ours = Vec::new();
+    for e in entries {
+        store.with_key(&e.key, now, |k| {
+            if k.apply(e.value.as_deref().map(|v| &v[..]), e.expires_at, e.version) {
+                applied += 1;
+            } else if let Some(version) = k.version().filter(|v| *v > e.version) {
+                ours.push(WireEntry {
+                    key: e.key.clone(),
+                    value: k.value().map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
+                    expires_at: k.expires_at().unwrap_or(0),
+                    version,
+                });
+            }
+        });
+    }
+    (applied, ours)
 }
 
 /// Applies entries from a peer under the conflict rule; returns how many

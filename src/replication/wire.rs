@@ -33,6 +33,8 @@ pub struct KeyVersion {
     #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub version: Version,
+    /// False for a tombstone.
+    pub live: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

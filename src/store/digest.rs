@@ -1,8 +1,17 @@
 //! The digest tree anti-entropy compares: the keyspace split into
 //! [`LEAVES`] buckets by a stable hash of the key, each bucket the XOR of
-//! its entries' hashes, kept up to date on every change (tombstones
-//! included). Two replicas holding the same versions of the same keys have
-//! equal buckets, whatever order the writes arrived in.
+//! its live entries' hashes, kept up to date on every change. Two replicas
+//! holding the same versions of the same live keys have equal buckets,
+//! whatever order the writes arrived in.
+//!
+//! Tombstones are deliberately left out (DESIGN §4 says "included"; this is
+//! a considered change). A tombstone only matters where a replica still
+//! holds an older live value, and that value makes the buckets differ, so
+//! the summaries exchanged for that bucket (which do list tombstones)
+//! carry the delete across. Counting tombstones would instead make every
+//! collection of one, which nodes do at slightly different times, look
+//! like a divergence, and anti-entropy would hand the collected tombstone
+//! straight back.
 //!
 //! Hashes are xxh3 with fixed seeds, so every node (and every build)
 //! computes the same buckets.

@@ -22,6 +22,22 @@ pub(super) struct Shard {
     pub outbox: Vec<Change>,
 }
 
+/// Keeps the digest tree in step when an entry changes from `old` to `new`
+/// (the versions of its live states; tombstones are not in the digest, see
+/// [`super::digest`]).
+fn redigest(store: &Store, key: &[u8], old: Option<Version>, new: Option<Version>) {
+    match (old, new) {
+        (Some(a), Some(b)) if a != b => store.digest.replace(key, a, b),
+        (Some(a), None) => store.digest.toggle(key, a),
+        (None, Some(b)) => store.digest.toggle(key, b),
+        _ => {}
+    }
+}
+
+fn live_version(e: &Entry) -> Option<Version> {
+    e.is_live().then_some(e.version)
+}
+
 /// (live, volatile, tombstone) contribution of an entry to the counters.
 fn weight(e: &Entry) -> (usize, usize, usize) {
     match e.state {
@@ -53,7 +69,7 @@ impl Shard {
 
     /// Places a new entry for a key the shard does not hold.
     pub fn insert(&mut self, store: &Store, hash: u64, entry: Entry) -> u32 {
-        store.digest.toggle(entry.key(), entry.version);
+        redigest(store, entry.key(), None, live_version(&entry));
         let w = weight(&entry);
         let slot = self.slab.insert(entry);
         let slab = &self.slab;
@@ -69,7 +85,7 @@ impl Shard {
         if e.state == SlotState::Free {
             return;
         }
-        store.digest.toggle(e.key(), e.version);
+        redigest(store, e.key(), live_version(e), None);
         let w = weight(e);
         if let Ok(found) = self.index.find_entry(hash, |&i| i == slot) {
             found.remove();
@@ -88,7 +104,7 @@ impl Shard {
         version: Version,
     ) {
         let e = self.slab.get_mut(slot);
-        store.digest.replace(e.key(), e.version, version);
+        redigest(store, e.key(), live_version(e), Some(version));
         let before = weight(e);
         e.set_value(value);
         e.expires_at = expires_at;
@@ -102,9 +118,7 @@ impl Shard {
     /// arrived (or was written) at `arrival_ms`.
     pub fn set_tombstone(&mut self, store: &Store, slot: u32, version: Version, arrival_ms: u64) {
         let e = self.slab.get_mut(slot);
-        if e.version != version {
-            store.digest.replace(e.key(), e.version, version);
-        }
+        redigest(store, e.key(), live_version(e), None);
         let before = weight(e);
         e.make_tombstone(version, arrival_ms);
         self.uncount(before);
@@ -114,7 +128,7 @@ impl Shard {
     /// Changes a live entry's expiry under a new version.
     pub fn set_expiry(&mut self, store: &Store, slot: u32, expires_at: u64, version: Version) {
         let e = self.slab.get_mut(slot);
-        store.digest.replace(e.key(), e.version, version);
+        redigest(store, e.key(), live_version(e), Some(version));
         let before = weight(e);
         e.expires_at = expires_at;
         e.version = version;
@@ -125,7 +139,7 @@ impl Shard {
 
     /// An expired entry becomes a tombstone with its own version: every
     /// replica expires it at the same instant, so they agree without a new
-    /// write (and the digest does not change).
+    /// write.
     pub fn expire(&mut self, store: &Store, slot: u32, now_ms: u64) {
         let version = self.slab.get(slot).version;
         self.set_tombstone(store, slot, version, now_ms);
