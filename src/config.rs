@@ -36,7 +36,7 @@ pub struct Config {
     #[arg(long, env = "KRIMINODB_PORT", default_value_t = 3000)]
     pub port: u16,
 
-    /// Peer port (UDP membership, TCP replication); reserved for the cluster.
+    /// Peer port: UDP for membership, TCP for replication.
     #[arg(long, env = "KRIMINODB_PEER_PORT", default_value_t = 4000)]
     pub peer_port: u16,
 
