@@ -44,6 +44,8 @@ pub struct LinkHandle {
     pub state: Arc<LinkState>,
     queue: mpsc::Sender<Arc<Batch>>,
     stop: CancellationToken,
+    drain: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl LinkHandle {
@@ -51,7 +53,9 @@ impl LinkHandle {
         let (queue, updates) = mpsc::channel(capacity);
         let state = Arc::new(LinkState::default());
         let stop = CancellationToken::new();
+        let drain = CancellationToken::new();
         let link = Link {
+            drain: drain.clone(),
             peer,
             replication,
             state: state.clone(),
@@ -59,8 +63,14 @@ impl LinkHandle {
             stop: stop.clone(),
             repairing: true,
         };
-        tokio::spawn(link.run());
-        Self { state, queue, stop }
+        let task = tokio::spawn(link.run());
+        Self {
+            state,
+            queue,
+            stop,
+            drain,
+            task,
+        }
     }
 
     /// Queues a batch without ever waiting; false if the queue is full, in
@@ -82,9 +92,20 @@ impl LinkHandle {
     pub fn stop(&self) {
         self.stop.cancel();
     }
+
+    /// Graceful shutdown: sends what is queued, then ends; resolves when
+    /// the link has ended (or after `grace`, then it is stopped).
+    pub async fn finish(self, grace: Duration) {
+        self.drain.cancel();
+        if tokio::time::timeout(grace, self.task).await.is_err() {
+            self.stop.cancel();
+        }
+    }
 }
 
 struct Link {
+    /// Cancelled at shutdown: send the queue, then end.
+    drain: CancellationToken,
     peer: MemberId,
     replication: Arc<Replication>,
     state: Arc<LinkState>,
@@ -129,6 +150,9 @@ impl Link {
                 _ = stop.cancelled() => return,
                 r = self.connected() => r,
             };
+            if self.drain.is_cancelled() {
+                return;
+            }
             if let Err(e) = result {
                 if matches!(e, LinkError::Wire(_) | LinkError::Unexpected) {
                     Replication::count(&self.replication.stats.bad_frames, 1);
@@ -188,6 +212,13 @@ impl Link {
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Ok(()),
+                _ = self.drain.cancelled() => {
+                    while let Ok(batch) = self.updates.try_recv() {
+                        writer.feed(batch.frame.clone()).await?;
+                    }
+                    SinkExt::<Bytes>::flush(&mut writer).await?;
+                    return Ok(());
+                }
                 _ = self.state.wake.notified() => {}
                 frame = reader.next() => {
                     let frame = frame.ok_or(LinkError::Closed)??;

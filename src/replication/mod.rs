@@ -159,7 +159,7 @@ impl Replication {
                 cut_off_for_s = unix_millis().saturating_sub(last) / 1000,
                 "cut off from the cluster longer than --forget-after: discarding local data and resyncing"
             );
-            self.store.truncate(self.store.clock().tick());
+            self.store.discard_all();
             self.last_contact_ms.store(unix_millis(), Ordering::Release);
         }
     }
@@ -198,43 +198,58 @@ pub async fn start(
     Ok(replication)
 }
 
-/// Hands every batch of local changes to every link.
+/// How long writes still executing at shutdown get before the last changes
+/// are handed to the links (client connections finish their current batch
+/// within microseconds), and how long links then get to send them.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
+const LINK_DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Hands every batch of local changes to every link; at shutdown, hands
+/// over the last ones and lets the links send them before they close.
 async fn distribute(replication: Arc<Replication>, shutdown: CancellationToken) {
     let mut changes: Vec<Change> = Vec::new();
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             _ = replication.store.changes_queued() => {}
         }
-        changes.clear();
-        replication.store.drain_changes(&mut changes);
-        for chunk in changes.chunks(wire::CHUNK_ENTRIES) {
-            let entries: Vec<WireEntry> = chunk.iter().filter_map(WireEntry::from_change).collect();
-            let truncates = chunk
-                .iter()
-                .filter_map(|c| match c {
-                    Change::Truncate { version, .. } => Some(*version),
-                    Change::Entry { .. } => None,
-                })
-                .collect();
-            let last_seq = chunk.last().map_or(0, Change::seq);
-            let count = entries.len() as u64;
-            let Ok(frame) = wire::encode(Message::Updates {
-                entries,
-                truncates,
-                last_seq,
-            }) else {
-                continue;
-            };
-            let batch = Arc::new(Batch {
-                frame: frame.into(),
-            });
-            for link in replication.links.lock().values() {
-                if link.offer(batch.clone()) {
-                    Replication::count(&replication.stats.entries_pushed, count);
-                } else {
-                    Replication::count(&replication.stats.queue_overflows, 1);
-                }
+        push_pending(&replication, &mut changes);
+    }
+    tokio::time::sleep(SHUTDOWN_GRACE).await;
+    push_pending(&replication, &mut changes);
+    let links: Vec<LinkHandle> = replication.links.lock().drain().map(|(_, l)| l).collect();
+    futures_util::future::join_all(links.into_iter().map(|l| l.finish(LINK_DRAIN_GRACE))).await;
+}
+
+fn push_pending(replication: &Replication, changes: &mut Vec<Change>) {
+    changes.clear();
+    replication.store.drain_changes(changes);
+    for chunk in changes.chunks(wire::CHUNK_ENTRIES) {
+        let entries: Vec<WireEntry> = chunk.iter().filter_map(WireEntry::from_change).collect();
+        let truncates = chunk
+            .iter()
+            .filter_map(|c| match c {
+                Change::Truncate { version, .. } => Some(*version),
+                Change::Entry { .. } => None,
+            })
+            .collect();
+        let last_seq = chunk.last().map_or(0, Change::seq);
+        let count = entries.len() as u64;
+        let Ok(frame) = wire::encode(Message::Updates {
+            entries,
+            truncates,
+            last_seq,
+        }) else {
+            continue;
+        };
+        let batch = Arc::new(Batch {
+            frame: frame.into(),
+        });
+        for link in replication.links.lock().values() {
+            if link.offer(batch.clone()) {
+                Replication::count(&replication.stats.entries_pushed, count);
+            } else {
+                Replication::count(&replication.stats.queue_overflows, 1);
             }
         }
     }
@@ -253,8 +268,8 @@ async fn manage_links(
     loop {
         reconcile_links(&replication, &membership);
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            changed = membership.changed() => if !changed { break },
+            _ = shutdown.cancelled() => return,
+            changed = membership.changed() => if !changed { return },
             _ = tick.tick() => {
                 let links = replication.links.lock();
                 let mut ids: Vec<&u64> = links.keys().collect();
@@ -268,9 +283,7 @@ async fn manage_links(
             }
         }
     }
-    for (_, link) in replication.links.lock().drain() {
-        link.stop();
-    }
+    // The distributor hands the last changes to the links and closes them.
 }
 
 fn reconcile_links(replication: &Arc<Replication>, membership: &MembershipHandle) {

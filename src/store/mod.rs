@@ -240,6 +240,21 @@ impl Store {
         true
     }
 
+    /// Drops every entry, tombstones included, without a FLUSHALL marker:
+    /// for a node that must pull everything again from its peers.
+    pub fn discard_all(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.0.lock();
+            for slot in 0..shard.slab.len() {
+                let e = shard.slab.get(slot);
+                if e.state != SlotState::Free {
+                    let hash = self.hash(e.key());
+                    shard.purge(self, slot, hash);
+                }
+            }
+        }
+    }
+
     /// The last FLUSHALL's version (zero if none).
     pub fn truncated(&self) -> Version {
         *self.truncated.lock()
