@@ -3,16 +3,13 @@
 //! reconciliations they start.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{self, CHUNK_ENTRIES, KeyVersion, Message};
+use super::framing::{self, PeerError};
+use super::wire::{CHUNK_ENTRIES, KeyVersion, Message};
 use super::{Replication, sync};
 use crate::clock::{Version, unix_millis};
 
@@ -33,7 +30,7 @@ pub async fn run(
                     let shutdown = shutdown.clone();
                     links.spawn(async move {
                         if let Err(e) = serve(stream, &replication, shutdown).await {
-                            if e.counts_as_bad() {
+                            if e.is_bad_input() {
                                 Replication::count(&replication.stats.bad_frames, 1);
                             }
                             tracing::debug!(%peer, error = %e, "inbound replication link closed");
@@ -49,63 +46,32 @@ pub async fn run(
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum InboundError {
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-    #[error(transparent)]
-    Wire(#[from] wire::WireError),
-    #[error("encode: {0}")]
-    Encode(#[from] postcard::Error),
-    #[error("the link did not start with Hello")]
-    NoHello,
-    #[error("unexpected message")]
-    Unexpected,
-}
-
-impl InboundError {
-    fn counts_as_bad(&self) -> bool {
-        match self {
-            Self::Io(e) => e.kind() == std::io::ErrorKind::InvalidData,
-            Self::Wire(_) | Self::NoHello | Self::Unexpected => true,
-            Self::Encode(_) => false,
-        }
-    }
-}
-
-type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>;
-
 async fn serve(
     stream: TcpStream,
     replication: &Arc<Replication>,
     shutdown: CancellationToken,
-) -> Result<(), InboundError> {
-    let (read, write) = stream.into_split();
-    let codec = || {
-        LengthDelimitedCodec::builder()
-            .max_frame_length(replication.frame_limit())
-            .new_codec()
-    };
-    let mut reader = FramedRead::new(read, codec());
-    let mut writer = FramedWrite::new(write, codec());
+) -> Result<(), PeerError> {
+    let (mut reader, mut writer) = framing::split(stream, replication.frame_limit());
     let first = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        frame = reader.next() => frame,
+        message = framing::receive(&mut reader) => message?,
     };
     let Some(first) = first else { return Ok(()) };
-    let Message::Hello { node_id, hlc, .. } = wire::decode(&first?)? else {
-        return Err(InboundError::NoHello);
+    let Message::Hello { node_id, hlc, .. } = first else {
+        return Err(PeerError::NoHello);
     };
     replication.store.clock().observe(Version { hlc, node_id });
+    let sent = &replication.stats.sync_bytes_sent;
     // When the reconciliation the peer is running with us started.
     let mut sync_start_ms = 0;
     loop {
-        let frame = tokio::select! {
+        let message = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            frame = reader.next() => frame,
+            message = framing::receive(&mut reader) => message?,
         };
-        let Some(frame) = frame else { return Ok(()) };
-        let message = wire::decode(&frame?)?;
+        let Some(message) = message else {
+            return Ok(());
+        };
         let store = &replication.store;
         match message {
             Message::Updates {
@@ -118,7 +84,7 @@ async fn serve(
                 }
                 let applied = sync::apply(store, &entries);
                 Replication::count(&replication.stats.entries_received, applied as u64);
-                send(&mut writer, Message::Ack { last_seq }, replication).await?;
+                framing::send(&mut writer, Message::Ack { last_seq }, sent).await?;
             }
             Message::SyncRoot {
                 session,
@@ -139,25 +105,14 @@ async fn serve(
                         inner: sync::inner_hashes(store),
                     }
                 };
-                send(&mut writer, reply, replication).await?;
+                framing::send(&mut writer, reply, sent).await?;
             }
             Message::SyncLeaves { session, groups } => {
                 let (empty_there, summarize) = sync::differing_leaves(store, &groups);
                 // Leaves the initiator holds nothing in: whole entries, no
                 // summary round trip (this is how a joining node fills up).
-                for chunk in sync::entries_in(store, &empty_there).chunks(CHUNK_ENTRIES) {
-                    let entries = chunk.to_vec();
-                    send(
-                        &mut writer,
-                        Message::SyncEntries {
-                            session,
-                            entries,
-                            last: false,
-                        },
-                        replication,
-                    )
-                    .await?;
-                }
+                let whole = sync::entries_in(store, &empty_there);
+                framing::send_entries(&mut writer, session, &whole, sent).await?;
                 let summary = sync::summary_of(store, &summarize);
                 let mut leaves = summarize;
                 leaves.extend(empty_there);
@@ -171,17 +126,13 @@ async fn serve(
                     } else {
                         Vec::new()
                     };
-                    send(
-                        &mut writer,
-                        Message::SyncSummary {
-                            session,
-                            leaves,
-                            keys,
-                            last,
-                        },
-                        replication,
-                    )
-                    .await?;
+                    let message = Message::SyncSummary {
+                        session,
+                        leaves,
+                        keys,
+                        last,
+                    };
+                    framing::send(&mut writer, message, sent).await?;
                 }
             }
             Message::SyncEntries { entries, .. } => {
@@ -193,21 +144,10 @@ async fn serve(
                 keys,
                 last,
             } => {
-                for chunk in sync::entries_for(store, &keys).chunks(CHUNK_ENTRIES) {
-                    let entries = chunk.to_vec();
-                    send(
-                        &mut writer,
-                        Message::SyncEntries {
-                            session,
-                            entries,
-                            last: false,
-                        },
-                        replication,
-                    )
-                    .await?;
-                }
+                let wanted = sync::entries_for(store, &keys);
+                framing::send_entries(&mut writer, session, &wanted, sent).await?;
                 if last {
-                    send(&mut writer, Message::SyncDone { session }, replication).await?;
+                    framing::send(&mut writer, Message::SyncDone { session }, sent).await?;
                     replication.sync_completed(node_id, sync_start_ms);
                 }
             }
@@ -216,21 +156,7 @@ async fn serve(
             | Message::SyncEqual { .. }
             | Message::SyncInner { .. }
             | Message::SyncSummary { .. }
-            | Message::SyncDone { .. } => return Err(InboundError::Unexpected),
+            | Message::SyncDone { .. } => return Err(PeerError::Unexpected),
         }
     }
-}
-
-async fn send(
-    writer: &mut Writer,
-    message: Message,
-    replication: &Replication,
-) -> Result<(), InboundError> {
-    let frame = wire::encode(message)?;
-    replication
-        .stats
-        .sync_bytes_sent
-        .fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
-    writer.send(Bytes::from(frame)).await?;
-    Ok(())
 }

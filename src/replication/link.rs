@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{self, CHUNK_ENTRIES, Message};
+use super::framing::{self, PeerError, Writer};
+use super::wire::{CHUNK_ENTRIES, Message};
 use super::{Replication, sync};
 use crate::clock::{Version, unix_millis};
 use crate::membership::MemberId;
@@ -125,22 +125,6 @@ struct Session {
     theirs: HashMap<Vec<u8>, (Version, bool)>,
 }
 
-type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>;
-
-#[derive(Debug, thiserror::Error)]
-enum LinkError {
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-    #[error(transparent)]
-    Wire(#[from] wire::WireError),
-    #[error("encode: {0}")]
-    Encode(#[from] postcard::Error),
-    #[error("peer closed the link")]
-    Closed,
-    #[error("unexpected message from the peer")]
-    Unexpected,
-}
-
 impl Link {
     async fn run(mut self) {
         let mut retry = RETRY_MIN;
@@ -154,7 +138,7 @@ impl Link {
                 return;
             }
             if let Err(e) = result {
-                if matches!(e, LinkError::Wire(_) | LinkError::Unexpected) {
+                if e.is_bad_input() {
                     Replication::count(&self.replication.stats.bad_frames, 1);
                 }
                 tracing::debug!(peer = %self.peer.name, error = %e, "replication link down; retrying");
@@ -169,27 +153,20 @@ impl Link {
         }
     }
 
-    async fn connected(&mut self) -> Result<(), LinkError> {
+    async fn connected(&mut self) -> Result<(), PeerError> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.peer.peer))
             .await
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
         stream.set_nodelay(true)?;
-        let (read, write) = stream.into_split();
-        let codec = || {
-            LengthDelimitedCodec::builder()
-                .max_frame_length(self.replication.frame_limit())
-                .new_codec()
-        };
-        let mut reader = FramedRead::new(read, codec());
-        let mut writer = FramedWrite::new(write, codec());
+        let (mut reader, mut writer) = framing::split(stream, self.replication.frame_limit());
         let hello = Message::Hello {
             node_id: self.replication.node_id,
             incarnation: self.replication.incarnation,
             hlc: self.replication.store.clock().current(),
         };
-        writer.send(Bytes::from(wire::encode(hello)?)).await?;
+        framing::send(&mut writer, hello, &self.replication.stats.sync_bytes_sent).await?;
         tracing::debug!(peer = %self.peer.name, "replication link up");
         // Every new link starts with a reconciliation: it covers a join, a
         // restart, a healed partition and anything dropped while down.
@@ -220,9 +197,8 @@ impl Link {
                     return Ok(());
                 }
                 _ = self.state.wake.notified() => {}
-                frame = reader.next() => {
-                    let frame = frame.ok_or(LinkError::Closed)??;
-                    let message = wire::decode(&frame)?;
+                message = framing::receive(&mut reader) => {
+                    let message = message?.ok_or(PeerError::Closed)?;
                     if self.on_message(message, &mut session, &mut writer).await? {
                         session = None;
                     }
@@ -235,7 +211,7 @@ impl Link {
         }
     }
 
-    async fn start_sync(&mut self, writer: &mut Writer, id: u64) -> Result<Session, LinkError> {
+    async fn start_sync(&mut self, writer: &mut Writer, id: u64) -> Result<Session, PeerError> {
         self.replication.before_sync();
         let store = &self.replication.store;
         let session = Session {
@@ -258,14 +234,8 @@ impl Link {
         Ok(session)
     }
 
-    async fn send(&self, writer: &mut Writer, message: Message) -> Result<(), LinkError> {
-        let frame = wire::encode(message)?;
-        Replication::count(
-            &self.replication.stats.sync_bytes_sent,
-            frame.len() as u64 + 4,
-        );
-        writer.send(Bytes::from(frame)).await?;
-        Ok(())
+    async fn send(&self, writer: &mut Writer, message: Message) -> Result<(), PeerError> {
+        framing::send(writer, message, &self.replication.stats.sync_bytes_sent).await
     }
 
     /// Handles one message from the peer; returns true when the current
@@ -275,7 +245,7 @@ impl Link {
         message: Message,
         session: &mut Option<Session>,
         writer: &mut Writer,
-    ) -> Result<bool, LinkError> {
+    ) -> Result<bool, PeerError> {
         let store = self.replication.store.clone();
         match message {
             Message::Ack { last_seq } => {
@@ -322,41 +292,22 @@ impl Link {
                 if last {
                     let (want, push) = sync::plan(&store, &current.leaves, &current.theirs);
                     current.theirs = HashMap::new();
-                    for chunk in push.chunks(CHUNK_ENTRIES) {
-                        self.send(
-                            writer,
-                            Message::SyncEntries {
-                                session: id,
-                                entries: chunk.to_vec(),
-                                last: false,
-                            },
-                        )
-                        .await?;
-                    }
+                    let sent = &self.replication.stats.sync_bytes_sent;
+                    framing::send_entries(writer, id, &push, sent).await?;
                     let want: Vec<serde_bytes::ByteBuf> =
                         want.into_iter().map(serde_bytes::ByteBuf::from).collect();
-                    let chunks: Vec<_> = want.chunks(CHUNK_ENTRIES).collect();
-                    if chunks.is_empty() {
-                        self.send(
-                            writer,
-                            Message::SyncWant {
-                                session: id,
-                                keys: Vec::new(),
-                                last: true,
-                            },
-                        )
-                        .await?;
-                    }
+                    // At least one frame, the last one marked as such.
+                    let chunks: Vec<&[serde_bytes::ByteBuf]> = match want.is_empty() {
+                        true => vec![&[]],
+                        false => want.chunks(CHUNK_ENTRIES).collect(),
+                    };
                     for (i, chunk) in chunks.iter().enumerate() {
-                        self.send(
-                            writer,
-                            Message::SyncWant {
-                                session: id,
-                                keys: chunk.to_vec(),
-                                last: i + 1 == chunks.len(),
-                            },
-                        )
-                        .await?;
+                        let message = Message::SyncWant {
+                            session: id,
+                            keys: chunk.to_vec(),
+                            last: i + 1 == chunks.len(),
+                        };
+                        self.send(writer, message).await?;
                     }
                 }
                 Ok(false)
@@ -368,22 +319,12 @@ impl Link {
             } => {
                 let (applied, ours) = sync::apply_and_rebut(&store, &entries);
                 Replication::count(&self.replication.stats.entries_received, applied as u64);
-                for chunk in ours.chunks(CHUNK_ENTRIES) {
-                    let entries = chunk.to_vec();
-                    self.send(
-                        writer,
-                        Message::SyncEntries {
-                            session: id,
-                            entries,
-                            last: false,
-                        },
-                    )
-                    .await?;
-                }
+                let sent = &self.replication.stats.sync_bytes_sent;
+                framing::send_entries(writer, id, &ours, sent).await?;
                 Ok(false)
             }
             Message::SyncDone { session: id } => Ok(self.finish(session, id)),
-            _ => Err(LinkError::Unexpected),
+            _ => Err(PeerError::Unexpected),
         }
     }
 
