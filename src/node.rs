@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,10 +52,40 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Peer(#[from] membership::StartError),
-    #[error("cannot listen for peer links: {0}")]
-    PeerLinks(std::io::Error),
+    #[error("cannot listen for peers on {addr} (UDP and TCP): {source}")]
+    Peer {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Binds the peer port for both UDP (membership) and TCP (replication).
+/// With port 0 the OS picks the TCP port, which may be taken for UDP (or
+/// the reverse), so a few ports are tried.
+async fn bind_peer_port(config: &Config) -> Result<(UdpSocket, TcpListener), StartError> {
+    let addr = SocketAddr::new(config.bind, config.peer_port);
+    let attempts = if config.peer_port == 0 { 20 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let listener = match TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let bound = listener
+            .local_addr()
+            .map_err(|source| StartError::Peer { addr, source })?;
+        match UdpSocket::bind(bound).await {
+            Ok(socket) => return Ok((socket, listener)),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(StartError::Peer {
+        addr,
+        source: last_error.unwrap_or_else(|| std::io::Error::other("no port could be bound")),
+    })
 }
 
 /// Starts nodes.
@@ -78,26 +108,28 @@ impl Node {
         let name = config.node_name(client_addr.port());
         let shutdown = CancellationToken::new();
         let halt = CancellationToken::new();
+        let (udp, tcp) = bind_peer_port(&config).await?;
+        // Nothing below can fail: every task starts only once both ports
+        // are bound.
         let (membership, membership_task) = membership::start(
             &config,
+            udp,
             node_id,
             name.clone(),
             client_addr,
             shutdown.clone(),
             halt.clone(),
-        )
-        .await?;
+        );
         let tracker = TaskTracker::new();
         let store = Arc::new(Store::new(clock));
         let replication = replication::start(
             &config,
+            tcp,
             store.clone(),
             membership.clone(),
             shutdown.clone(),
             &tracker,
-        )
-        .await
-        .map_err(StartError::PeerLinks)?;
+        );
         let state = Arc::new(NodeState {
             name,
             node_id,

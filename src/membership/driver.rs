@@ -35,29 +35,22 @@ const REFRESH: Duration = Duration::from_millis(250);
 
 type Swim = Foca<MemberId, PostcardCodec, StdRng, NoCustomBroadcast>;
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen for peers on {addr}: {source}")]
-pub struct StartError {
-    pub addr: SocketAddr,
-    pub source: std::io::Error,
-}
-
-/// Binds the peer port and starts the membership task.
-pub async fn start(
+/// Starts the membership task on `socket`, the UDP half of the bound peer
+/// port. Never fails: everything that can fail happened while binding.
+pub fn start(
     config: &Config,
+    socket: UdpSocket,
     node_id: u64,
     name: String,
     client: SocketAddr,
     shutdown: CancellationToken,
     halt: CancellationToken,
-) -> Result<(MembershipHandle, tokio::task::JoinHandle<()>), StartError> {
-    let addr = SocketAddr::new(config.bind, config.peer_port);
-    let socket = UdpSocket::bind(addr)
-        .await
-        .map_err(|source| StartError { addr, source })?;
+) -> (MembershipHandle, tokio::task::JoinHandle<()>) {
+    // A bound socket always knows its address; the fallback only keeps
+    // this function infallible.
     let bound = socket
         .local_addr()
-        .map_err(|source| StartError { addr, source })?;
+        .unwrap_or_else(|_| SocketAddr::new(config.bind, config.peer_port));
     let advertised_ip = match config.advertise_addr {
         Some(ip) => ip,
         None if bound.ip().is_unspecified() => {
@@ -114,7 +107,7 @@ pub async fn start(
         send_buf: Vec::with_capacity(MAX_DATAGRAM),
     };
     let task = tokio::spawn(driver.run(shutdown, halt));
-    Ok((handle, task))
+    (handle, task)
 }
 
 fn self_view(me: &MemberId) -> MemberView {

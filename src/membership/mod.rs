@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 
-pub use driver::{StartError, start};
+pub use driver::start;
 
 /// A member's identity, carried in every SWIM message.
 ///

@@ -17,7 +17,6 @@ pub mod sync;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -166,17 +165,16 @@ impl Replication {
     }
 }
 
-/// Starts the inbound listener on the peer port (TCP), the distributor and
-/// the link manager.
-pub async fn start(
+/// Starts the inbound side on `listener` (the TCP half of the bound peer
+/// port), the distributor and the link manager.
+pub fn start(
     config: &Config,
+    listener: TcpListener,
     store: Arc<Store>,
     membership: MembershipHandle,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
-) -> std::io::Result<Arc<Replication>> {
-    let listener =
-        TcpListener::bind(SocketAddr::new(config.bind, membership.me.peer.port())).await?;
+) -> Arc<Replication> {
     let replication = Arc::new(Replication {
         store,
         config: config.clone(),
@@ -196,7 +194,7 @@ pub async fn start(
     ));
     tracker.spawn(distribute(replication.clone(), shutdown.clone()));
     tracker.spawn(manage_links(replication.clone(), membership, shutdown));
-    Ok(replication)
+    replication
 }
 
 /// How long writes still executing at shutdown get before the last changes
