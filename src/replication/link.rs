@@ -22,6 +22,10 @@ use crate::membership::MemberId;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+/// A reconciliation the peer has not finished by then is abandoned (the
+/// next one starts over); normal ones take milliseconds, a full join of a
+/// large dataset seconds.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One encoded Updates frame, shared by every link.
 pub struct Batch {
@@ -119,6 +123,7 @@ struct Link {
 /// The reconciliation this link started and is waiting on.
 struct Session {
     id: u64,
+    started: tokio::time::Instant,
     start_ms: u64,
     start_seq: u64,
     leaves: Vec<u16>,
@@ -182,6 +187,11 @@ impl Link {
                 self.repairing = true;
                 self.state.sync_requested.store(true, Ordering::Release);
             }
+            if session.as_ref().is_some_and(|s| s.started.elapsed() > SYNC_TIMEOUT) {
+                tracing::warn!(peer = %self.peer.name, "reconciliation timed out; starting over");
+                session = None;
+                self.state.sync_requested.store(true, Ordering::Release);
+            }
             if session.is_none() && self.state.sync_requested.swap(false, Ordering::AcqRel) {
                 next_session += 1;
                 session = Some(self.start_sync(&mut writer, next_session).await?);
@@ -216,6 +226,7 @@ impl Link {
         let store = &self.replication.store;
         let session = Session {
             id,
+            started: tokio::time::Instant::now(),
             start_ms: unix_millis(),
             start_seq: store.last_seq(),
             leaves: Vec::new(),
