@@ -259,7 +259,11 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
             kv(out, "bad_packets", &m.bad_packets());
             kv(out, "peer_addr", &m.me.peer);
             // The driver renews our identity if peers ever declared us down.
-            let me = m.members().iter().find(|v| v.is_self).map(|v| v.id.incarnation);
+            let me = m
+                .members()
+                .iter()
+                .find(|v| v.is_self)
+                .map(|v| v.id.incarnation);
             kv(out, "incarnation", &me.unwrap_or(m.me.incarnation));
         }
         "keyspace" => {

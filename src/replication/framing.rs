@@ -25,6 +25,8 @@ pub enum PeerError {
     Encode(#[from] postcard::Error),
     #[error("the peer closed the link")]
     Closed,
+    #[error("the link ended in the middle of a frame")]
+    Truncated,
     #[error("the link did not start with Hello")]
     NoHello,
     #[error("unexpected message from the peer")]
@@ -38,7 +40,7 @@ impl PeerError {
         match self {
             // The codec reports an oversized length prefix as InvalidData.
             Self::Io(e) => e.kind() == std::io::ErrorKind::InvalidData,
-            Self::Wire(_) | Self::NoHello | Self::Unexpected => true,
+            Self::Wire(_) | Self::NoHello | Self::Unexpected | Self::Truncated => true,
             Self::Encode(_) | Self::Closed => false,
         }
     }
@@ -63,6 +65,13 @@ pub fn split(stream: TcpStream, max_frame: usize) -> (Reader, Writer) {
 pub async fn receive(reader: &mut Reader) -> Result<Option<Message>, PeerError> {
     match reader.next().await {
         None => Ok(None),
+        // The codec reports leftover bytes at end of stream as an error of
+        // kind Other; those bytes were a frame cut short.
+        Some(Err(e))
+            if e.kind() == std::io::ErrorKind::Other && !reader.read_buffer().is_empty() =>
+        {
+            Err(PeerError::Truncated)
+        }
         Some(frame) => Ok(Some(wire::decode(&frame?)?)),
     }
 }

@@ -66,6 +66,7 @@ impl LinkHandle {
             updates,
             stop: stop.clone(),
             repairing: true,
+            established: false,
         };
         let task = tokio::spawn(link.run());
         Self {
@@ -115,6 +116,9 @@ struct Link {
     state: Arc<LinkState>,
     updates: mpsc::Receiver<Arc<Batch>>,
     stop: CancellationToken,
+    /// Whether the last connection attempt got as far as a working link
+    /// (then reconnecting starts again from the shortest delay).
+    established: bool,
     /// Updates may have been lost since the last completed reconciliation:
     /// acknowledgements do not prove the peer has every earlier write.
     repairing: bool,
@@ -141,6 +145,10 @@ impl Link {
             };
             if self.drain.is_cancelled() {
                 return;
+            }
+            if self.established {
+                retry = RETRY_MIN;
+                self.established = false;
             }
             if let Err(e) = result {
                 if e.is_bad_input() {
@@ -173,6 +181,7 @@ impl Link {
         };
         framing::send(&mut writer, hello, &self.replication.stats.sync_bytes_sent).await?;
         tracing::debug!(peer = %self.peer.name, "replication link up");
+        self.established = true;
         // Every new link starts with a reconciliation: it covers a join, a
         // restart, a healed partition and anything dropped while down.
         // Acknowledgements only count once that reconciliation has covered
@@ -187,7 +196,10 @@ impl Link {
                 self.repairing = true;
                 self.state.sync_requested.store(true, Ordering::Release);
             }
-            if session.as_ref().is_some_and(|s| s.started.elapsed() > SYNC_TIMEOUT) {
+            if session
+                .as_ref()
+                .is_some_and(|s| s.started.elapsed() > SYNC_TIMEOUT)
+            {
                 tracing::warn!(peer = %self.peer.name, "reconciliation timed out; starting over");
                 session = None;
                 self.state.sync_requested.store(true, Ordering::Release);

@@ -155,3 +155,22 @@ pub async fn info_field(
             .map(str::to_owned)
     })
 }
+
+// ---- Added for tests/replication.rs and tests/replication_processes.rs ----
+
+/// Like [`client_at`], with a response timeout far above the redis crate's
+/// 500 ms default: in-process nodes share the test's runtime threads, and a
+/// node busy applying a large sync can delay a reply on a loaded machine
+/// without anything being wrong.
+pub async fn patient_client_at(addr: SocketAddr) -> redis::aio::MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(30)))
+        .set_connection_timeout(Some(Duration::from_secs(30)));
+    redis::Client::open(format!("redis://{addr}/"))
+        .expect("valid url")
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("connects")
+}
+
+// ---- End of additions for the replication tests ----
