@@ -10,7 +10,7 @@ SEED  := 127.0.0.1:4000
 .PHONY: help build run test test-reference fmt lint bench bench-cluster clean cluster node1 node2 node3 node4
 
 help: ## list the targets
-	@awk -F':.*## ' '/^[a-z0-9]+:.*## / { printf "  make %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / { printf "  make %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 build: ## release build of the kriminodb binary
 	$(CARGO) build --release
