@@ -6,7 +6,7 @@
 //! clocks disagree (DESIGN §2). The clock never talks to the network; peers
 //! feed it through [`Hlc::observe`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const LOGICAL_BITS: u32 = 16;
@@ -38,12 +38,22 @@ impl Version {
     }
 }
 
-/// Milliseconds since the Unix epoch on this machine's wall clock.
+/// Test-only skew added to this process's wall clock (`--clock-offset`), so
+/// fault tests can run nodes whose clocks disagree on one machine.
+static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Skews this process's wall clock by `offset_ms` (for fault tests only).
+pub fn set_clock_offset_ms(offset_ms: i64) {
+    CLOCK_OFFSET_MS.store(offset_ms, Ordering::Relaxed);
+}
+
+/// Milliseconds since the Unix epoch on this node's wall clock.
 pub fn unix_millis() -> u64 {
-    SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    now.saturating_add_signed(CLOCK_OFFSET_MS.load(Ordering::Relaxed))
 }
 
 /// One per node; shared by every connection.

@@ -104,6 +104,16 @@ pub struct Config {
     #[arg(long, env = "KRIMINODB_CLIENT_QUERY_BUFFER_LIMIT", default_value_t = DEFAULT_QUERY_BUFFER_LIMIT)]
     pub client_query_buffer_limit: u64,
 
+    /// TEST ONLY: skews this node's wall clock by this many milliseconds
+    /// (may be negative), for fault tests of clock skew on one machine.
+    #[arg(
+        long,
+        env = "KRIMINODB_CLOCK_OFFSET_MS",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub clock_offset_ms: i64,
+
     /// Runtime worker threads; 0 means one per CPU core.
     #[arg(long, env = "KRIMINODB_THREADS", default_value_t = 0)]
     pub threads: usize,

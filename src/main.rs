@@ -18,6 +18,13 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("invalid --log-level '{}'", config.log_level))?,
         )
         .init();
+    if config.clock_offset_ms != 0 {
+        tracing::warn!(
+            offset_ms = config.clock_offset_ms,
+            "test-only clock offset in effect"
+        );
+        kriminodb::clock::set_clock_offset_ms(config.clock_offset_ms);
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.threads > 0 {
         runtime.worker_threads(config.threads);

@@ -94,8 +94,12 @@ async fn serve(
                 replication.before_sync();
                 sync_start_ms = unix_millis();
                 store.truncate(truncated);
-                let reply = if root == store.digest_tree().root() && truncated == store.truncated()
-                {
+                let equal = root == store.digest_tree().root() && truncated == store.truncated();
+                let reply = if !equal && replication.is_fresh() {
+                    // We are pulling our first copy from a peer; being sent
+                    // another full copy now would only double the work.
+                    Message::SyncBusy { session }
+                } else if equal {
                     replication.sync_completed(node_id, sync_start_ms);
                     Message::SyncEqual { session }
                 } else {
@@ -114,8 +118,10 @@ async fn serve(
                 let whole = sync::entries_in(store, &empty_there);
                 framing::send_entries(&mut writer, session, &whole, sent).await?;
                 let summary = sync::summary_of(store, &summarize);
+                // Leaves the initiator holds nothing in are covered by the
+                // whole entries above; it has nothing there to push back
+                // (bar tombstones, which it returns for entries it refuses).
                 let mut leaves = summarize;
-                leaves.extend(empty_there);
                 let chunks: Vec<&[KeyVersion]> = summary.chunks(CHUNK_ENTRIES).collect();
                 let count = chunks.len().max(1);
                 for i in 0..count {
@@ -154,6 +160,7 @@ async fn serve(
             Message::Hello { .. }
             | Message::Ack { .. }
             | Message::SyncEqual { .. }
+            | Message::SyncBusy { .. }
             | Message::SyncInner { .. }
             | Message::SyncSummary { .. }
             | Message::SyncDone { .. } => return Err(PeerError::Unexpected),

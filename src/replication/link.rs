@@ -26,6 +26,10 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// next one starts over); normal ones take milliseconds, a full join of a
 /// large dataset seconds.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+/// The link from the larger node id waits this long at a first meeting.
+const FIRST_MEETING_DELAY: Duration = Duration::from_millis(500);
+/// Retry delay when the peer is busy pulling its first copy.
+const RETRY_BUSY: Duration = Duration::from_millis(300);
 
 /// One encoded Updates frame, shared by every link.
 pub struct Batch {
@@ -67,6 +71,8 @@ impl LinkHandle {
             stop: stop.clone(),
             repairing: true,
             established: false,
+            connections: 0,
+            holds_initial_pull: false,
         };
         let task = tokio::spawn(link.run());
         Self {
@@ -116,12 +122,31 @@ struct Link {
     state: Arc<LinkState>,
     updates: mpsc::Receiver<Arc<Batch>>,
     stop: CancellationToken,
+    /// Connections made so far (the first one is a first meeting).
+    connections: u32,
+    /// This link is pulling the fresh node's first copy.
+    holds_initial_pull: bool,
     /// Whether the last connection attempt got as far as a working link
     /// (then reconnecting starts again from the shortest delay).
     established: bool,
     /// Updates may have been lost since the last completed reconciliation:
     /// acknowledgements do not prove the peer has every earlier write.
     repairing: bool,
+}
+
+/// What a message from the peer means for the current reconciliation.
+enum Outcome {
+    Continue,
+    Done,
+    /// The peer is pulling its own first copy: try again a little later.
+    Busy,
+}
+
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The reconciliation this link started and is waiting on.
@@ -185,12 +210,53 @@ impl Link {
         // Every new link starts with a reconciliation: it covers a join, a
         // restart, a healed partition and anything dropped while down.
         // Acknowledgements only count once that reconciliation has covered
-        // whatever the link may have missed.
+        // whatever the link may have missed. When two nodes meet for the
+        // first time both links come up at once; the one from the larger
+        // node id waits a moment, so the other's reconciliation does the
+        // work and its own finds nothing left to do.
         self.repairing = true;
         self.state.repair.store(false, Ordering::Release);
-        let mut next_session = 1u64;
-        let mut session = Some(self.start_sync(&mut writer, next_session).await?);
+        let defer = self.connections == 0 && self.replication.node_id > self.peer.node_id;
+        self.connections += 1;
+        let mut sync_at = Some(
+            tokio::time::Instant::now()
+                + if defer {
+                    FIRST_MEETING_DELAY
+                } else {
+                    Duration::ZERO
+                },
+        );
+        let mut next_session = 0u64;
+        let mut session: Option<Session> = None;
+        let result = self
+            .serve_link(
+                &mut reader,
+                &mut writer,
+                &mut session,
+                &mut sync_at,
+                &mut next_session,
+            )
+            .await;
+        if self.holds_initial_pull {
+            self.holds_initial_pull = false;
+            self.replication.release_initial_pull();
+        }
+        result
+    }
+
+    async fn serve_link(
+        &mut self,
+        reader: &mut framing::Reader,
+        writer: &mut Writer,
+        session: &mut Option<Session>,
+        sync_at: &mut Option<tokio::time::Instant>,
+        next_session: &mut u64,
+    ) -> Result<(), PeerError> {
         loop {
+            if sync_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                *sync_at = None;
+                self.state.sync_requested.store(true, Ordering::Release);
+            }
             if self.state.repair.swap(false, Ordering::AcqRel) {
                 while self.updates.try_recv().is_ok() {}
                 self.repairing = true;
@@ -201,12 +267,18 @@ impl Link {
                 .is_some_and(|s| s.started.elapsed() > SYNC_TIMEOUT)
             {
                 tracing::warn!(peer = %self.peer.name, "reconciliation timed out; starting over");
-                session = None;
+                *session = None;
                 self.state.sync_requested.store(true, Ordering::Release);
             }
             if session.is_none() && self.state.sync_requested.swap(false, Ordering::AcqRel) {
-                next_session += 1;
-                session = Some(self.start_sync(&mut writer, next_session).await?);
+                if !self.holds_initial_pull && !self.replication.claim_initial_pull() {
+                    // Another link is pulling this fresh node's first copy.
+                    *sync_at = Some(tokio::time::Instant::now() + RETRY_BUSY);
+                } else {
+                    self.holds_initial_pull = self.replication.is_fresh();
+                    *next_session += 1;
+                    *session = Some(self.start_sync(writer, *next_session).await?);
+                }
             }
             tokio::select! {
                 biased;
@@ -215,18 +287,31 @@ impl Link {
                     while let Ok(batch) = self.updates.try_recv() {
                         writer.feed(batch.frame.clone()).await?;
                     }
-                    SinkExt::<Bytes>::flush(&mut writer).await?;
+                    SinkExt::<Bytes>::flush(writer).await?;
                     return Ok(());
                 }
                 _ = self.state.wake.notified() => {}
-                message = framing::receive(&mut reader) => {
+                _ = sleep_until_some(*sync_at) => {}
+                message = framing::receive(reader) => {
                     let message = message?.ok_or(PeerError::Closed)?;
-                    if self.on_message(message, &mut session, &mut writer).await? {
-                        session = None;
+                    match self.on_message(message, session, writer).await? {
+                        Outcome::Continue => {}
+                        Outcome::Done => {
+                            *session = None;
+                            if self.holds_initial_pull {
+                                self.holds_initial_pull = false;
+                                self.replication.release_initial_pull();
+                            }
+                        }
+                        Outcome::Busy => {
+                            *session = None;
+                            *sync_at = Some(tokio::time::Instant::now() + RETRY_BUSY);
+                        }
                     }
                 }
                 batch = self.updates.recv() => {
                     let Some(batch) = batch else { return Ok(()) };
+                    Replication::count(&self.replication.stats.sync_bytes_sent, batch.frame.len() as u64 + 4);
                     writer.send(batch.frame.clone()).await?;
                 }
             }
@@ -261,14 +346,13 @@ impl Link {
         framing::send(writer, message, &self.replication.stats.sync_bytes_sent).await
     }
 
-    /// Handles one message from the peer; returns true when the current
-    /// reconciliation has completed.
+    /// Handles one message from the peer.
     async fn on_message(
         &mut self,
         message: Message,
         session: &mut Option<Session>,
         writer: &mut Writer,
-    ) -> Result<bool, PeerError> {
+    ) -> Result<Outcome, PeerError> {
         let store = self.replication.store.clone();
         match message {
             Message::Ack { last_seq } => {
@@ -276,9 +360,13 @@ impl Link {
                     self.state.acked.fetch_max(last_seq, Ordering::AcqRel);
                     self.replication.acks.notify_waiters();
                 }
-                Ok(false)
+                Ok(Outcome::Continue)
             }
             Message::SyncEqual { session: id } => Ok(self.finish(session, id)),
+            Message::SyncBusy { session: id } => Ok(match session {
+                Some(s) if s.id == id => Outcome::Busy,
+                _ => Outcome::Continue,
+            }),
             Message::SyncInner {
                 session: id,
                 truncated,
@@ -297,7 +385,7 @@ impl Link {
                     },
                 )
                 .await?;
-                Ok(false)
+                Ok(Outcome::Continue)
             }
             Message::SyncSummary {
                 session: id,
@@ -306,7 +394,7 @@ impl Link {
                 last,
             } => {
                 let Some(current) = session.as_mut().filter(|s| s.id == id) else {
-                    return Ok(false);
+                    return Ok(Outcome::Continue);
                 };
                 current
                     .theirs
@@ -333,7 +421,7 @@ impl Link {
                         self.send(writer, message).await?;
                     }
                 }
-                Ok(false)
+                Ok(Outcome::Continue)
             }
             Message::SyncEntries {
                 session: id,
@@ -344,16 +432,16 @@ impl Link {
                 Replication::count(&self.replication.stats.entries_received, applied as u64);
                 let sent = &self.replication.stats.sync_bytes_sent;
                 framing::send_entries(writer, id, &ours, sent).await?;
-                Ok(false)
+                Ok(Outcome::Continue)
             }
             Message::SyncDone { session: id } => Ok(self.finish(session, id)),
             _ => Err(PeerError::Unexpected),
         }
     }
 
-    fn finish(&mut self, session: &Option<Session>, id: u64) -> bool {
+    fn finish(&mut self, session: &Option<Session>, id: u64) -> Outcome {
         let Some(current) = session.as_ref().filter(|s| s.id == id) else {
-            return false;
+            return Outcome::Continue;
         };
         self.repairing = false;
         // Everything written before the reconciliation started is now on
@@ -364,6 +452,6 @@ impl Link {
         self.replication.acks.notify_waiters();
         self.replication
             .sync_completed(self.peer.node_id, current.start_ms);
-        true
+        Outcome::Done
     }
 }

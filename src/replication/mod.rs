@@ -33,6 +33,9 @@ use crate::store::{Change, Store};
 use link::{Batch, LinkHandle};
 use wire::{Message, WireEntry};
 
+/// How long a node that started empty may defer its peers' reconciliations
+/// while it pulls its initial copy.
+const FRESH_FOR_AT_MOST: Duration = Duration::from_secs(60);
 /// Batches a link may have queued before it counts as overflowing.
 const LINK_QUEUE_BATCHES: usize = 4096;
 
@@ -50,6 +53,10 @@ pub struct Replication {
     last_contact_ms: AtomicU64,
     /// Woken whenever a peer acknowledges updates (WAIT listens).
     acks: tokio::sync::Notify,
+    /// A fresh node pulls its initial copy from one peer at a time; this is
+    /// held by the link doing it.
+    initial_in_flight: std::sync::atomic::AtomicBool,
+    started: std::time::Instant,
     pub stats: ReplicationStats,
 }
 
@@ -103,6 +110,31 @@ impl Replication {
                 None => notified.await,
             }
         }
+    }
+
+    /// A node that started empty and has not completed a reconciliation
+    /// yet: it pulls one full copy, from one peer, instead of being sent one
+    /// by every peer at once. Bounded in time so a node that cannot pull
+    /// never refuses its peers for long.
+    fn is_fresh(&self) -> bool {
+        !self.stats.initial_sync_done.load(Ordering::Acquire)
+            && self.last_contact_ms.load(Ordering::Acquire) == 0
+            && self.started.elapsed() < FRESH_FOR_AT_MOST
+            && self.store.is_empty()
+    }
+
+    /// Claims the initial pull for one link (true) or says another link is
+    /// doing it (false); always true once the node is no longer fresh.
+    fn claim_initial_pull(&self) -> bool {
+        !self.is_fresh()
+            || self
+                .initial_in_flight
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    fn release_initial_pull(&self) {
+        self.initial_in_flight.store(false, Ordering::Release);
     }
 
     /// Largest frame accepted from a peer: one entry of the largest value
@@ -184,6 +216,8 @@ pub fn start(
         book: Mutex::new(HashMap::new()),
         last_contact_ms: AtomicU64::new(0),
         acks: tokio::sync::Notify::new(),
+        initial_in_flight: std::sync::atomic::AtomicBool::new(false),
+        started: std::time::Instant::now(),
         stats: ReplicationStats::default(),
     });
     replication.update_horizon();

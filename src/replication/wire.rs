@@ -61,6 +61,8 @@ pub enum Message {
     },
     /// Responder: nothing differs.
     SyncEqual { session: u64 },
+    /// Responder: it is still pulling its initial copy; ask again later.
+    SyncBusy { session: u64 },
     /// Responder: its inner hashes (and FLUSHALL marker) since roots differ.
     SyncInner {
         session: u64,

@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::clock::Version;
 
 /// log2 of the number of leaf buckets.
-pub const LEAF_BITS: u32 = 12;
+pub const LEAF_BITS: u32 = 16;
 pub const LEAVES: usize = 1 << LEAF_BITS;
-/// Leaves per inner node of the two-level tree (64 × 64 = 4096).
-pub const FANOUT: usize = 64;
+/// Leaves per inner node of the two-level tree (256 × 256 = 65 536).
+pub const FANOUT: usize = 256;
 
 /// A key's leaf bucket.
 pub fn bucket_of(key: &[u8]) -> usize {
