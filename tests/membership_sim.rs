@@ -39,7 +39,7 @@ use foca::{
     Timer,
 };
 use kriminodb::Config;
-use kriminodb::membership::{MemberId, protocol_config};
+use kriminodb::membership::{MemberId, SuspicionTimer, protocol_config};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -150,6 +150,8 @@ struct Node {
     /// Cluster size the configuration was last scaled for (the driver
     /// rescales whenever its member count changes).
     cluster_size: usize,
+    /// The driver's local suspicion timeout.
+    suspicion: SuspicionTimer,
 }
 
 /// Which nodes currently see `target` in state `want`.
@@ -244,6 +246,7 @@ impl Sim {
             runtime: AccumulatingRuntime::new(),
             up: true,
             cluster_size: 1,
+            suspicion: SuspicionTimer::default(),
         });
         i
     }
@@ -384,6 +387,19 @@ impl Sim {
             {
                 self.counters.errors += 1;
             }
+        }
+        let limit = protocol_config(&self.config, n.cluster_size).suspect_to_down_after;
+        let overdue = n
+            .suspicion
+            .overdue(n.foca.iter_membership_state(), self.now, limit);
+        if !overdue.is_empty() {
+            if n.foca
+                .apply_many(overdue.into_iter(), true, &mut n.runtime)
+                .is_err()
+            {
+                self.counters.errors += 1;
+            }
+            self.flush(node);
         }
     }
 

@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Kind, MAX_DATAGRAM, MemberId, MemberState, MemberView, MembershipHandle, MembershipStats, open,
-    protocol_config, seal,
+    Kind, MAX_DATAGRAM, MemberId, MemberState, MemberView, MembershipHandle, MembershipStats,
+    SuspicionTimer, open, protocol_config, seal,
 };
 use crate::config::Config;
 
@@ -102,6 +102,8 @@ pub fn start(
         last_heard: HashMap::new(),
         left: HashSet::new(),
         previous: HashMap::new(),
+        suspicion: SuspicionTimer::default(),
+        epoch: Instant::now(),
         publish,
         stats,
         send_buf: Vec::with_capacity(MAX_DATAGRAM),
@@ -135,6 +137,9 @@ struct Driver {
     /// Identities (node id, incarnation) that announced a graceful leave;
     /// hidden at once instead of lingering as down.
     left: HashSet<(u64, u64)>,
+    suspicion: SuspicionTimer,
+    /// Start of the driver's monotonic clock for the suspicion timer.
+    epoch: Instant,
     /// Last published state per member, to log transitions.
     previous: HashMap<SocketAddr, (MemberId, MemberState)>,
     publish: watch::Sender<Arc<Vec<MemberView>>>,
@@ -331,7 +336,26 @@ impl Driver {
                 tracing::debug!(error = %e, "rescaling the membership configuration");
             }
         }
+        self.expire_suspicions();
         self.publish();
+    }
+
+    /// Declares down the members suspected here for too long (see
+    /// [`SuspicionTimer`]).
+    fn expire_suspicions(&mut self) {
+        let limit = protocol_config(&self.config, self.cluster_size).suspect_to_down_after;
+        let overdue = self.suspicion.overdue(
+            self.foca.iter_membership_state(),
+            self.epoch.elapsed(),
+            limit,
+        );
+        if !overdue.is_empty()
+            && let Err(e) = self
+                .foca
+                .apply_many(overdue.into_iter(), true, &mut self.runtime)
+        {
+            tracing::debug!(error = %e, "local suspicion timeout");
+        }
     }
 
     fn publish(&mut self) {
