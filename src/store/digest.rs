@@ -28,14 +28,22 @@ pub const FANOUT: usize = 256;
 
 /// A key's leaf bucket.
 pub fn bucket_of(key: &[u8]) -> usize {
-    (xxhash_rust::xxh3::xxh3_64(key) >> (64 - LEAF_BITS)) as usize
+    leaf_of(xxhash_rust::xxh3::xxh3_64(key))
+}
+
+fn leaf_of(key_hash: u64) -> usize {
+    (key_hash >> (64 - LEAF_BITS)) as usize
 }
 
 /// An entry's contribution: its key and version identify its contents
 /// (every write has its own version), so the value need not be hashed.
 pub fn entry_hash(key: &[u8], version: Version) -> u64 {
-    let h = xxhash_rust::xxh3::xxh3_64(key);
-    mix(h ^ mix(version.hlc) ^ mix(version.node_id.rotate_left(32)))
+    entry_hash_of(xxhash_rust::xxh3::xxh3_64(key), version)
+}
+
+/// [`entry_hash`] from the key's xxh3 hash, which callers compute once.
+fn entry_hash_of(key_hash: u64, version: Version) -> u64 {
+    mix(key_hash ^ mix(version.hlc) ^ mix(version.node_id.rotate_left(32)))
 }
 
 /// splitmix64's finalizer: spreads every input bit over the output.
