@@ -95,7 +95,7 @@ async fn serve(
                 sync_start_ms = unix_millis();
                 store.truncate(truncated);
                 let equal = root == store.digest_tree().root() && truncated == store.truncated();
-                let reply = if !equal && replication.is_fresh() {
+                let reply = if !equal && replication.pulling_initial_copy() {
                     // We are pulling our first copy from a peer; being sent
                     // another full copy now would only double the work.
                     Message::SyncBusy { session }

@@ -239,7 +239,7 @@ impl Link {
             .await;
         if self.holds_initial_pull {
             self.holds_initial_pull = false;
-            self.replication.release_initial_pull();
+            self.replication.end_initial_pull(false);
         }
         result
     }
@@ -271,11 +271,16 @@ impl Link {
                 self.state.sync_requested.store(true, Ordering::Release);
             }
             if session.is_none() && self.state.sync_requested.swap(false, Ordering::AcqRel) {
-                if !self.holds_initial_pull && !self.replication.claim_initial_pull() {
-                    // Another link is pulling this fresh node's first copy.
+                let (go, initial) = if self.holds_initial_pull {
+                    (true, true)
+                } else {
+                    self.replication.claim_initial_pull()
+                };
+                if !go {
+                    // Another link is pulling this node's first copy.
                     *sync_at = Some(tokio::time::Instant::now() + RETRY_BUSY);
                 } else {
-                    self.holds_initial_pull = self.replication.is_fresh();
+                    self.holds_initial_pull = initial;
                     *next_session += 1;
                     *session = Some(self.start_sync(writer, *next_session).await?);
                 }
@@ -300,7 +305,7 @@ impl Link {
                             *session = None;
                             if self.holds_initial_pull {
                                 self.holds_initial_pull = false;
-                                self.replication.release_initial_pull();
+                                self.replication.end_initial_pull(true);
                             }
                         }
                         Outcome::Busy => {

@@ -36,6 +36,9 @@ use wire::{Message, WireEntry};
 /// How long a node that started empty may defer its peers' reconciliations
 /// while it pulls its initial copy.
 const FRESH_FOR_AT_MOST: Duration = Duration::from_secs(60);
+const PULL_NOT_STARTED: u8 = 0;
+const PULL_IN_FLIGHT: u8 = 1;
+const PULL_DONE: u8 = 2;
 /// Batches a link may have queued before it counts as overflowing.
 const LINK_QUEUE_BATCHES: usize = 4096;
 
@@ -53,9 +56,9 @@ pub struct Replication {
     last_contact_ms: AtomicU64,
     /// Woken whenever a peer acknowledges updates (WAIT listens).
     acks: tokio::sync::Notify,
-    /// A fresh node pulls its initial copy from one peer at a time; this is
-    /// held by the link doing it.
-    initial_in_flight: std::sync::atomic::AtomicBool,
+    /// A node that starts empty pulls its first copy from one peer: one of
+    /// PULL_NOT_STARTED, PULL_IN_FLIGHT, PULL_DONE.
+    initial_pull: std::sync::atomic::AtomicU8,
     started: std::time::Instant,
     pub stats: ReplicationStats,
 }
@@ -112,29 +115,49 @@ impl Replication {
         }
     }
 
-    /// A node that started empty and has not completed a reconciliation
-    /// yet: it pulls one full copy, from one peer, instead of being sent one
-    /// by every peer at once. Bounded in time so a node that cannot pull
-    /// never refuses its peers for long.
-    fn is_fresh(&self) -> bool {
-        !self.stats.initial_sync_done.load(Ordering::Acquire)
-            && self.last_contact_ms.load(Ordering::Acquire) == 0
+    /// Whether this node is pulling its first full copy: it started empty
+    /// and one of its links is fetching everything. Meanwhile it asks peers
+    /// that would send it another full copy to come back later (bounded in
+    /// time, so a node that cannot finish never refuses its peers for long).
+    fn pulling_initial_copy(&self) -> bool {
+        self.initial_pull.load(Ordering::Acquire) == PULL_IN_FLIGHT
             && self.started.elapsed() < FRESH_FOR_AT_MOST
-            && self.store.is_empty()
     }
 
-    /// Claims the initial pull for one link (true) or says another link is
-    /// doing it (false); always true once the node is no longer fresh.
-    fn claim_initial_pull(&self) -> bool {
-        !self.is_fresh()
-            || self
-                .initial_in_flight
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+    /// Asks whether a link may start a reconciliation now: the first one of
+    /// a node that is still empty becomes its initial pull and the others
+    /// wait for it (false); everything else goes ahead (true).
+    fn claim_initial_pull(&self) -> (bool, bool) {
+        match self.initial_pull.load(Ordering::Acquire) {
+            PULL_DONE => (true, false),
+            PULL_IN_FLIGHT => (self.started.elapsed() >= FRESH_FOR_AT_MOST, false),
+            _ if !self.store.is_empty() => {
+                self.initial_pull.store(PULL_DONE, Ordering::Release);
+                (true, false)
+            }
+            _ => {
+                let claimed = self
+                    .initial_pull
+                    .compare_exchange(
+                        PULL_NOT_STARTED,
+                        PULL_IN_FLIGHT,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok();
+                (claimed, claimed)
+            }
+        }
     }
 
-    fn release_initial_pull(&self) {
-        self.initial_in_flight.store(false, Ordering::Release);
+    /// The initial pull ended: done, or failed (then another link may try).
+    fn end_initial_pull(&self, completed: bool) {
+        let next = if completed {
+            PULL_DONE
+        } else {
+            PULL_NOT_STARTED
+        };
+        self.initial_pull.store(next, Ordering::Release);
     }
 
     /// Largest frame accepted from a peer: one entry of the largest value
@@ -216,7 +239,7 @@ pub fn start(
         book: Mutex::new(HashMap::new()),
         last_contact_ms: AtomicU64::new(0),
         acks: tokio::sync::Notify::new(),
-        initial_in_flight: std::sync::atomic::AtomicBool::new(false),
+        initial_pull: std::sync::atomic::AtomicU8::new(PULL_NOT_STARTED),
         started: std::time::Instant::now(),
         stats: ReplicationStats::default(),
     });
