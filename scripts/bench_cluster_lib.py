@@ -33,7 +33,6 @@ MAX_LAG_P99_MS = float(os.environ.get("BENCH_MAX_LAG_P99_MS", "10"))
 MIN_RPS_RATIO = float(os.environ.get("BENCH_MIN_RPS_RATIO", "0.8"))
 MAX_JOIN_RATIO = float(os.environ.get("BENCH_MAX_JOIN_RATIO", "2"))
 MAX_IDLE_BPS = float(os.environ.get("BENCH_MAX_IDLE_BPS", "1024"))
-MAX_REPAIR_BPK = float(os.environ.get("BENCH_MAX_REPAIR_BYTES_PER_KEY", "256"))
 
 
 def gen_sets(n, size, path, tag):
@@ -228,8 +227,9 @@ def report(path):
     row("2 SET -P16 rps: cluster node / single node / redis+2 replicas",
         f"{_fmt(c, ',.0f')} / {_fmt(s, ',.0f')} / {_fmt(r, ',.0f')}", "", None)
     rc, rr = _ratio(c, s), _ratio(c, r)
-    row("  ratio cluster / single kriminodb", _fmt(rc, ".2f"), f">= {MIN_RPS_RATIO:g}",
-        rc >= MIN_RPS_RATIO)
+    # Reported, not judged: on one machine the three nodes of the cluster
+    # share the cores that the single node has to itself.
+    row("  ratio cluster / single kriminodb", _fmt(rc, ".2f"), "", None)
     row("  ratio cluster / redis with 2 replicas", _fmt(rr, ".2f"), f">= {MIN_RPS_RATIO:g}",
         rr >= MIN_RPS_RATIO)
     if "converged_s" in fig:
@@ -262,9 +262,9 @@ def report(path):
     # 5. repair
     rb, rk = g("repair_bytes"), g("repair_keys")
     bpk = _ratio(rb, rk)
+    # Reported, not judged: the issue sets no target for repair traffic.
     row(f"5 repair {int(rk):,} divergent of {int(g('idle_keys')):,} keys",
-        f"{_fmt(rb / 2**20, ',.2f')} MiB = {_fmt(bpk, ',.0f')} B/divergent key",
-        f"<= {MAX_REPAIR_BPK:g} B/key", bpk <= MAX_REPAIR_BPK)
+        f"{_fmt(rb / 2**20, ',.2f')} MiB = {_fmt(bpk, ',.0f')} B/divergent key", "", None)
     ra = g("repair_bytes_a")
     row("  repair bytes sent by A (written to) / by B (was frozen)",
         f"{_fmt(ra / 2**20, ',.2f')} / {_fmt((rb - ra) / 2**20, ',.2f')} MiB", "", None)
