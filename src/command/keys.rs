@@ -105,8 +105,11 @@ fn rename_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, only_if_new: bool) -> CmdR
         if only_if_new && m.key(dst).exists() {
             return Ok(false);
         }
-        m.key(src).delete();
-        m.key(dst).set(&value, expiry_of(expires_at));
+        // One version for both halves: replicas apply the move as a unit
+        // under the conflict rule.
+        let version = ctx.node.store.next_version();
+        m.key(src).delete_at(version);
+        m.key(dst).set_at(&value, expiry_of(expires_at), version);
         Ok(true)
     })?;
     if only_if_new {

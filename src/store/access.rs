@@ -88,9 +88,15 @@ impl<'a> KeyAccess<'a> {
     /// Writes `value` with a new version; returns that version.
     pub fn set(&mut self, value: &[u8], expiry: Expiry) -> Version {
         let version = self.store.clock.tick();
+        self.set_at(value, expiry, version);
+        version
+    }
+
+    /// Writes `value` with a version the caller took from the clock (a
+    /// RENAME stamps its delete and its write with one version).
+    pub fn set_at(&mut self, value: &[u8], expiry: Expiry, version: Version) {
         let expires_at = self.put(value, expiry, version);
         self.publish(Some(value), expires_at, version);
-        version
     }
 
     /// Stores a live value with `version`; returns the expiry it got.
@@ -115,10 +121,18 @@ impl<'a> KeyAccess<'a> {
 
     /// Deletes the key if it exists; returns whether it did.
     pub fn delete(&mut self) -> bool {
+        if !self.exists() {
+            return false;
+        }
+        let version = self.store.clock.tick();
+        self.delete_at(version)
+    }
+
+    /// Deletes the key with a version the caller took from the clock.
+    pub fn delete_at(&mut self, version: Version) -> bool {
         let Some(i) = self.slot.filter(|&i| self.shard.slab.get(i).is_live()) else {
             return false;
         };
-        let version = self.store.clock.tick();
         self.shard
             .set_tombstone(self.store, i, version, self.now_ms);
         self.publish(None, NO_EXPIRY, version);

@@ -125,6 +125,12 @@ impl Store {
         }
     }
 
+    /// A new version from the node's clock, for writes that stamp several
+    /// keys with one version (RENAME).
+    pub fn next_version(&self) -> Version {
+        self.clock.tick()
+    }
+
     pub fn clock(&self) -> &Hlc {
         &self.clock
     }
