@@ -534,6 +534,9 @@ async fn a_late_joiner_receives_a_hundred_thousand_keys() {
 /// datagrams (and the node itself) keep running.
 struct Proxy {
     blocked: Arc<AtomicBool>,
+    /// While set, datagrams from this address are dropped, and while
+    /// `blocked`, every datagram is.
+    deaf_to: Arc<parking_lot::Mutex<Option<SocketAddr>>>,
     /// Cancelled to cut every connection forwarded so far.
     generation: Arc<parking_lot::Mutex<CancellationToken>>,
     /// Connections refused while blocked.
@@ -545,19 +548,27 @@ impl Proxy {
     async fn start(listen: SocketAddr, target: SocketAddr) -> Self {
         let proxy = Self {
             blocked: Arc::new(AtomicBool::new(false)),
+            deaf_to: Arc::new(parking_lot::Mutex::new(None)),
             generation: Arc::new(parking_lot::Mutex::new(CancellationToken::new())),
             refused: Arc::new(AtomicU64::new(0)),
             stop: CancellationToken::new(),
         };
         let udp_in = UdpSocket::bind(listen).await.unwrap();
         let udp_out = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let stop = proxy.stop.clone();
+        let (stop, blocked, deaf_to) = (
+            proxy.stop.clone(),
+            proxy.blocked.clone(),
+            proxy.deaf_to.clone(),
+        );
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    r = udp_in.recv_from(&mut buf) => if let Ok((n, _)) = r {
+                    r = udp_in.recv_from(&mut buf) => if let Ok((n, from)) = r {
+                        if blocked.load(Ordering::Acquire) || *deaf_to.lock() == Some(from) {
+                            continue;
+                        }
                         let _ = udp_out.send_to(&buf[..n], target).await;
                     },
                 }
@@ -609,6 +620,12 @@ impl Proxy {
 
     fn heal(&self) {
         self.blocked.store(false, Ordering::Release);
+        *self.deaf_to.lock() = None;
+    }
+
+    /// Drops the datagrams `node` sends to the node behind this proxy.
+    fn ignore(&self, node: SocketAddr) {
+        *self.deaf_to.lock() = Some(node);
     }
 }
 
@@ -1271,4 +1288,103 @@ async fn a_failed_start_leaves_nothing_running() {
         .collect();
     released.expect("the failed node released its UDP port");
     assert!(ghost.is_empty(), "the seed lists {ghost:?}");
+}
+
+// ---------------------------------------------------------------------------
+// A node cut off for longer than --forget-after does not resurrect deletes.
+
+/// n1..n3 each behind a proxy at 127.0.0.(k+1), so a node can be cut off
+/// completely: its own proxy refuses everything, and the others' proxies
+/// drop the membership datagrams it sends (its replication links go once
+/// membership sees the others down). While n3 is cut off for longer than
+/// `forget_after`, n1 and n2 forget it and collect a delete's tombstone
+/// that n3 never saw; when n3 comes back it must discard its data and pull
+/// instead of handing the deleted key back.
+#[tokio::test]
+async fn a_node_forgotten_by_the_cluster_does_not_bring_deleted_keys_back() {
+    let forgetful = |name: &str| Config {
+        forget_after: ms(2000),
+        remove_down_after: ms(1000),
+        ..config(name)
+    };
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    let mut proxies = Vec::new();
+    for k in 1..=3u8 {
+        let front = IpAddr::V4(Ipv4Addr::new(127, 0, 0, k + 1));
+        let mut cfg = forgetful(&format!("n{k}"));
+        cfg.advertise_addr = Some(front);
+        if let Some(seed) = nodes.first() {
+            cfg.join = vec![seed.peer_addr().to_string()];
+        }
+        let node = start_node_with(cfg).await;
+        let behind = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), node.peer_addr().port());
+        proxies.push(Proxy::start(node.peer_addr(), behind).await);
+        nodes.push(node);
+    }
+    let all: Vec<&NodeHandle> = nodes.iter().collect();
+    wait_ready(&all).await;
+    let mut cons = connect_all(&all).await;
+    set(&mut cons[0], "gone", "old").await;
+    eventually_ok(CONVERGE, || everywhere(&cons, "gone", Some("old")))
+        .await
+        .expect("the key reaches every node");
+
+    // Cut n3 off entirely.
+    let n3_real = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), nodes[2].peer_addr().port());
+    proxies[2].cut();
+    proxies[0].ignore(n3_real);
+    proxies[1].ignore(n3_real);
+    let n3_name = nodes[2].name().to_owned();
+    eventually_ok(CONVERGE, || {
+        let forgotten = nodes[..2].iter().all(|n| {
+            !n.membership()
+                .members()
+                .iter()
+                .any(|m| m.id.name == n3_name)
+        });
+        std::future::ready(if forgotten {
+            Ok(())
+        } else {
+            Err("n1 and n2 still list n3".to_owned())
+        })
+    })
+    .await
+    .expect("n1 and n2 remove n3");
+
+    // Delete while n3 is away, and wait until n1 and n2 have collected the
+    // tombstone: from now on nothing on them remembers the delete.
+    let _: i64 = redis::cmd("DEL")
+        .arg("gone")
+        .query_async(&mut cons[0])
+        .await
+        .unwrap();
+    eventually_ok(CONVERGE, || async {
+        for con in &cons[..2] {
+            let tombstones = info_u64(&mut con.clone(), "tombstones").await;
+            if tombstones != 0 {
+                return Err(format!("{tombstones} tombstones left"));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .expect("n1 and n2 collect the tombstone once n3 is forgotten");
+    assert_eq!(
+        get(&mut cons[2], "gone").await.as_deref(),
+        Some("old"),
+        "n3 missed the delete"
+    );
+
+    // n3 comes back after more than forget_after.
+    for proxy in &proxies {
+        proxy.heal();
+    }
+    wait_ready(&all).await;
+    eventually_ok(CONVERGE, || everywhere(&cons, "gone", None))
+        .await
+        .expect("the deleted key stays deleted everywhere once n3 is back");
+    assert_converged(&all).await;
+    for node in nodes {
+        node.shutdown().await;
+    }
 }
