@@ -37,6 +37,9 @@ pub struct NodeState {
     pub client_addr: SocketAddr,
     pub membership: MembershipHandle,
     pub replication: Arc<Replication>,
+    /// Client batches run under its read side; EXEC takes it exclusively,
+    /// so no other client's command runs inside a transaction.
+    pub exec_gate: parking_lot::RwLock<()>,
 }
 
 impl NodeState {
@@ -144,6 +147,7 @@ impl Node {
             client_addr,
             membership,
             replication,
+            exec_gate: parking_lot::RwLock::new(()),
             config,
         });
 

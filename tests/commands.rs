@@ -171,6 +171,7 @@ command_families!(
     ttl_rounding,
     errors,
     expiry,
+    transactions,
 );
 
 // ---------------------------------------------------------------------------
@@ -1553,6 +1554,72 @@ mod checks {
         );
         assert_eq!(q(&mut con, &["SET", "k", "v"]).await, okay());
         assert_eq!(q(&mut con, &["GET", "k"]).await, bulk("v"));
+    }
+
+    pub async fn transactions(t: &Target) {
+        let mut con = t.con().await;
+        table(
+            &mut con,
+            rows! {
+                ["EXEC"] => Err("ERR EXEC without MULTI"),
+                ["DISCARD"] => Err("ERR DISCARD without MULTI"),
+                ["MULTI"] => Ok(okay()),
+                // Errors that do not abort the transaction...
+                ["MULTI"] => Err("ERR MULTI calls can not be nested"),
+                ["WATCH", "tx:a"] => Err("ERR WATCH inside MULTI is not allowed"),
+                ["SET", "tx:a", "1"] => Ok(status("QUEUED")),
+                ["INCR", "tx:a"] => Ok(status("QUEUED")),
+                ["GET", "tx:a"] => Ok(status("QUEUED")),
+                ["EXEC"] => Ok(array(vec![okay(), int(2), bulk("2")])),
+                // ...and those that do: nothing queued runs.
+                ["MULTI"] => Ok(okay()),
+                ["NOPE"] => Err("ERR unknown command 'NOPE', with args beginning with: "),
+                ["SET", "tx:b", "1"] => Ok(status("QUEUED")),
+                ["EXEC"] => Err("EXECABORT Transaction discarded because of previous errors."),
+                ["MULTI"] => Ok(okay()),
+                ["GET"] => Err("ERR wrong number of arguments for 'get' command"),
+                ["EXEC"] => Err("EXECABORT Transaction discarded because of previous errors."),
+                ["GET", "tx:b"] => Ok(nil()),
+                ["MULTI"] => Ok(okay()),
+                ["SET", "tx:c", "1"] => Ok(status("QUEUED")),
+                ["DISCARD"] => Ok(okay()),
+                ["GET", "tx:c"] => Ok(nil()),
+            },
+        )
+        .await;
+
+        // WATCH: a change by another client makes EXEC return nil and run
+        // nothing; an untouched watched key lets it run.
+        let mut other = t.con().await;
+        table(&mut con, rows! { ["WATCH", "tx:w"] => Ok(okay()) }).await;
+        q(&mut other, &["SET", "tx:w", "theirs"]).await;
+        table(
+            &mut con,
+            rows! {
+                ["MULTI"] => Ok(okay()),
+                ["SET", "tx:w", "mine"] => Ok(status("QUEUED")),
+                ["EXEC"] => Ok(nil()),
+                ["GET", "tx:w"] => Ok(bulk("theirs")),
+                ["WATCH", "tx:w"] => Ok(okay()),
+                ["MULTI"] => Ok(okay()),
+                ["SET", "tx:w", "mine"] => Ok(status("QUEUED")),
+                ["EXEC"] => Ok(array(vec![okay()])),
+                ["GET", "tx:w"] => Ok(bulk("mine")),
+                ["WATCH", "tx:w"] => Ok(okay()),
+                ["UNWATCH"] => Ok(okay()),
+            },
+        )
+        .await;
+        q(&mut other, &["SET", "tx:w", "theirs again"]).await;
+        table(
+            &mut con,
+            rows! {
+                ["MULTI"] => Ok(okay()),
+                ["GET", "tx:w"] => Ok(status("QUEUED")),
+                ["EXEC"] => Ok(array(vec![bulk("theirs again")])),
+            },
+        )
+        .await;
     }
 
     pub async fn expiry(t: &Target) {

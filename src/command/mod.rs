@@ -9,6 +9,7 @@ mod keys;
 mod server;
 mod strings;
 pub mod table;
+pub mod transaction;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -129,6 +130,8 @@ pub enum After {
         replicas: usize,
         timeout_ms: u64,
     },
+    /// EXEC: run the queued transaction with the node to itself.
+    Exec,
 }
 
 /// Everything a handler may touch.
@@ -140,6 +143,7 @@ pub struct Ctx<'a> {
     pub after: After,
     /// Set when the command was a write (WAIT waits for those).
     pub wrote: bool,
+    pub tx: &'a mut transaction::Transaction,
 }
 
 impl Ctx<'_> {
@@ -151,10 +155,18 @@ impl Ctx<'_> {
 /// Runs one command, writing its reply (or its error) into `ctx.reply`.
 pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let Some(spec) = lookup(args.get(0)) else {
-        ctx.reply.error(&unknown_command(args));
+        if ctx.tx.in_multi() {
+            queue(ctx, args);
+        } else {
+            ctx.reply.error(&unknown_command(args));
+        }
         return;
     };
     ctx.client.set_last_command(spec.name);
+    if ctx.tx.in_multi() && !transaction::acts_immediately(args.get(0)) {
+        queue(ctx, args);
+        return;
+    }
     if !spec.arity_ok(args.len()) {
         ctx.reply.error(&CmdError::wrong_arity(spec.name).0);
         return;
@@ -165,7 +177,15 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
 }
 
-fn unknown_command(args: &Args<'_>) -> String {
+/// Queues a command after MULTI (the transaction is taken out of the
+/// context for the call so it can write the reply through the context).
+fn queue(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let mut tx = std::mem::take(ctx.tx);
+    tx.queue(ctx, args);
+    *ctx.tx = tx;
+}
+
+pub(crate) fn unknown_command(args: &Args<'_>) -> String {
     let mut listed = String::new();
     for arg in args.iter().skip(1) {
         if listed.len() >= 128 {

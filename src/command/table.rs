@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use super::{Args, CmdResult, Ctx, cluster, connection, keys, server, strings};
+use super::{Args, CmdResult, Ctx, cluster, connection, keys, server, strings, transaction};
 
 pub type Handler = fn(&mut Ctx<'_>, &Args<'_>) -> CmdResult;
 
@@ -102,6 +102,11 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("debug", -2, server::debug, ["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "1.0.0", "DIGEST", "DEBUG DIGEST: a digest of the keyspace's contents."),
     spec!("shutdown", -1, server::shutdown, ["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "1.0.0", "[NOSAVE|SAVE] [NOW] [FORCE]", "Stops the node gracefully."),
     spec!("cluster", -2, cluster::cluster, ["admin", "loading", "stale"], (0, 0, 0), "cluster", "3.0.0", "subcommand", "CLUSTER MEMBERS and MYID: gossip membership of this leaderless cluster."),
+    spec!("multi", 1, transaction::multi, ["noscript", "loading", "stale", "fast"], (0, 0, 0), "transactions", "1.2.0", "", "Starts a transaction."),
+    spec!("exec", 1, transaction::exec, ["noscript", "loading", "stale"], (0, 0, 0), "transactions", "1.2.0", "", "Runs the commands queued since MULTI, with no other command in between."),
+    spec!("discard", 1, transaction::discard, ["noscript", "loading", "stale", "fast"], (0, 0, 0), "transactions", "2.0.0", "", "Drops the commands queued since MULTI."),
+    spec!("watch", -2, transaction::watch, ["noscript", "loading", "stale", "fast"], (1, -1, 1), "transactions", "2.2.0", "key...", "Makes the next EXEC fail if any of these keys changes meanwhile."),
+    spec!("unwatch", 1, transaction::unwatch, ["noscript", "loading", "stale", "fast"], (0, 0, 0), "transactions", "2.2.0", "", "Forgets every WATCHed key."),
     spec!("wait", 3, server::wait, ["noscript"], (0, 0, 0), "generic", "3.0.0", "numreplicas timeout", "Waits until this connection's writes are acknowledged by that many peers."),
     spec!("config", -2, server::config, ["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "2.0.0", "subcommand [argument...]", "CONFIG GET of the node's settings (read-only)."),
     // strings

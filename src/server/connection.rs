@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::clock::unix_millis;
+use crate::command::transaction::{self, Transaction};
 use crate::command::{After, Args, Ctx, dispatch};
 use crate::node::NodeState;
 use crate::resp::{Decoded, Decoder, Limits, Reply, Source};
@@ -45,6 +46,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, state: Arc<NodeState>) {
         client,
         state,
         last_write_seq: 0,
+        tx: Transaction::default(),
     };
     if let Err(e) = conn.run().await {
         tracing::debug!(client = conn.client.id, error = %e, "client connection ended");
@@ -72,6 +74,7 @@ struct Connection {
     state: Arc<NodeState>,
     /// Sequence of the last change this client's writes queued (WAIT).
     last_write_seq: u64,
+    tx: Transaction,
 }
 
 impl Connection {
@@ -99,20 +102,26 @@ impl Connection {
                 continue;
             }
             let (mut after, mut next_needed) = self.execute_buffered();
-            // WAIT pauses the pipeline: later commands run after its reply.
-            while let After::Wait {
-                replicas,
-                timeout_ms,
-            } = after
-            {
-                self.flush().await?;
-                let timeout =
-                    (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms));
-                let acked = tokio::select! {
-                    _ = self.state.shutdown.cancelled() => return Ok(()),
-                    n = self.state.replication.wait_for(self.last_write_seq, replicas, timeout) => n,
-                };
-                self.reply.int(acked as i64);
+            // WAIT and EXEC pause the pipeline: later commands run after
+            // their replies.
+            loop {
+                match after {
+                    After::Wait {
+                        replicas,
+                        timeout_ms,
+                    } => {
+                        self.flush().await?;
+                        let timeout =
+                            (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms));
+                        let acked = tokio::select! {
+                            _ = self.state.shutdown.cancelled() => return Ok(()),
+                            n = self.state.replication.wait_for(self.last_write_seq, replicas, timeout) => n,
+                        };
+                        self.reply.int(acked as i64);
+                    }
+                    After::Exec => self.exec(),
+                    After::Continue | After::Close => break,
+                }
                 (after, next_needed) = self.execute_buffered();
             }
             needed = next_needed;
@@ -138,9 +147,62 @@ impl Connection {
         }
     }
 
+    /// Runs the queued transaction with the node to itself: the exclusive
+    /// side of the gate waits for every other client's batch in progress
+    /// and holds new ones back until the last queued command ran.
+    fn exec(&mut self) {
+        let state = self.state.clone();
+        let _alone = state.exec_gate.write();
+        let now_ms = unix_millis();
+        let (queued, watched) = self.tx.take();
+        let mut idle = Transaction::default();
+        let mut ctx = Ctx {
+            node: &self.state,
+            client: &self.client,
+            reply: &mut self.reply,
+            now_ms,
+            after: After::Continue,
+            wrote: false,
+            tx: &mut idle,
+        };
+        let Some(queued) = queued else {
+            ctx.reply
+                .error("EXECABORT Transaction discarded because of previous errors.");
+            return;
+        };
+        if transaction::watched_changed(&ctx, &watched) {
+            ctx.reply.null_array();
+            return;
+        }
+        ctx.reply.array(queued.len());
+        let mut ranges = Vec::new();
+        let mut flat = Vec::new();
+        for command in &queued {
+            ranges.clear();
+            flat.clear();
+            for arg in command {
+                ranges.push((flat.len(), flat.len() + arg.len()));
+                flat.extend_from_slice(arg);
+            }
+            dispatch(&mut ctx, &Args::new(&flat, &ranges));
+            if ctx.wrote {
+                self.last_write_seq = self.state.store.last_seq();
+            }
+            // WAIT cannot block inside a transaction: as in Redis it answers
+            // with what is acknowledged already.
+            if let After::Wait { .. } = std::mem::replace(&mut ctx.after, After::Continue) {
+                let acked = self.state.replication.acked_by(self.last_write_seq);
+                ctx.reply.int(acked as i64);
+            }
+        }
+    }
+
     /// Executes every complete command in the input buffer. Returns what to
     /// do next and how many bytes the next command needs at least.
     fn execute_buffered(&mut self) -> (After, usize) {
+        let state = self.state.clone();
+        // Shared side of the transaction gate, once per batch.
+        let _gate = state.exec_gate.read();
         let now_ms = unix_millis();
         let mut pos = 0;
         let mut commands = 0u64;
@@ -162,6 +224,7 @@ impl Connection {
                         now_ms,
                         after: After::Continue,
                         wrote: false,
+                        tx: &mut self.tx,
                     };
                     dispatch(&mut ctx, &args);
                     after = ctx.after;

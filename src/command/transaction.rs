@@ -1,0 +1,134 @@
+//! MULTI / EXEC / DISCARD / WATCH / UNWATCH, with Redis's semantics on one
+//! node: queued commands run together, no other client's command runs in
+//! between (the connection takes the node's transaction gate exclusively
+//! for EXEC), and WATCH aborts EXEC if a watched key changed — detected by
+//! its version, which every write changes.
+//!
+//! Each write of a transaction replicates as it always does, so peers apply
+//! them one by one under the conflict rule; the transaction is atomic on the
+//! node that ran it, not across the cluster.
+
+use super::{After, Args, CmdError, CmdResult, Ctx, lookup};
+use crate::clock::Version;
+
+/// A connection's transaction state.
+#[derive(Debug, Default)]
+pub struct Transaction {
+    /// Commands queued since MULTI (owned: the read buffer moves on).
+    queued: Option<Vec<Vec<Vec<u8>>>>,
+    /// A command was refused while queueing: EXEC must abort.
+    dirty: bool,
+    /// WATCHed keys and the version each had (None: absent).
+    watched: Vec<(Vec<u8>, Option<Version>)>,
+}
+
+impl Transaction {
+    pub fn in_multi(&self) -> bool {
+        self.queued.is_some()
+    }
+
+    /// Queues a command sent after MULTI; replies +QUEUED or the error that
+    /// makes EXEC abort.
+    pub fn queue(&mut self, ctx: &mut Ctx<'_>, args: &Args<'_>) {
+        let Some(spec) = lookup(args.get(0)) else {
+            self.dirty = true;
+            ctx.reply.error(&super::unknown_command(args));
+            return;
+        };
+        if !spec.arity_ok(args.len()) {
+            self.dirty = true;
+            ctx.reply.error(&CmdError::wrong_arity(spec.name).0);
+            return;
+        }
+        if spec.name == "shutdown" {
+            self.dirty = true;
+            ctx.reply
+                .error("ERR Command not allowed inside a transaction");
+            return;
+        }
+        if let Some(queued) = self.queued.as_mut() {
+            queued.push(args.iter().map(<[u8]>::to_vec).collect());
+        }
+        ctx.reply.simple("QUEUED");
+    }
+
+    /// Takes what EXEC runs: None if it must abort (an error while
+    /// queueing), and whether a watched key changed.
+    pub fn take(&mut self) -> (Option<Vec<Vec<Vec<u8>>>>, Vec<(Vec<u8>, Option<Version>)>) {
+        let queued = self.queued.take();
+        let dirty = std::mem::take(&mut self.dirty);
+        let watched = std::mem::take(&mut self.watched);
+        (queued.filter(|_| !dirty), watched)
+    }
+}
+
+/// Whether the commands a transaction names may run in it (MULTI, EXEC,
+/// DISCARD, WATCH, UNWATCH and QUIT act at once instead of queueing).
+pub fn acts_immediately(name: &[u8]) -> bool {
+    ["exec", "discard", "multi", "watch", "unwatch", "quit"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+}
+
+pub fn multi(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    if ctx.tx.in_multi() {
+        return Err(CmdError::fixed("ERR MULTI calls can not be nested"));
+    }
+    ctx.tx.queued = Some(Vec::new());
+    ctx.reply.ok();
+    Ok(())
+}
+
+pub fn discard(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    if !ctx.tx.in_multi() {
+        return Err(CmdError::fixed("ERR DISCARD without MULTI"));
+    }
+    *ctx.tx = Transaction::default();
+    ctx.reply.ok();
+    Ok(())
+}
+
+pub fn exec(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    if !ctx.tx.in_multi() {
+        return Err(CmdError::fixed("ERR EXEC without MULTI"));
+    }
+    if ctx.tx.dirty {
+        *ctx.tx = Transaction::default();
+        return Err(CmdError::fixed(
+            "EXECABORT Transaction discarded because of previous errors.",
+        ));
+    }
+    // The connection runs it, holding the node's transaction gate.
+    ctx.after = After::Exec;
+    Ok(())
+}
+
+pub fn watch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    if ctx.tx.in_multi() {
+        return Err(CmdError::fixed("ERR WATCH inside MULTI is not allowed"));
+    }
+    for key in args.iter().skip(1) {
+        let version = ctx.node.store.with_key(key, ctx.now_ms, |k| {
+            k.exists().then(|| k.version()).flatten()
+        });
+        ctx.tx.watched.push((key.to_vec(), version));
+    }
+    ctx.reply.ok();
+    Ok(())
+}
+
+pub fn unwatch(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
+    ctx.tx.watched.clear();
+    ctx.reply.ok();
+    Ok(())
+}
+
+/// Whether any watched key holds something other than when it was watched.
+pub fn watched_changed(ctx: &Ctx<'_>, watched: &[(Vec<u8>, Option<Version>)]) -> bool {
+    watched.iter().any(|(key, version)| {
+        let now = ctx.node.store.with_key(key, ctx.now_ms, |k| {
+            k.exists().then(|| k.version()).flatten()
+        });
+        now != *version
+    })
+}
