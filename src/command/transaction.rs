@@ -11,15 +11,19 @@
 use super::{After, Args, CmdError, CmdResult, Ctx, lookup};
 use crate::clock::Version;
 
+/// A queued command's arguments, owned.
+pub type Queued = Vec<Vec<Vec<u8>>>;
+/// WATCHed keys and the version each had when watched (None: absent).
+pub type Watched = Vec<(Vec<u8>, Option<Version>)>;
+
 /// A connection's transaction state.
 #[derive(Debug, Default)]
 pub struct Transaction {
     /// Commands queued since MULTI (owned: the read buffer moves on).
-    queued: Option<Vec<Vec<Vec<u8>>>>,
+    queued: Option<Queued>,
     /// A command was refused while queueing: EXEC must abort.
     dirty: bool,
-    /// WATCHed keys and the version each had (None: absent).
-    watched: Vec<(Vec<u8>, Option<Version>)>,
+    watched: Watched,
 }
 
 impl Transaction {
@@ -54,7 +58,7 @@ impl Transaction {
 
     /// Takes what EXEC runs: None if it must abort (an error while
     /// queueing), and whether a watched key changed.
-    pub fn take(&mut self) -> (Option<Vec<Vec<Vec<u8>>>>, Vec<(Vec<u8>, Option<Version>)>) {
+    pub fn take(&mut self) -> (Option<Queued>, Watched) {
         let queued = self.queued.take();
         let dirty = std::mem::take(&mut self.dirty);
         let watched = std::mem::take(&mut self.watched);
@@ -124,7 +128,7 @@ pub fn unwatch(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 }
 
 /// Whether any watched key holds something other than when it was watched.
-pub fn watched_changed(ctx: &Ctx<'_>, watched: &[(Vec<u8>, Option<Version>)]) -> bool {
+pub fn watched_changed(ctx: &Ctx<'_>, watched: &Watched) -> bool {
     watched.iter().any(|(key, version)| {
         let now = ctx.node.store.with_key(key, ctx.now_ms, |k| {
             k.exists().then(|| k.version()).flatten()
