@@ -21,7 +21,7 @@
 //!
 //! `cargo test` runs N=200 without and with 10% loss and asserts that both
 //! events reach every member. The table of figures is an ignored test
-//! (SIM_SEEDS=k for more seeds than 10):
+//! (SIM_SEEDS=k for more seeds than 10, SIM_SIZES=200,1000 for the sizes):
 //!
 //! ```text
 //! cargo test --release --test membership_sim -- --ignored --nocapture
@@ -638,7 +638,11 @@ fn print_figures() {
         "{:>5} {:>5} | {:>6} {:>6} {:>4} | {:>6} {:>6} {:>4} | {:>11} {:>7}",
         "", "", "median", "max", "over", "median", "max", "over", "(total)", "(total)"
     );
-    for n in [200, 1000] {
+    let sizes: Vec<usize> = std::env::var("SIM_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![200, 1000]);
+    for n in sizes {
         for loss in [0.0, 0.10] {
             let outcomes = outcomes(n, loss, seeds, 2 * n as u32);
             let join: Vec<_> = outcomes.iter().map(|o| o.join).collect();
