@@ -2,49 +2,26 @@
 //! graceful shutdown on SIGTERM and on SHUTDOWN.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kriminodb");
+use common::process::{self, BIN, Procs};
 
-/// The binary with free ports.
-fn node_command() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--port", "0", "--peer-port", "0", "--log-level", "info"]);
-    cmd
-}
-
-fn spawn_node(extra: &[&str]) -> (Child, SocketAddr) {
-    let mut cmd = node_command();
+/// Starts a node on free ports with `extra` flags; the guard kills it when
+/// the test ends.
+fn spawn_node(extra: &[&str]) -> (Procs, SocketAddr) {
+    let mut cmd = process::node_command((0, 0));
     cmd.args(extra);
     spawn(cmd)
 }
 
-/// Starts the node and returns it with its client address, read from the
-/// startup log line.
-fn spawn(mut cmd: Command) -> (Child, SocketAddr) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("node logs its startup")
-            .expect("log is readable");
-        if let Some(rest) = line.split("client_addr=").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap_or_default();
-            break addr.parse().expect("client_addr is an address");
-        }
-    };
-    // Keep draining the log so the node never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+fn spawn(cmd: Command) -> (Procs, SocketAddr) {
+    let node = process::spawn("node", cmd);
+    let addr = node.client;
+    (Procs(vec![node]), addr)
 }
 
 /// Waits for the process to exit; None if it is still running after a
@@ -70,26 +47,24 @@ fn redis_connection(addr: SocketAddr) -> redis::Connection {
 
 #[test]
 fn sigterm_stops_the_node_with_exit_code_zero() {
-    let (mut child, addr) = spawn_node(&[]);
+    let (mut procs, addr) = spawn_node(&[]);
+    let child = &mut procs[0].child;
     let mut con = redis_connection(addr);
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = wait_exit(&mut child).expect("node exits after SIGTERM");
+    process::signal(child, "TERM");
+    let exit = wait_exit(child).expect("node exits after SIGTERM");
     assert!(exit.success(), "exit status {exit:?}");
 }
 
 #[test]
 fn shutdown_command_stops_the_node_with_exit_code_zero() {
-    let (mut child, addr) = spawn_node(&["--name", "to-stop"]);
+    let (mut procs, addr) = spawn_node(&["--name", "to-stop"]);
+    let child = &mut procs[0].child;
     let mut con = redis_connection(addr);
     let name: String = redis::cmd("INFO").arg("server").query(&mut con).unwrap();
     assert!(name.contains("node_name:to-stop"));
     let _ = redis::cmd("SHUTDOWN").query::<redis::Value>(&mut con);
-    let exit = wait_exit(&mut child).expect("node exits after SHUTDOWN");
+    let exit = wait_exit(child).expect("node exits after SHUTDOWN");
     assert!(exit.success(), "exit status {exit:?}");
 }
 
@@ -129,11 +104,11 @@ fn environment_and_config_file_configure_the_node() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("node.toml");
     std::fs::write(&file, "name = \"from-file\"\nmaxclients = 5\n").unwrap();
-    let mut cmd = node_command();
+    let mut cmd = process::node_command((0, 0));
     cmd.arg("--config")
         .arg(&file)
         .env("KRIMINODB_MAXCLIENTS", "7");
-    let (mut child, addr) = spawn(cmd);
+    let (_procs, addr) = spawn(cmd);
     let mut con = redis_connection(addr);
     let info: String = redis::cmd("INFO").arg("server").query(&mut con).unwrap();
     assert!(info.contains("node_name:from-file"), "name from the file");
@@ -142,6 +117,4 @@ fn environment_and_config_file_configure_the_node() {
         clients.contains("maxclients:7"),
         "environment beats the file"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -7,16 +7,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::process::{self, Proc, Procs};
 use common::{client_at, cluster_members, eventually_ok};
 use redis::aio::MultiplexedConnection;
-
-const BIN: &str = env!("CARGO_BIN_EXE_kriminodb");
 
 /// Deadline for what the protocol must reach on its own; an idle machine
 /// needs ~1 s to converge and ~3-5 s to declare a crashed node down.
@@ -38,45 +34,18 @@ const TIMINGS: [&str; 10] = [
     "60s",
 ];
 
-/// One running node process.
-struct Proc {
-    child: Child,
-    name: String,
-    client: SocketAddr,
-    peer: SocketAddr,
-    /// Everything it logged, shown if the test fails.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-/// The processes of one test. Dropping it kills them, also when the test
-/// panics, and then prints their logs for diagnosis.
+/// The processes of one test (killed when it ends).
 struct Cluster {
-    procs: Vec<Proc>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            // SIGKILL works on a SIGSTOPped process too.
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
-        if std::thread::panicking() {
-            for p in &self.procs {
-                eprintln!("--- log of {} ---", p.name);
-                for line in p.log.lock().unwrap().iter() {
-                    eprintln!("{line}");
-                }
-            }
-        }
-    }
+    procs: Procs,
 }
 
 impl Cluster {
     /// Starts `n` nodes `n1`..`nN` on free ports; all but `n1` join through
     /// `n1`'s peer address.
     fn start(n: usize) -> Self {
-        let mut cluster = Self { procs: Vec::new() };
+        let mut cluster = Self {
+            procs: Procs::default(),
+        };
         for i in 1..=n {
             let seed = cluster.procs.first().map(|p| p.peer.to_string());
             let proc = spawn(&format!("n{i}"), seed.as_deref());
@@ -87,69 +56,27 @@ impl Cluster {
 
     /// Sends `signal` (e.g. "STOP") to node `i`.
     fn signal(&self, i: usize, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.procs[i].child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal}");
+        process::signal(&self.procs[i].child, signal);
     }
 
     async fn connect(&self) -> Vec<MultiplexedConnection> {
         let mut cons = Vec::new();
-        for p in &self.procs {
+        for p in self.procs.iter() {
             cons.push(client_at(p.client).await);
         }
         cons
     }
 }
 
-/// Starts one node and reads its addresses from the startup log line
-/// (`... client_addr=127.0.0.1:N peer_addr=127.0.0.1:M`).
+/// Starts one node on free ports with this file's timings.
 fn spawn(name: &str, join: Option<&str>) -> Proc {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--port", "0", "--peer-port", "0", "--log-level", "info"])
-        .args(["--name", name])
-        .args(TIMINGS);
+    let mut cmd = process::node_command((0, 0));
+    cmd.args(["--name", name]);
+    cmd.args(TIMINGS);
     if let Some(seed) = join {
         cmd.args(["--join", seed]);
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let field = |line: &str, key: &str| -> Option<SocketAddr> {
-        let rest = line.split(key).nth(1)?;
-        rest.split_whitespace().next()?.parse().ok()
-    };
-    let (client, peer) = loop {
-        let Some(Ok(line)) = lines.next() else {
-            let _ = child.kill();
-            panic!("{name} exited before logging its addresses");
-        };
-        log.lock().unwrap().push(line.clone());
-        if let (Some(c), Some(p)) = (field(&line, "client_addr="), field(&line, "peer_addr=")) {
-            break (c, p);
-        }
-    };
-    // Keep draining the log so the node never blocks on a full pipe.
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    Proc {
-        child,
-        name: name.to_owned(),
-        client,
-        peer,
-        log,
-    }
+    process::spawn(name, cmd)
 }
 
 /// What a node reports over CLUSTER MEMBERS: state by peer address.

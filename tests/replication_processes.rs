@@ -6,16 +6,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::process::{self, Proc, Procs};
 use common::{eventually_ok, info_field, patient_client_at as client_at};
 use redis::aio::MultiplexedConnection;
-
-const BIN: &str = env!("CARGO_BIN_EXE_kriminodb");
 
 /// Deadline for what the cluster must reach on its own.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -36,91 +32,15 @@ const TIMINGS: [&str; 12] = [
     "200ms",
 ];
 
-/// One running node process.
-struct Proc {
-    child: Child,
-    name: String,
-    client: SocketAddr,
-    peer: SocketAddr,
-    /// Everything it logged, shown if the test fails.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-/// The processes of one test; dropping it kills them (also when the test
-/// panics, and then prints their logs).
-struct Cluster {
-    procs: Vec<Proc>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
-        if std::thread::panicking() {
-            for p in &self.procs {
-                eprintln!("--- log of {} ---", p.name);
-                for line in p.log.lock().unwrap().iter() {
-                    eprintln!("{line}");
-                }
-            }
-        }
-    }
-}
-
-/// Starts one node on `ports` (client, peer; 0 for free ones) and reads
-/// its addresses from the startup log line. None if it exits first (a
-/// port could not be bound).
+/// Starts one node with this file's timings; None if it exits first.
 fn try_spawn(name: &str, ports: (u16, u16), join: Option<SocketAddr>) -> Option<Proc> {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--port", &ports.0.to_string()])
-        .args(["--peer-port", &ports.1.to_string()])
-        .args(["--log-level", "info", "--name", name])
-        .args(TIMINGS);
+    let mut cmd = process::node_command(ports);
+    cmd.args(["--name", name]);
+    cmd.args(TIMINGS);
     if let Some(seed) = join {
         cmd.args(["--join", &seed.to_string()]);
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let field = |line: &str, key: &str| -> Option<SocketAddr> {
-        let rest = line.split(key).nth(1)?;
-        rest.split_whitespace().next()?.parse().ok()
-    };
-    let (client, peer) = loop {
-        let Some(Ok(line)) = lines.next() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            eprintln!(
-                "{name} exited before logging its addresses: {:?}",
-                log.lock().unwrap()
-            );
-            return None;
-        };
-        log.lock().unwrap().push(line.clone());
-        if let (Some(c), Some(p)) = (field(&line, "client_addr="), field(&line, "peer_addr=")) {
-            break (c, p);
-        }
-    };
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    Some(Proc {
-        child,
-        name: name.to_owned(),
-        client,
-        peer,
-        log,
-    })
+    process::try_spawn(name, cmd)
 }
 
 /// Like [`try_spawn`], retrying a few times: a port just released by a
@@ -198,15 +118,15 @@ async fn mset(con: &MultiplexedConnection, prefix: &str, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_process_restarted_at_the_same_ports_catches_up() {
-    let mut cluster = Cluster { procs: Vec::new() };
+    let mut cluster = Procs::default();
     let n1 = spawn("n1", (0, 0), None);
     let seed = n1.peer;
-    cluster.procs.push(n1);
+    cluster.push(n1);
     for name in ["n2", "n3"] {
-        cluster.procs.push(spawn(name, (0, 0), Some(seed)));
+        cluster.push(spawn(name, (0, 0), Some(seed)));
     }
     let mut cons = Vec::new();
-    for p in &cluster.procs {
+    for p in cluster.iter() {
         cons.push(client_at(p.client).await);
     }
     let formed = eventually_ok(CONVERGE, || linked(&cons)).await;
@@ -236,16 +156,16 @@ async fn a_killed_process_restarted_at_the_same_ports_catches_up() {
     mset(&cons[2], "before3:", 500).await;
 
     // SIGKILL node 2; writes go on without it.
-    let (client, peer) = (cluster.procs[1].client, cluster.procs[1].peer);
-    cluster.procs[1].child.kill().unwrap();
-    cluster.procs[1].child.wait().unwrap();
+    let (client, peer) = (cluster[1].client, cluster[1].peer);
+    cluster[1].child.kill().unwrap();
+    cluster[1].child.wait().unwrap();
     mset(&cons[0], "while-down:", 500).await;
     mset(&cons[2], "while-down3:", 500).await;
 
     // Restart it at the same ports; it catches up.
     let restarted = spawn("n2", (client.port(), peer.port()), Some(seed));
     assert_eq!((restarted.client, restarted.peer), (client, peer));
-    let old = std::mem::replace(&mut cluster.procs[1], restarted);
+    let old = std::mem::replace(&mut cluster[1], restarted);
     drop(old.child);
     cons[1] = client_at(client).await;
     let keys = 1 + 4 * 500;

@@ -2,6 +2,8 @@
 //! port 0, connect real clients to it.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
