@@ -7,7 +7,7 @@ SEED  := 127.0.0.1:4000
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test test-reference fmt lint bench bench-cluster clean cluster node1 node2 node3 node4
+.PHONY: help build run test test-reference fmt lint bench bench-cluster clean cluster node1 node2 node3 node4 fault
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / { printf "  make %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -59,3 +59,6 @@ node4: ## cluster node 4 (3003/4003), joins node1
 
 cluster: build ## node1..node4 in this terminal, output prefixed; Ctrl-C stops all
 	bash scripts/cluster.sh $(BIN)
+
+fault: ## fault injection by hand, release build (root; FAULT_SCENARIO/NODES/DURATION/SEED/RUNS)
+	bash scripts/fault.sh

@@ -55,10 +55,7 @@ pub fn cluster(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 "HELP",
                 "    Print this help.",
             ];
-            ctx.reply.array(lines.len());
-            for line in lines {
-                ctx.reply.simple(line);
-            }
+            ctx.reply.help(&lines);
         }
         b"nodes" | b"slots" | b"shards" | b"info" | b"keyslot" | b"countkeysinslot"
         | b"getkeysinslot" | b"links" | b"myshardid" => return Err(CLUSTER_DISABLED),

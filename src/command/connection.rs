@@ -193,10 +193,7 @@ pub fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 "HELP",
                 "    Print this help.",
             ];
-            ctx.reply.array(lines.len());
-            for line in lines {
-                ctx.reply.simple(line);
-            }
+            ctx.reply.help(&lines);
         }
         _ => return Err(CmdError::unknown_subcommand(args.get(1), "client")),
     }

@@ -146,7 +146,25 @@ pub struct Ctx<'a> {
     pub tx: &'a mut transaction::Transaction,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    pub fn new(
+        node: &'a Arc<NodeState>,
+        client: &'a ClientInfo,
+        reply: &'a mut Reply,
+        now_ms: u64,
+        tx: &'a mut transaction::Transaction,
+    ) -> Self {
+        Self {
+            node,
+            client,
+            reply,
+            now_ms,
+            after: After::Continue,
+            wrote: false,
+            tx,
+        }
+    }
+
     pub fn store(&self) -> &Store {
         &self.node.store
     }

@@ -334,10 +334,10 @@ pub fn debug(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         return Ok(());
     }
     if args.is(1, "HELP") {
-        ctx.reply.array(2);
-        ctx.reply.simple("DIGEST");
-        ctx.reply
-            .simple("    Output a hex signature representing the current keyspace.");
+        ctx.reply.help(&[
+            "DIGEST",
+            "    Output a hex signature representing the current keyspace.",
+        ]);
         return Ok(());
     }
     Err(CmdError::unknown_subcommand(args.get(1), "debug"))

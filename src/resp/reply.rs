@@ -108,6 +108,14 @@ impl Reply {
         }
     }
 
+    /// A HELP reply: one simple string per line, as Redis sends them.
+    pub fn help(&mut self, lines: &[&str]) {
+        self.array(lines.len());
+        for line in lines {
+            self.simple(line);
+        }
+    }
+
     pub fn bulks<'a>(&mut self, items: impl ExactSizeIterator<Item = &'a [u8]>) {
         self.array(items.len());
         for item in items {

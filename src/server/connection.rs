@@ -156,15 +156,13 @@ impl Connection {
         let now_ms = unix_millis();
         let (queued, watched) = self.tx.take();
         let mut idle = Transaction::default();
-        let mut ctx = Ctx {
-            node: &self.state,
-            client: &self.client,
-            reply: &mut self.reply,
+        let mut ctx = Ctx::new(
+            &self.state,
+            &self.client,
+            &mut self.reply,
             now_ms,
-            after: After::Continue,
-            wrote: false,
-            tx: &mut idle,
-        };
+            &mut idle,
+        );
         let Some(queued) = queued else {
             ctx.reply
                 .error("EXECABORT Transaction discarded because of previous errors.");
@@ -217,15 +215,13 @@ impl Connection {
                         Source::Scratch => &self.decoder.scratch,
                     };
                     let args = Args::new(base, &self.decoder.args);
-                    let mut ctx = Ctx {
-                        node: &self.state,
-                        client: &self.client,
-                        reply: &mut self.reply,
+                    let mut ctx = Ctx::new(
+                        &self.state,
+                        &self.client,
+                        &mut self.reply,
                         now_ms,
-                        after: After::Continue,
-                        wrote: false,
-                        tx: &mut self.tx,
-                    };
+                        &mut self.tx,
+                    );
                     dispatch(&mut ctx, &args);
                     after = ctx.after;
                     if ctx.wrote {
