@@ -29,6 +29,11 @@ use crate::config::Config;
 /// First and longest wait between announces to the seeds while alone.
 const JOIN_BACKOFF_MIN: Duration = Duration::from_millis(500);
 const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often a node announces itself to the peers it knew (and its seeds)
+/// that are not members now: after a partition both sides have declared
+/// each other down and removed them, and only a node that reaches across
+/// brings the two halves back together.
+const RECONNECT_EVERY: Duration = Duration::from_secs(3);
 /// How often the published list is refreshed even without changes, so
 /// "last heard" ages stay current.
 const REFRESH: Duration = Duration::from_millis(250);
@@ -103,6 +108,8 @@ pub fn start(
         left: HashSet::new(),
         previous: HashMap::new(),
         suspicion: SuspicionTimer::default(),
+        known_peers: HashMap::new(),
+        last_reconnect: Instant::now(),
         epoch: Instant::now(),
         publish,
         stats,
@@ -138,6 +145,9 @@ struct Driver {
     /// hidden at once instead of lingering as down.
     left: HashSet<(u64, u64)>,
     suspicion: SuspicionTimer,
+    /// Peer addresses of every member seen, and when (for reconnecting).
+    known_peers: HashMap<SocketAddr, Instant>,
+    last_reconnect: Instant,
     /// Start of the driver's monotonic clock for the suspicion timer.
     epoch: Instant,
     /// Last published state per member, to log transitions.
@@ -191,7 +201,12 @@ impl Driver {
                     join_at = Some(Instant::now() + join_backoff);
                     join_backoff = (join_backoff * 2).min(JOIN_BACKOFF_MAX);
                 }
-                _ = refresh.tick() => {}
+                _ = refresh.tick() => {
+                    if self.last_reconnect.elapsed() >= RECONNECT_EVERY {
+                        self.last_reconnect = Instant::now();
+                        self.reconnect(&seeds).await;
+                    }
+                }
             }
             if !alone && self.foca.num_members() > 0 && join_attempts > 0 {
                 join_attempts = 0;
@@ -250,6 +265,29 @@ impl Driver {
             };
             if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
                 tracing::debug!(error = %e, "membership timer");
+            }
+        }
+    }
+
+    /// Announces to every address we have known a member at (for up to
+    /// `--forget-after`) and to every seed, unless a member is there now.
+    async fn reconnect(&mut self, seeds: &[String]) {
+        let now = Instant::now();
+        let forget = self.config.forget_after;
+        self.known_peers.retain(|_, seen| now.duration_since(*seen) <= forget);
+        let active: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().peer).collect();
+        let mut targets: HashSet<SocketAddr> = self.known_peers.keys().copied().collect();
+        for seed in seeds {
+            if let Ok(addrs) = tokio::net::lookup_host(seed.as_str()).await {
+                targets.extend(addrs);
+            }
+        }
+        for addr in targets
+            .into_iter()
+            .filter(|a| *a != self.me.peer && !active.contains(a))
+        {
+            if let Err(e) = self.foca.announce(MemberId::placeholder(addr), &mut self.runtime) {
+                tracing::debug!(%addr, error = %e, "reconnect announce failed");
             }
         }
     }
@@ -372,6 +410,9 @@ impl Driver {
                 foca::State::Down => MemberState::Down,
             };
             seen.insert(id.peer, (id.clone(), state));
+            if state != MemberState::Down {
+                self.known_peers.insert(id.peer, Instant::now());
+            }
             views.push(MemberView {
                 id: id.clone(),
                 state,
