@@ -274,7 +274,8 @@ impl Driver {
     async fn reconnect(&mut self, seeds: &[String]) {
         let now = Instant::now();
         let forget = self.config.forget_after;
-        self.known_peers.retain(|_, seen| now.duration_since(*seen) <= forget);
+        self.known_peers
+            .retain(|_, seen| now.duration_since(*seen) <= forget);
         let active: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().peer).collect();
         let mut targets: HashSet<SocketAddr> = self.known_peers.keys().copied().collect();
         for seed in seeds {
@@ -286,7 +287,10 @@ impl Driver {
             .into_iter()
             .filter(|a| *a != self.me.peer && !active.contains(a))
         {
-            if let Err(e) = self.foca.announce(MemberId::placeholder(addr), &mut self.runtime) {
+            if let Err(e) = self
+                .foca
+                .announce(MemberId::placeholder(addr), &mut self.runtime)
+            {
                 tracing::debug!(%addr, error = %e, "reconnect announce failed");
             }
         }

@@ -115,12 +115,12 @@ async fn serve(
                 let (empty_there, summarize) = sync::differing_leaves(store, &groups);
                 // Leaves the initiator holds nothing in: whole entries, no
                 // summary round trip (this is how a joining node fills up).
-                let whole = sync::entries_in(store, &empty_there);
+                let whole =
+                    sync::entries_in(store, &empty_there, replication.recent_tombstones_since());
                 framing::send_entries(&mut writer, session, &whole, sent).await?;
                 let summary = sync::summary_of(store, &summarize);
                 // Leaves the initiator holds nothing in are covered by the
-                // whole entries above; it has nothing there to push back
-                // (bar tombstones, which it returns for entries it refuses).
+                // whole entries above; it has nothing there to push back.
                 let mut leaves = summarize;
                 let chunks: Vec<&[KeyVersion]> = summary.chunks(CHUNK_ENTRIES).collect();
                 let count = chunks.len().max(1);

@@ -406,7 +406,8 @@ impl Link {
                     .extend(keys.into_iter().map(|kv| (kv.key, (kv.version, kv.live))));
                 current.leaves.extend(leaves);
                 if last {
-                    let (want, push) = sync::plan(&store, &current.leaves, &current.theirs);
+                    let recent = self.replication.recent_tombstones_since();
+                    let (want, push) = sync::plan(&store, &current.leaves, &current.theirs, recent);
                     current.theirs = HashMap::new();
                     let sent = &self.replication.stats.sync_bytes_sent;
                     framing::send_entries(writer, id, &push, sent).await?;

@@ -36,6 +36,9 @@ use wire::{Message, WireEntry};
 /// How long a node that started empty may defer its peers' reconciliations
 /// while it pulls its initial copy.
 const FRESH_FOR_AT_MOST: Duration = Duration::from_secs(60);
+/// Shortest window in which tombstones count as recent (it also covers a
+/// few seconds of clock skew between nodes).
+const MIN_RECENT_TOMBSTONE_WINDOW: Duration = Duration::from_secs(10);
 const PULL_NOT_STARTED: u8 = 0;
 const PULL_IN_FLIGHT: u8 = 1;
 const PULL_DONE: u8 = 2;
@@ -160,6 +163,15 @@ impl Replication {
         self.initial_pull.store(next, Ordering::Release);
     }
 
+    /// Tombstones written since this unix-ms time are "recent": handed even
+    /// to peers that hold nothing for their key (see `sync::worth_sending`).
+    /// The window spans many reconciliation rounds, so every node has
+    /// reconciled (and got the tombstone) long before it closes.
+    fn recent_tombstones_since(&self) -> u64 {
+        let window = (self.config.sync_interval * 10).max(MIN_RECENT_TOMBSTONE_WINDOW);
+        unix_millis().saturating_sub(window.as_millis() as u64)
+    }
+
     /// Largest frame accepted from a peer: one entry of the largest value
     /// a client may write, plus room for the frame around it.
     fn frame_limit(&self) -> usize {
@@ -200,6 +212,14 @@ impl Replication {
             },
         );
         self.store.set_tombstone_horizon(horizon);
+        // A lone node that never had peers may collect at once; otherwise a
+        // tombstone is kept while it is recent (see recent_tombstones_since).
+        let min_age = if horizon == u64::MAX {
+            u64::MAX
+        } else {
+            self.recent_tombstones_since()
+        };
+        self.store.set_tombstone_min_age(min_age);
     }
 
     /// Called before a reconciliation starts: a node cut off from every

@@ -77,13 +77,23 @@ fn leaf_set(leaves: &[u16]) -> Vec<bool> {
     set
 }
 
-/// Every live entry in `leaves` (for a peer that holds nothing there, so
-/// tombstones would delete nothing).
-pub fn entries_in(store: &Store, leaves: &[u16]) -> Vec<WireEntry> {
+/// Whether a tombstone is worth handing to a peer that holds nothing for
+/// its key. A recent one is: that peer may still receive the deleted value
+/// late (a push delayed behind this reconciliation) and must be able to
+/// refuse it. An old one is not: every node has long reconciled since, and
+/// handing it back to a node that already collected it would only undo the
+/// collection, round after round.
+pub fn worth_sending(e: &Entry, recent_since_ms: u64) -> bool {
+    e.is_live() || e.version.millis() >= recent_since_ms
+}
+
+/// Every entry in `leaves` worth sending to a peer that holds nothing
+/// there.
+pub fn entries_in(store: &Store, leaves: &[u16], recent_since_ms: u64) -> Vec<WireEntry> {
     let set = leaf_set(leaves);
     let mut out = Vec::new();
     store.for_each_entry(|e| {
-        if e.is_live() && set[bucket_of(e.key())] {
+        if set[bucket_of(e.key())] && worth_sending(e, recent_since_ms) {
             out.push(to_wire(e));
         }
         true
@@ -110,12 +120,13 @@ pub fn summary_of(store: &Store, leaves: &[u16]) -> Vec<KeyVersion> {
 
 /// Initiator: given the responder's summary of `leaves` (key → version,
 /// live), the keys to ask for (theirs is newer) and our entries to push
-/// (ours is newer). A tombstone is only exchanged where the other side
-/// holds the key: for a key it lacks, it would delete nothing.
+/// (ours is newer). A tombstone for a key the other side lacks goes only
+/// while it is recent (see [`worth_sending`]).
 pub fn plan(
     store: &Store,
     leaves: &[u16],
     theirs: &HashMap<Vec<u8>, (Version, bool)>,
+    recent_since_ms: u64,
 ) -> (Vec<Vec<u8>>, Vec<WireEntry>) {
     let set = leaf_set(leaves);
     let mut ours_seen = HashSet::new();
@@ -125,7 +136,7 @@ pub fn plan(
             ours_seen.insert(e.key().to_vec());
             let newer = match theirs.get(e.key()) {
                 Some((version, _)) => *version < e.version,
-                None => e.is_live(),
+                None => worth_sending(e, recent_since_ms),
             };
             if newer {
                 push.push(to_wire(e));
@@ -139,7 +150,7 @@ pub fn plan(
             if ours_seen.contains(*key) {
                 store_version(store, key).is_some_and(|mine| mine < *version)
             } else {
-                *live
+                *live || version.millis() >= recent_since_ms
             }
         })
         .map(|(key, _)| key.clone())

@@ -1,17 +1,15 @@
 //! The digest tree anti-entropy compares: the keyspace split into
 //! [`LEAVES`] buckets by a stable hash of the key, each bucket the XOR of
-//! its live entries' hashes, kept up to date on every change. Two replicas
-//! holding the same versions of the same live keys have equal buckets,
-//! whatever order the writes arrived in.
+//! its entries' hashes (tombstones included), kept up to date on every
+//! change. Two replicas holding the same versions of the same keys have
+//! equal buckets, whatever order the writes arrived in.
 //!
-//! Tombstones are deliberately left out (DESIGN §4 says "included"; this is
-//! a considered change). A tombstone only matters where a replica still
-//! holds an older live value, and that value makes the buckets differ, so
-//! the summaries exchanged for that bucket (which do list tombstones)
-//! carry the delete across. Counting tombstones would instead make every
-//! collection of one, which nodes do at slightly different times, look
-//! like a divergence, and anti-entropy would hand the collected tombstone
-//! straight back.
+//! Tombstones must count: a replica that never saw a delete may still
+//! receive the deleted value late (a push delayed behind a reconciliation),
+//! and only holding the tombstone lets it refuse that value. Tombstones
+//! collected on one node and not yet on another make their buckets differ
+//! for a while; the sync logic does not hand old tombstones back to a node
+//! that holds nothing for the key (see `replication::sync`).
 //!
 //! Hashes are xxh3 with fixed seeds, so every node (and every build)
 //! computes the same buckets.

@@ -93,6 +93,8 @@ pub struct Store {
     digest: DigestTree,
     /// Tombstones that arrived before this unix-ms time may be collected.
     tombstone_horizon: AtomicU64,
+    /// ...and were written before this unix-ms time (by their version).
+    tombstone_written_before: AtomicU64,
     /// The last FLUSHALL's version: older writes are ignored.
     truncated: Mutex<Version>,
     /// Whether local writes are queued for peers.
@@ -117,6 +119,7 @@ impl Store {
             // A node with no peers collects tombstones at once; the
             // replication layer lowers this as soon as it knows of any.
             tombstone_horizon: AtomicU64::new(u64::MAX),
+            tombstone_written_before: AtomicU64::new(u64::MAX),
             truncated: Mutex::new(Version::default()),
             replicating: AtomicBool::new(false),
             seq: AtomicU64::new(0),
@@ -386,7 +389,10 @@ impl Store {
     /// that has volatile keys or tombstones, repeating on shards where more
     /// than a quarter of the sweep was expired. Returns keys expired.
     pub fn active_expire(&self, now_ms: u64) -> usize {
-        let horizon = self.tombstone_horizon.load(Ordering::Relaxed);
+        let horizon = (
+            self.tombstone_horizon.load(Ordering::Relaxed),
+            self.tombstone_written_before.load(Ordering::Relaxed),
+        );
         let mut expired = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.0.lock();
@@ -408,6 +414,14 @@ impl Store {
     /// replication layer sets this once every node has seen them.
     pub fn set_tombstone_horizon(&self, unix_ms: u64) {
         self.tombstone_horizon.store(unix_ms, Ordering::Relaxed);
+    }
+
+    /// Tombstones written (by their version's clock) after `unix_ms` are
+    /// kept whatever the horizon: while recent they are still handed to
+    /// peers, and collecting them would only get them handed back.
+    pub fn set_tombstone_min_age(&self, written_before_unix_ms: u64) {
+        self.tombstone_written_before
+            .store(written_before_unix_ms, Ordering::Relaxed);
     }
 
     /// Digest of the live keyspace: equal contents (keys, values, expiry

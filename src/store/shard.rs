@@ -22,9 +22,8 @@ pub(super) struct Shard {
     pub outbox: Vec<Change>,
 }
 
-/// Keeps the digest tree in step when an entry changes from `old` to `new`
-/// (the versions of its live states; tombstones are not in the digest, see
-/// [`super::digest`]).
+/// Keeps the digest tree in step when an entry changes from version `old`
+/// to `new` (None: no entry).
 fn redigest(store: &Store, key: &[u8], old: Option<Version>, new: Option<Version>) {
     match (old, new) {
         (Some(a), Some(b)) if a != b => store.digest.replace(key, a, b),
@@ -34,8 +33,10 @@ fn redigest(store: &Store, key: &[u8], old: Option<Version>, new: Option<Version
     }
 }
 
+/// The version an entry contributes to the digest: live values and
+/// tombstones alike (a free slot contributes nothing).
 fn live_version(e: &Entry) -> Option<Version> {
-    e.is_live().then_some(e.version)
+    (e.state != SlotState::Free).then_some(e.version)
 }
 
 /// (live, volatile, tombstone) contribution of an entry to the counters.
@@ -118,7 +119,7 @@ impl Shard {
     /// arrived (or was written) at `arrival_ms`.
     pub fn set_tombstone(&mut self, store: &Store, slot: u32, version: Version, arrival_ms: u64) {
         let e = self.slab.get_mut(slot);
-        redigest(store, e.key(), live_version(e), None);
+        redigest(store, e.key(), live_version(e), Some(version));
         let before = weight(e);
         e.make_tombstone(version, arrival_ms);
         self.uncount(before);
@@ -147,13 +148,14 @@ impl Shard {
     }
 
     /// Examines up to `step` slots from the sweep cursor: expires what is
-    /// due and collects tombstones that arrived before `horizon_ms`.
+    /// due and collects tombstones that arrived before `horizon.0` and were
+    /// written before `horizon.1`.
     /// Returns (slots examined, keys expired).
     pub fn sweep(
         &mut self,
         store: &Store,
         now_ms: u64,
-        horizon_ms: u64,
+        horizon: (u64, u64),
         step: u32,
     ) -> (usize, usize) {
         let len = self.slab.len();
@@ -173,7 +175,9 @@ impl Shard {
                     self.expire(store, slot, now_ms);
                     expired += 1;
                 }
-                SlotState::Tombstone if e.tombstone_arrival() < horizon_ms => {
+                SlotState::Tombstone
+                    if e.tombstone_arrival() < horizon.0 && e.version.millis() < horizon.1 =>
+                {
                     let hash = store.hash(e.key());
                     self.purge(store, slot, hash);
                 }
