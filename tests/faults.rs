@@ -1,0 +1,182 @@
+//! Fault-injection tests (issue 5): real `kriminodb` processes in Linux
+//! network namespaces under partitions, packet loss, kill -9, SIGSTOP, clock
+//! skew and restarts, with a recorded workload and a history checker. See
+//! `tests/fault/mod.rs` for the layout and `tests/fault/checker.rs` for the
+//! properties checked.
+//!
+//! Needs root (network namespaces) and nftables; without them every test
+//! here FAILS with a message saying so, it never passes silently.
+//!
+//! `cargo test` runs the bounded suite: every scenario once, 3 nodes, a
+//! short fault phase, fixed seeds, one scenario at a time (a lock: they
+//! share the machine's two cores, and timing faults need the CPU). The node
+//! binary is the debug build cargo made for this test; `make fault` runs
+//! [`fault_by_hand`] against the release build with parameters.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+mod fault;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fault::scenario::{self, Params, Scenario};
+
+/// One scenario at a time, whichever order the test threads pick.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn bin() -> PathBuf {
+    std::env::var_os("FAULT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kriminodb")))
+}
+
+fn run_and_check(p: Params) {
+    let report = scenario::run(&p);
+    let summary = report.summary();
+    println!("{summary}");
+    assert!(
+        report.violations.is_empty(),
+        "scenario {} (nodes {}, seed {}) violated the properties:\n{summary}",
+        p.scenario.name(),
+        p.nodes,
+        p.seed
+    );
+}
+
+/// The bounded CI run of one scenario.
+fn suite(scenario: Scenario, seed: u64) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    run_and_check(Params {
+        scenario,
+        nodes: 3,
+        fault_time: Duration::from_secs(4),
+        seed,
+        bin: bin(),
+        keep_logs: false,
+    });
+}
+
+/// A key SET and then DELeted a few milliseconds before another node is cut
+/// off must not come back after the heal: the cut-off node may have the SET
+/// and not the DEL (this found a resurrection, fixed by keeping recent
+/// tombstones and handing them even to peers that lack the key).
+#[test]
+fn fault_isolate_one_node() {
+    suite(Scenario::Isolate, 1);
+}
+
+/// After a majority/minority split longer than the suspect timeout the two
+/// sides must find each other again and converge (this found a split that
+/// never healed, fixed by announcing to known peers that are not members).
+#[test]
+fn fault_split_majority_minority() {
+    suite(Scenario::Split, 2);
+}
+
+#[test]
+fn fault_one_way_partition() {
+    suite(Scenario::OneWay, 3);
+}
+
+#[test]
+fn fault_bridge_node() {
+    suite(Scenario::Bridge, 4);
+}
+
+#[test]
+fn fault_packet_loss() {
+    suite(Scenario::Loss, 5);
+}
+
+#[test]
+fn fault_kill_and_restart() {
+    suite(Scenario::Kill, 6);
+}
+
+#[test]
+fn fault_sigstop_sigcont() {
+    suite(Scenario::Stop, 7);
+}
+
+#[test]
+fn fault_clock_skew() {
+    suite(Scenario::Skew, 8);
+}
+
+#[test]
+fn fault_rolling_restart() {
+    suite(Scenario::Rolling, 9);
+}
+
+#[test]
+fn fault_random_mix() {
+    suite(Scenario::Random, 10);
+}
+
+/// `make fault`: parameters from the environment.
+///
+/// - `FAULT_SCENARIO`: a scenario name (isolate, split, one-way, bridge,
+///   loss, kill, stop, skew, rolling, random) or `all` (default `random`);
+/// - `FAULT_NODES`: 3–5 (default 5);
+/// - `FAULT_DURATION`: fault phase, e.g. `30s` (default 20s);
+/// - `FAULT_SEED`: integer (default: from the clock, printed);
+/// - `FAULT_RUNS`: how many times (seed, seed+1, …; default 1);
+/// - `FAULT_KEEP_LOGS=1`: keep node logs of good runs too (a failed run's
+///   are always kept, under target/fault-logs/);
+/// - `FAULT_BIN`: the node binary (make fault passes the release build).
+#[test]
+#[ignore = "run by hand with `make fault`"]
+fn fault_by_hand() {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let scenarios = match var("FAULT_SCENARIO").as_deref().unwrap_or("random") {
+        "all" => Scenario::ALL.to_vec(),
+        name => vec![Scenario::parse(name).unwrap_or_else(|| {
+            panic!(
+                "FAULT_SCENARIO={name}: not one of {:?} or all",
+                Scenario::ALL.map(Scenario::name)
+            )
+        })],
+    };
+    let nodes: usize = var("FAULT_NODES").map_or(5, |v| v.parse().expect("FAULT_NODES"));
+    let duration = var("FAULT_DURATION").map_or(Duration::from_secs(20), |v| {
+        humantime::parse_duration(&v).expect("FAULT_DURATION like 30s")
+    });
+    let seed: u64 = var("FAULT_SEED").map_or_else(
+        || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+                % 1_000_000
+        },
+        |v| v.parse().expect("FAULT_SEED"),
+    );
+    let runs: u64 = var("FAULT_RUNS").map_or(1, |v| v.parse().expect("FAULT_RUNS"));
+    let keep_logs = var("FAULT_KEEP_LOGS").is_some_and(|v| v != "0");
+    println!(
+        "fault: scenarios {:?}, {nodes} nodes, fault phase {duration:?}, seed {seed}, {runs} run(s), binary {}",
+        scenarios.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        bin().display()
+    );
+    let mut failed = Vec::new();
+    for run in 0..runs {
+        for &scenario in &scenarios {
+            let p = Params {
+                scenario,
+                nodes,
+                fault_time: duration,
+                seed: seed + run,
+                bin: bin(),
+                keep_logs,
+            };
+            let report = scenario::run(&p);
+            println!("{}", report.summary());
+            if !report.violations.is_empty() {
+                failed.push(format!("{} seed {}", scenario.name(), p.seed));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "violations in: {failed:?}");
+}
