@@ -38,6 +38,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LIB="$ROOT/scripts/bench_lib.py"
+# shellcheck source=scripts/bench_common.sh
+. "$ROOT/scripts/bench_common.sh"
 
 BENCH_REQUESTS="${BENCH_REQUESTS:-1000000}"
 BENCH_ROUNDS="${BENCH_ROUNDS:-3}"
@@ -70,21 +72,6 @@ die() { log "error: $*"; exit 1; }
 
 # Debian's redis-server / redis-tools (redis-cli, redis-benchmark) when absent.
 # Debian's package may try to start a service on 6379; we never use it.
-ensure_tools() {
-  local need=()
-  command -v "$REDIS_SERVER_BIN" >/dev/null 2>&1 || need+=(redis-server)
-  { command -v redis-cli && command -v redis-benchmark; } >/dev/null 2>&1 || need+=(redis-tools)
-  command -v python3 >/dev/null 2>&1 || need+=(python3)
-  command -v timeout >/dev/null 2>&1 || need+=(coreutils)
-  ((${#need[@]} == 0)) && return 0
-  local sudo=()
-  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-  log "installing ${need[*]} with apt-get"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  command -v "$REDIS_SERVER_BIN" >/dev/null 2>&1 || REDIS_SERVER_BIN=/usr/bin/redis-server
-}
-
 build_kriminodb() {
   if [[ -n "${KRIMINODB_CMD:-}" ]]; then
     log "KRIMINODB_CMD set: not building"
@@ -123,22 +110,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
-freeport() { python3 "$LIB" freeport; }
-
-# run_client CMD...: run a (long) client command under a timeout, in the
-# background with `wait`. Why not in the foreground: bash defers a trap until
-# a foreground child ends and then drops SIGINT if that child exited by
-# itself, so Ctrl-C only aborted the current run; `wait` returns at once on a
-# trapped signal and the trap then stops everything.
-run_client() {
-  timeout "$BENCH_RUN_TIMEOUT" "$@" <&0 & # <&0: keep stdin (else /dev/null)
-  CLIENT=$!
-  local rc=0
-  wait "$CLIENT" || rc=$?
-  CLIENT=""
-  return "$rc"
-}
-
 # start_server NAME KIND: KIND is "kriminodb" or "redis". Waits for PING.
 # Servers run under setsid: a Ctrl-C in the terminal then reaches only this
 # script (and redis-benchmark), whose trap stops the servers in order, instead
@@ -173,25 +144,6 @@ start_server() {
   done
   tail -20 "$logf" >&2
   die "$name did not answer PING on 127.0.0.1:$port within 20 s"
-}
-
-stop_server() {
-  local name=$1 pid=${PIDS[$1]:-} i
-  [[ -n $pid ]] || return 0
-  unset "PIDS[$name]"
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-check_alive() {
-  kill -0 "${PIDS[$1]}" 2>/dev/null && return 0
-  tail -20 "$WORK/$1.log" >&2
-  die "$1 died during the benchmark"
 }
 
 # --- throughput / latency ---------------------------------------------------------

@@ -68,6 +68,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LIB="$ROOT/scripts/bench_lib.py"
 CLIB="$ROOT/scripts/bench_cluster_lib.py"
+# shellcheck source=scripts/bench_common.sh
+. "$ROOT/scripts/bench_common.sh"
 
 BENCH_LAG_SECONDS="${BENCH_LAG_SECONDS:-10}"
 BENCH_LAG_RATE="${BENCH_LAG_RATE:-10000}"
@@ -96,21 +98,6 @@ die() { log "error: $*"; exit 1; }
 
 # Debian's redis-server / redis-tools (redis-cli, redis-benchmark) when absent.
 # Debian's package may try to start a service on 6379; we never use it.
-ensure_tools() {
-  local need=()
-  command -v "$REDIS_SERVER_BIN" >/dev/null 2>&1 || need+=(redis-server)
-  { command -v redis-cli && command -v redis-benchmark; } >/dev/null 2>&1 || need+=(redis-tools)
-  command -v python3 >/dev/null 2>&1 || need+=(python3)
-  command -v timeout >/dev/null 2>&1 || need+=(coreutils)
-  ((${#need[@]} == 0)) && return 0
-  local sudo=()
-  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-  log "installing ${need[*]} with apt-get"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  command -v "$REDIS_SERVER_BIN" >/dev/null 2>&1 || REDIS_SERVER_BIN=/usr/bin/redis-server
-}
-
 build() {
   if [[ -n "${KRIMINODB_BIN:-}" && -n "${LAG_BIN:-}" ]]; then
     log "KRIMINODB_BIN and LAG_BIN set: not building"
@@ -151,19 +138,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
-
-freeport() { python3 "$LIB" freeport; }
-
-# run_client CMD...: run a client command under a timeout, in the background
-# with `wait`, so that Ctrl-C is handled at once (see scripts/bench.sh).
-run_client() {
-  timeout "$BENCH_RUN_TIMEOUT" "$@" <&0 & # <&0: keep stdin (else /dev/null)
-  CLIENT=$!
-  local rc=0
-  wait "$CLIENT" || rc=$?
-  CLIENT=""
-  return "$rc"
-}
 
 # wait_for PORT COND...: until every COND holds on 127.0.0.1:PORT (see
 # bench_cluster_lib.py wait); prints the seconds since START (default: now).
@@ -218,32 +192,9 @@ wait_ping() {
   die "$name did not answer PING on 127.0.0.1:${PORTS[$name]} within 10 s"
 }
 
-stop_server() {
-  local name=$1 pid=${PIDS[$1]:-} i
-  [[ -n $pid ]] || return 0
-  unset "PIDS[$name]"
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    sleep 0.1
-  done
-  log "$name did not stop within 10 s of SIGTERM: killing it"
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
 stop_all() {
   local name
   for name in "$@"; do stop_server "$name"; done
-}
-
-check_alive() {
-  local name
-  for name in "$@"; do
-    kill -0 "${PIDS[$name]}" 2>/dev/null && continue
-    tail -20 "$WORK/$name.log" >&2
-    die "$name died during the benchmark"
-  done
 }
 
 # figure KEY=VALUE...: record figures for the report.

@@ -26,31 +26,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_lib import _fmt, _num, _ratio, _table  # noqa: E402
+from bench_lib import _fmt, _num, _ratio, _table, gen_sets  # noqa: E402
 
 # Targets (overridable from bench_cluster.sh via the environment).
 MAX_LAG_P99_MS = float(os.environ.get("BENCH_MAX_LAG_P99_MS", "10"))
 MIN_RPS_RATIO = float(os.environ.get("BENCH_MIN_RPS_RATIO", "0.8"))
 MAX_JOIN_RATIO = float(os.environ.get("BENCH_MAX_JOIN_RATIO", "2"))
 MAX_IDLE_BPS = float(os.environ.get("BENCH_MAX_IDLE_BPS", "1024"))
-
-
-def gen_sets(n, size, path, tag):
-    # Same layout as bench_lib.gen_sets: 16-byte keys, values that start
-    # with a letter (never stored as integers).
-    if size < 2 or len(tag) != 1:
-        sys.exit("value size must be >= 2 and TAG one letter")
-    pad = size - 1
-    head = b"*3\r\n$3\r\nSET\r\n$16\r\nkey:"
-    mid = b"\r\n$%d\r\n%s" % (size, tag.encode())
-    with open(path, "wb", buffering=1 << 20) as f:
-        chunk = []
-        for i in range(n):
-            chunk.append(b"%s%012d%s%0*d\r\n" % (head, i, mid, pad, i % (10**pad)))
-            if len(chunk) == 10000:
-                f.write(b"".join(chunk))
-                chunk.clear()
-        f.write(b"".join(chunk))
 
 
 # --- a minimal RESP client ------------------------------------------------------

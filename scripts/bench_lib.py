@@ -31,16 +31,16 @@ def freeport():
         print(s.getsockname()[1])
 
 
-def gen_sets(n, size, path):
+def gen_sets(n, size, path, tag="v"):
     # Keys look like redis-benchmark's ("key:" + 12 digits = 16 bytes) but are
     # all distinct, which `redis-benchmark -r` cannot guarantee. Values start
     # with a letter so that Redis cannot store them as integers: both servers
     # must hold the same 16 opaque bytes per key.
-    if size < 2:
-        sys.exit("value size must be >= 2")
+    if size < 2 or len(tag) != 1:
+        sys.exit("value size must be >= 2 and TAG one letter")
     pad = size - 1
     head = b"*3\r\n$3\r\nSET\r\n$16\r\nkey:"
-    mid = b"\r\n$%d\r\nv" % size
+    mid = b"\r\n$%d\r\n%s" % (size, tag.encode())
     with open(path, "wb", buffering=1 << 20) as f:
         chunk = []
         for i in range(n):

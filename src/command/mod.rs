@@ -19,7 +19,7 @@ use crate::resp::{Reply, parse_i64};
 use crate::server::client::ClientInfo;
 use crate::store::Store;
 
-pub use table::{COMMANDS, CommandSpec, lookup};
+pub use table::{COMMANDS, CommandSpec, lookup, lookup_index};
 
 /// A command's arguments (`args.get(0)` is the command name), borrowed from
 /// the connection's buffers.
@@ -172,7 +172,7 @@ impl<'a> Ctx<'a> {
 
 /// Runs one command, writing its reply (or its error) into `ctx.reply`.
 pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    let Some(spec) = lookup(args.get(0)) else {
+    let Some(index) = lookup_index(args.get(0)) else {
         if ctx.tx.in_multi() {
             queue(ctx, args);
         } else {
@@ -180,7 +180,8 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         }
         return;
     };
-    ctx.client.set_last_command(spec.name);
+    let spec = &COMMANDS[index];
+    ctx.client.set_last_command(index);
     if ctx.tx.in_multi() && !transaction::acts_immediately(args.get(0)) {
         queue(ctx, args);
         return;

@@ -154,15 +154,26 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("persist", 2, keys::persist, ["write", "fast"], (1, 1, 1), "keyspace", "2.2.0", "key", "Removes a key's expiry."),
 ];
 
-static BY_NAME: LazyLock<
-    HashMap<&'static [u8], &'static CommandSpec, foldhash::fast::RandomState>,
-> = LazyLock::new(|| COMMANDS.iter().map(|c| (c.name.as_bytes(), c)).collect());
+/// Name → position in [`COMMANDS`].
+static BY_NAME: LazyLock<HashMap<&'static [u8], usize, foldhash::fast::RandomState>> =
+    LazyLock::new(|| {
+        COMMANDS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_bytes(), i))
+            .collect()
+    });
 
 /// Longest command name we store; longer names cannot match.
 const MAX_NAME: usize = 32;
 
 /// Finds a command by name, ignoring ASCII case, without allocating.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    lookup_index(name).map(|i| &COMMANDS[i])
+}
+
+/// Like [`lookup`], giving the command's position in [`COMMANDS`].
+pub fn lookup_index(name: &[u8]) -> Option<usize> {
     if name.len() > MAX_NAME {
         return None;
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -14,7 +14,6 @@ struct Mutable {
     name: Option<String>,
     lib_name: Option<String>,
     lib_ver: Option<String>,
-    last_command: &'static str,
 }
 
 /// One client connection. Written by its own connection task; read by
@@ -28,8 +27,13 @@ pub struct ClientInfo {
     created: Instant,
     last_active_ms: AtomicU64,
     resp3: AtomicBool,
+    /// Position in the command table of the last command (set per command,
+    /// so an atomic store rather than a lock).
+    last_command: AtomicUsize,
     mutable: Mutex<Mutable>,
 }
+
+const NO_COMMAND: usize = usize::MAX;
 
 impl ClientInfo {
     pub fn new(id: u64, addr: SocketAddr, laddr: SocketAddr, fd: i32) -> Self {
@@ -41,10 +45,8 @@ impl ClientInfo {
             created: Instant::now(),
             last_active_ms: AtomicU64::new(0),
             resp3: AtomicBool::new(false),
-            mutable: Mutex::new(Mutable {
-                last_command: "NULL",
-                ..Mutable::default()
-            }),
+            last_command: AtomicUsize::new(NO_COMMAND),
+            mutable: Mutex::new(Mutable::default()),
         }
     }
 
@@ -66,8 +68,8 @@ impl ClientInfo {
         }
     }
 
-    pub fn set_last_command(&self, name: &'static str) {
-        self.mutable.lock().last_command = name;
+    pub fn set_last_command(&self, index: usize) {
+        self.last_command.store(index, Ordering::Relaxed);
     }
 
     pub fn set_resp3(&self, on: bool) {
@@ -97,7 +99,9 @@ impl ClientInfo {
             m.name.as_deref().unwrap_or(""),
             age.as_secs(),
             idle_ms / 1000,
-            m.last_command,
+            crate::command::COMMANDS
+                .get(self.last_command.load(Ordering::Relaxed))
+                .map_or("NULL", |c| c.name),
             if self.resp3.load(Ordering::Relaxed) {
                 3
             } else {

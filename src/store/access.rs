@@ -151,8 +151,11 @@ impl<'a> KeyAccess<'a> {
         let version = self.store.clock.tick();
         self.shard.set_expiry(self.store, i, expires_at, version);
         if self.store.is_replicating() {
-            let value = self.shard.slab.get(i).value().to_vec();
-            self.publish(Some(&value), expires_at, version);
+            let value = self.shard.slab.get(i).value();
+            let change = self
+                .store
+                .change(self.key, Some(value), expires_at, version);
+            self.shard.outbox.push(change);
         }
         true
     }
