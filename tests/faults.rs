@@ -58,6 +58,54 @@ fn suite(scenario: Scenario, seed: u64) {
     });
 }
 
+/// The checker itself (no namespaces): a hot key that ended with a smaller
+/// version than an acknowledged write, or with a version other than its
+/// winning write's, is a violation; the largest version winning is not.
+#[test]
+fn checker_hot_key_winner_is_the_largest_version() {
+    use fault::checker::{Report, Stored, check};
+    use fault::history::{Action, Family, Op, Outcome};
+    let set = |node: usize, value: &str, version: (u64, u64)| Op {
+        node,
+        family: Family::Hot,
+        key: "h:0".into(),
+        action: Action::Set {
+            value: value.into(),
+            ttl_ms: None,
+        },
+        invoked_ms: node as f64,
+        completed_ms: node as f64 + 1.0,
+        outcome: Outcome::Ok(0),
+        version: Some(version),
+    };
+    let ops = [set(0, "a", (10, 1)), set(1, "b", (20, 2))];
+    let holding = |value: &str, version: (u64, u64)| {
+        let stored = Stored {
+            value: value.into(),
+            expiry: -1,
+            version,
+        };
+        vec![[("h:0".to_string(), stored)].into_iter().collect(); 2]
+    };
+    let violations = |dumps: &[_]| {
+        let mut report = Report::default();
+        check(&mut report, 2, &ops, &[], dumps);
+        assert_eq!(report.hot_versioned, 2);
+        report.violations
+    };
+    assert_eq!(violations(&holding("b", (20, 2))), Vec::<String>::new());
+    let smaller = violations(&holding("a", (10, 1)));
+    assert!(
+        smaller.iter().any(|v| v.contains("larger version")),
+        "{smaller:?}"
+    );
+    let mislabelled = violations(&holding("b", (30, 1)));
+    assert!(
+        mislabelled.iter().any(|v| v.contains("that write got")),
+        "{mislabelled:?}"
+    );
+}
+
 /// A key SET and then DELeted a few milliseconds before another node is cut
 /// off must not come back after the heal: the cut-off node may have the SET
 /// and not the DEL (this found a resurrection, fixed by keeping recent

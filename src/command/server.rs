@@ -333,10 +333,30 @@ pub fn debug(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         ctx.reply.simple(&hex);
         return Ok(());
     }
+    if args.is(1, "VERSION") {
+        // kriminoDB's own: the fault checker needs the version that decided
+        // each key (DESIGN: the largest version wins) to verify that rule
+        // from outside. Decimal strings: the node id is a full u64.
+        sub_arity(args, "debug", "version", 3)?;
+        let reply = &mut *ctx.reply;
+        ctx.node.store.with_key(args.get(2), ctx.now_ms, |k| {
+            match k.version().filter(|_| k.exists()) {
+                Some(v) => {
+                    reply.array(2);
+                    reply.bulk(v.hlc.to_string().as_bytes());
+                    reply.bulk(v.node_id.to_string().as_bytes());
+                }
+                None => reply.null(),
+            }
+        });
+        return Ok(());
+    }
     if args.is(1, "HELP") {
         ctx.reply.help(&[
             "DIGEST",
             "    Output a hex signature representing the current keyspace.",
+            "VERSION <key>",
+            "    Return the version (HLC, node id) of the key's value, or nil.",
         ]);
         return Ok(());
     }

@@ -4,10 +4,13 @@
 //! 1. unique keys: an acknowledged SET is present, with its value, on every
 //!    node;
 //! 2. hot keys: every node holds the same value and it is one of the values
-//!    written (acknowledged or unknown). "The winner is the write with the
-//!    largest version" cannot be checked from outside: versions are internal
-//!    (HLC + node id) and clients never see them; wall-clock order is not
-//!    version order across nodes, least of all under clock skew;
+//!    written (acknowledged or unknown), and the winner is the write with the
+//!    largest version: each hot SET learns its version (`DEBUG VERSION` in
+//!    the same MULTI), the dump reads each key's final version, and no
+//!    acknowledged write may have a larger version than the final one, while
+//!    the winning write's own version must be the final one. Wall-clock
+//!    order is not version order across nodes, least of all under clock
+//!    skew, so nothing is assumed about it;
 //! 3. deleted keys: a key whose last acknowledged operation is a DEL is
 //!    absent (present = resurrected), one written again after the DEL holds
 //!    the new value;
@@ -30,10 +33,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::history::{Action, Event, EventKind, Family, Op, Outcome};
+use super::history::{Action, Event, EventKind, Family, Op, Outcome, Version};
 
-/// One node's contents: key → (value, PEXPIRETIME).
-pub type Dump = BTreeMap<String, (String, i64)>;
+/// One node's contents.
+pub type Dump = BTreeMap<String, Stored>;
+
+/// One key as a node holds it; compared whole across nodes, so replicas that
+/// agree on the value but not the version are divergent too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub value: String,
+    /// PEXPIRETIME: -1 for a key without a TTL.
+    pub expiry: i64,
+    pub version: Version,
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct Report {
@@ -45,6 +58,9 @@ pub struct Report {
     pub acknowledged: usize,
     /// SETs whose WAIT returned n-1.
     pub wait_acknowledged: usize,
+    /// Acknowledged hot-key SETs whose version is known (the winner check
+    /// compares these).
+    pub hot_versioned: usize,
     pub unknown: usize,
     pub failed: usize,
     /// cause → acknowledged writes lost.
@@ -81,14 +97,15 @@ impl Report {
         };
         let mut s = format!(
             "FAULT {:<9} nodes={} seed={} ops={} acknowledged={} wait-acknowledged={} \
-             unknown={} failed={} keys={} lost={} resurrected={} divergent={} \
-             convergence={:.0}ms violations={}",
+             hot-versioned={} unknown={} failed={} keys={} lost={} resurrected={} \
+             divergent={} convergence={:.0}ms violations={}",
             self.scenario,
             self.nodes,
             self.seed,
             self.ops,
             self.acknowledged,
             self.wait_acknowledged,
+            self.hot_versioned,
             self.unknown,
             self.failed,
             self.keys_checked,
@@ -152,6 +169,9 @@ pub fn check(report: &mut Report, nodes: usize, ops: &[Op], events: &[Event], du
             (_, Outcome::Ok(_)) => report.acknowledged += 1,
             _ => {}
         }
+        if op.outcome.is_ok() && op.version.is_some() {
+            report.hot_versioned += 1;
+        }
         match op.outcome {
             Outcome::Unknown(_) => report.unknown += 1,
             Outcome::Fail(_) => report.failed += 1,
@@ -162,7 +182,7 @@ pub fn check(report: &mut Report, nodes: usize, ops: &[Op], events: &[Event], du
     // Divergence: keys whose (value, expiry) differ between nodes.
     let all_keys: BTreeSet<&String> = dumps.iter().flat_map(|d| d.keys()).collect();
     for key in &all_keys {
-        let seen: Vec<Option<&(String, i64)>> = dumps.iter().map(|d| d.get(*key)).collect();
+        let seen: Vec<Option<&Stored>> = dumps.iter().map(|d| d.get(*key)).collect();
         if seen.iter().any(|s| *s != seen[0]) {
             report.divergent += 1;
             report
@@ -192,7 +212,7 @@ pub fn check(report: &mut Report, nodes: usize, ops: &[Op], events: &[Event], du
         // Every node's view of the key (equal unless divergent, which is
         // already a violation; check each node anyway).
         for (n, dump) in dumps.iter().enumerate() {
-            let found = dump.get(*key).map(|(v, _)| v.as_str());
+            let found = dump.get(*key);
             check_key(report, key, list, found, n, events, nodes);
         }
     }
@@ -202,7 +222,7 @@ fn check_key(
     report: &mut Report,
     key: &str,
     list: &[&Op],
-    found: Option<&str>,
+    stored: Option<&Stored>,
     node: usize,
     events: &[Event],
     nodes: usize,
@@ -216,6 +236,7 @@ fn check_key(
     // Count losses and resurrections once per key (on node 0's view), but
     // report violations for any node.
     let count = node == 0;
+    let found = stored.map(|s| s.value.as_str());
     match family {
         Family::Ttl => {
             if let Some(v) = found {
@@ -243,6 +264,9 @@ fn check_key(
                     .violations
                     .push(format!("hot key {key} missing on n{node} though written")),
                 _ => {}
+            }
+            if let Some(stored) = stored {
+                check_hot_winner(report, key, &writes, stored, node);
             }
         }
         Family::Unique | Family::Delete | Family::Wait => {
@@ -326,6 +350,39 @@ fn check_key(
                 }
             }
         }
+    }
+}
+
+/// The largest version wins: no acknowledged write of `key` has a version
+/// above the one it ended with, and the write whose value it holds had
+/// exactly that version (when that write's version is known).
+fn check_hot_winner(report: &mut Report, key: &str, writes: &[&Op], stored: &Stored, node: usize) {
+    let version_of = |o: &Op| o.version.filter(|_| o.outcome.is_ok());
+    if let Some(larger) = writes
+        .iter()
+        .filter(|o| version_of(o).is_some_and(|v| v > stored.version))
+        .max_by_key(|o| o.version)
+    {
+        report.violations.push(format!(
+            "hot key {key} on n{node} holds {:?} at version {:?}, but the acknowledged write \
+             {:?} from n{} has the larger version {:?}",
+            stored.value,
+            stored.version,
+            describe(&[larger]),
+            larger.node,
+            larger.version
+        ));
+    }
+    let winner = writes
+        .iter()
+        .find(|o| matches!(&o.action, Action::Set { value, .. } if *value == stored.value));
+    if let Some(v) = winner.and_then(|o| version_of(o))
+        && v != stored.version
+    {
+        report.violations.push(format!(
+            "hot key {key} on n{node} holds {:?} at version {:?}, but that write got {v:?}",
+            stored.value, stored.version
+        ));
     }
 }
 

@@ -85,7 +85,14 @@ pub struct Op {
     pub invoked_ms: f64,
     pub completed_ms: f64,
     pub outcome: Outcome,
+    /// The version the node stamped the write with (hot-key SETs only: they
+    /// run in MULTI with `DEBUG VERSION`), when acknowledged.
+    pub version: Option<Version>,
 }
+
+/// A write's version as `DEBUG VERSION` reports it: (HLC, node id), ordered
+/// as the node orders versions.
+pub type Version = (u64, u64);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::patient_client_at;
 
-use super::checker::{self, Dump, Report};
+use super::checker::{self, Dump, Report, Stored};
 use super::cluster::{self, Cluster, FORM};
 use super::history::History;
 use super::netns::NetFaults;
@@ -369,9 +369,9 @@ async fn converge(addrs: &[SocketAddr]) -> Result<(), String> {
     }
 }
 
-/// Every key of one node with its value and PEXPIRETIME (SCAN, then GET and
-/// PEXPIRETIME pipelined). A key that expires between SCAN and GET is left
-/// out, as it would be by a reader.
+/// Every key of one node with its value, PEXPIRETIME and version (SCAN,
+/// then GET, PEXPIRETIME and DEBUG VERSION pipelined). A key that expires
+/// between SCAN and GET is left out, as it would be by a reader.
 async fn dump(addr: SocketAddr) -> Dump {
     let mut con = patient_client_at(addr).await;
     let mut keys = Vec::new();
@@ -397,13 +397,29 @@ async fn dump(addr: SocketAddr) -> Dump {
         let mut pipe = redis::pipe();
         for k in chunk {
             pipe.cmd("GET").arg(k).cmd("PEXPIRETIME").arg(k);
+            pipe.cmd("DEBUG").arg("VERSION").arg(k);
         }
         let replies: Vec<redis::Value> = pipe.query_async(&mut con).await.unwrap();
-        for (k, pair) in chunk.iter().zip(replies.chunks(2)) {
-            let value: Option<String> = redis::from_redis_value(pair[0].clone()).unwrap();
-            let expiry: i64 = redis::from_redis_value(pair[1].clone()).unwrap();
-            if let Some(v) = value {
-                out.insert(k.clone(), (v, expiry));
+        for (k, reply) in chunk.iter().zip(replies.chunks(3)) {
+            let value: Option<String> = redis::from_redis_value(reply[0].clone()).unwrap();
+            let expiry: i64 = redis::from_redis_value(reply[1].clone()).unwrap();
+            let version: Option<(String, String)> =
+                redis::from_redis_value(reply[2].clone()).unwrap();
+            let version = version.map(|(hlc, node)| {
+                (
+                    hlc.parse().expect("DEBUG VERSION: decimal HLC"),
+                    node.parse().expect("DEBUG VERSION: decimal node id"),
+                )
+            });
+            if let (Some(value), Some(version)) = (value, version) {
+                out.insert(
+                    k.clone(),
+                    Stored {
+                        value,
+                        expiry,
+                        version,
+                    },
+                );
             }
         }
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
-use super::history::{Action, Family, History, Op, Outcome};
+use super::history::{Action, Family, History, Op, Outcome, Version};
 
 /// How long a request may go unanswered before it is "unknown". Above the
 /// WAIT timeout so a WAIT that times out is answered, not abandoned.
@@ -76,18 +76,59 @@ impl Client {
         match reply {
             Ok(redis::Value::Int(i)) => Outcome::Ok(i),
             Ok(_) => Outcome::Ok(0),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
-                ) =>
-            {
-                Outcome::Fail(e.to_string())
-            }
+            Err(e) => self.failed(e),
+        }
+    }
+
+    /// A server error means "not executed"; anything else (timeout, reset)
+    /// leaves the outcome unknown and the connection is remade.
+    fn failed(&mut self, e: redis::RedisError) -> Outcome {
+        if matches!(
+            e.kind(),
+            redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+        ) {
+            Outcome::Fail(e.to_string())
+        } else {
+            self.con = None;
+            Outcome::Unknown(e.to_string())
+        }
+    }
+
+    /// `SET key value` and `DEBUG VERSION key` in one MULTI/EXEC, so the
+    /// version read is the one the SET got (a replicated write arriving in
+    /// between could only replace it by a larger one, which then also
+    /// replaced the value). The version is None unless acknowledged.
+    pub async fn set_with_version(&mut self, key: &str, value: &str) -> (Outcome, Option<Version>) {
+        let mut con = match self.connect().await {
+            Ok(c) => c,
             Err(e) => {
-                self.con = None;
-                Outcome::Unknown(e.to_string())
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return (Outcome::Fail(e), None);
             }
+        };
+        let reply: Result<((), Option<(String, String)>), redis::RedisError> = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(key)
+            .arg(value)
+            .cmd("DEBUG")
+            .arg("VERSION")
+            .arg(key)
+            .query_async(&mut con)
+            .await;
+        match reply {
+            Ok(((), Some((hlc, node)))) => match (hlc.parse(), node.parse()) {
+                (Ok(hlc), Ok(node)) => (Outcome::Ok(0), Some((hlc, node))),
+                _ => (
+                    Outcome::Fail(format!("bad DEBUG VERSION {hlc} {node}")),
+                    None,
+                ),
+            },
+            // Acknowledged, but the key was gone before DEBUG VERSION ran
+            // (no hot key is ever deleted, so this is itself suspicious; the
+            // checker still sees the write).
+            Ok(((), None)) => (Outcome::Ok(0), None),
+            Err(e) => (self.failed(e), None),
         }
     }
 
@@ -168,7 +209,23 @@ impl Worker {
             }
             Family::Hot => {
                 let key = format!("{prefix}{}", self.rng.usize(0..HOT_KEYS));
-                self.set(&key, format!("n{node}:{seq}"), None).await;
+                let value = format!("n{node}:{seq}");
+                let invoked_ms = self.history.now_ms();
+                let (outcome, version) = self.client.set_with_version(&key, &value).await;
+                let completed_ms = self.history.now_ms();
+                self.history.record(Op {
+                    node,
+                    family: self.family,
+                    key,
+                    action: Action::Set {
+                        value,
+                        ttl_ms: None,
+                    },
+                    invoked_ms,
+                    completed_ms,
+                    outcome,
+                    version,
+                });
             }
             Family::Delete => {
                 let key = format!("{prefix}{node}:{seq}");
@@ -235,6 +292,7 @@ impl Worker {
             invoked_ms,
             completed_ms,
             outcome: outcome.clone(),
+            version: None,
         });
         outcome
     }
