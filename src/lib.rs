@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod crypto;
 pub mod membership;
 pub mod node;
 pub mod replication;
