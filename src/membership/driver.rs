@@ -260,10 +260,15 @@ impl Driver {
                     return;
                 }
             };
-            let checked =
+            // Our own datagrams sent back to us are replays too: we never
+            // record our own stream in the window.
+            let checked = if header.stream == sealing.stream {
+                Err(Replay::Repeated)
+            } else {
                 sealing
                     .replay
-                    .check(header.stream, header.counter, header.sent_ms, unix_millis());
+                    .check(header.stream, header.counter, header.sent_ms, unix_millis())
+            };
             if let Err(replay) = checked {
                 self.stats.replayed_packets.fetch_add(1, Ordering::Relaxed);
                 let why = match replay {
