@@ -765,3 +765,67 @@ async fn hostile_input_to_a_keyed_node_is_dropped_counted_and_changes_nothing() 
     replicates(&b, &[&a, &b], "after", "1").await;
     replicates(&a, &[&a, &b], "after-a", "1").await;
 }
+
+// ---------------------------------------------------------------------------
+// The binary: flags, the warning, secrets kept out of sight.
+
+#[test]
+fn an_unkeyed_peer_port_beyond_loopback_is_warned_about() {
+    use common::process::{Procs, node_command, spawn};
+    const WARNING: &str = "listens beyond loopback without --cluster-key";
+    let dir = std::env::temp_dir().join(format!("kriminodb-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("cluster.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+
+    let mut procs = Procs::default();
+    let mut open = node_command((0, 0));
+    open.args(["--bind", "0.0.0.0"]);
+    procs.push(spawn("open", open));
+    let mut keyed = node_command((0, 0));
+    keyed
+        .args(["--bind", "0.0.0.0", "--cluster-key-file"])
+        .arg(&key_file);
+    procs.push(spawn("keyed", keyed));
+    let mut local = node_command((0, 0));
+    local.args(["--bind", "127.0.0.1"]);
+    procs.push(spawn("local", local));
+    let warned = |i: usize| {
+        let log = procs[i].log.lock().unwrap();
+        log.iter().any(|line| line.contains(WARNING))
+    };
+    assert!(warned(0), "no warning for an open peer port");
+    assert!(!warned(1), "a warning despite the cluster key");
+    assert!(!warned(2), "a warning for a loopback peer port");
+}
+
+#[test]
+fn short_keys_are_refused_and_secrets_stay_out_of_help() {
+    use common::process::BIN;
+    let out = std::process::Command::new(BIN)
+        .args(["--port", "0", "--peer-port", "0", "--cluster-key", "short"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("at least 16"), "{stderr}");
+
+    let out = std::process::Command::new(BIN)
+        .args(["--port", "0", "--peer-port", "0"])
+        .env("KRIMINODB_CLUSTER_KEY_SECONDARY", KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a secondary key without a primary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs a primary"), "{stderr}");
+
+    let out = std::process::Command::new(BIN)
+        .arg("--help")
+        .env("KRIMINODB_CLUSTER_KEY", KEY)
+        .env("KRIMINODB_CLUSTER_KEY_SECONDARY", NEW_KEY)
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--cluster-key-secondary"), "{help}");
+    assert!(!help.contains(KEY) && !help.contains(NEW_KEY), "{help}");
+}
