@@ -202,7 +202,7 @@ pub fn open(datagram: &[u8]) -> Option<(Kind, &[u8])> {
 
 /// Envelope of a datagram sealed with the cluster key: magic "KS",
 /// protocol version, a reserved zero; authenticated, not encrypted.
-const SEALED_MAGIC: [u8; 2] = *b"KS";
+const SEALED_ENVELOPE: [u8; ENVELOPE_LEN] = [b'K', b'S', PROTOCOL_VERSION, 0];
 /// Inside the sealed part, before the message: stream, counter, send time
 /// and kind (see [`SealedHeader`]).
 const SEALED_HEADER_LEN: usize = 25;
@@ -244,12 +244,8 @@ pub fn seal_keyed(
     plain.push(kind as u8);
     plain.extend_from_slice(payload);
     out.clear();
-    out.extend_from_slice(&SEALED_MAGIC);
-    out.push(PROTOCOL_VERSION);
-    out.push(0);
-    let (aad, _) = out.split_at(ENVELOPE_LEN);
-    let aad = aad.to_vec();
-    keyring.seal_datagram(&aad, &plain, out);
+    out.extend_from_slice(&SEALED_ENVELOPE);
+    keyring.seal_datagram(&SEALED_ENVELOPE, &plain, out);
 }
 
 /// Authenticates and opens a sealed datagram: its header, kind and message.
@@ -263,7 +259,7 @@ pub fn open_keyed(
         return Err(AuthError.into());
     }
     let (aad, sealed) = datagram.split_at(ENVELOPE_LEN);
-    if aad[..2] != SEALED_MAGIC || aad[2] != PROTOCOL_VERSION || aad[3] != 0 {
+    if aad != SEALED_ENVELOPE {
         return Err(AuthError.into());
     }
     let mut plain = keyring.open_datagram(aad, sealed)?;
@@ -439,6 +435,22 @@ mod tests {
         );
     }
 
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
+                let key = Keyring::new(b"0123456789abcdef", None).unwrap();
+                prop_assert!(open_keyed(&key, &bytes).is_err());
+                let mut sealed = SEALED_ENVELOPE.to_vec();
+                sealed.extend_from_slice(&bytes);
+                prop_assert!(open_keyed(&key, &sealed).is_err());
+            }
+        }
+    }
+
     #[test]
     fn protocol_config_scales_with_cluster_size() {
         let config = Config::default();
@@ -448,5 +460,14 @@ mod tests {
         assert!(large.suspect_to_down_after > small.suspect_to_down_after);
         assert!(large.max_transmissions > small.max_transmissions);
         assert_eq!(small.remove_down_after, Some(Duration::from_secs(20)));
+        let keyed = Config {
+            cluster_key: Some("0123456789abcdef".into()),
+            ..Config::default()
+        };
+        assert_eq!(
+            protocol_config(&keyed, 5).max_packet_size.get() + SEALED_OVERHEAD,
+            MAX_DATAGRAM,
+            "sealed datagrams still fit"
+        );
     }
 }
