@@ -361,7 +361,7 @@ pub enum Replay {
 /// Anti-replay for datagrams, as IPsec's and WireGuard's: every sender
 /// process (a random stream id) numbers its datagrams 1, 2, 3…; per
 /// stream the receiver keeps the highest number seen and a bitmap of the
-/// [`WINDOW`] before it. A stream seen for the first time (a new sender,
+/// 128 before it. A stream seen for the first time (a new sender,
 /// or any sender after we restarted) is accepted only if its send time is
 /// within [`REPLAY_MAX_AGE_MS`] of our clock, and a stream silent for
 /// twice that is forgotten: its datagrams are stale by then.

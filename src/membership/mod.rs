@@ -3,8 +3,9 @@
 //! foca owns the protocol state machine and nothing else; the driver task in
 //! [`driver`] owns the UDP socket on the peer port, the timers and the wire
 //! envelope. This module holds what both sides share: the member identity,
-//! the protocol configuration derived from our flags, the envelope format,
-//! and the handle the rest of the node reads membership from.
+//! the protocol configuration derived from our flags, the envelope formats
+//! (plain, or sealed with the cluster key: see [`seal_keyed`]), and the
+//! handle the rest of the node reads membership from.
 
 mod driver;
 
