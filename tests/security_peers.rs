@@ -829,3 +829,53 @@ fn short_keys_are_refused_and_secrets_stay_out_of_help() {
     assert!(help.contains("--cluster-key-secondary"), "{help}");
     assert!(!help.contains(KEY) && !help.contains(NEW_KEY), "{help}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_from_a_flag_a_file_or_the_environment_is_the_same_key() {
+    use common::process::{Procs, node_command, spawn};
+    let dir = std::env::temp_dir().join(format!("kriminodb-keys2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("cluster.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let mut procs = Procs::default();
+    let mut flag = node_command((0, 0));
+    flag.args(["--name", "flag", "--cluster-key", KEY]);
+    procs.push(spawn("flag", flag));
+    let seed = procs[0].peer.to_string();
+    let mut file = node_command((0, 0));
+    file.args(["--name", "file", "--join", &seed, "--cluster-key-file"])
+        .arg(&key_file);
+    procs.push(spawn("file", file));
+    let mut env = node_command((0, 0));
+    env.args(["--name", "env", "--join", &seed])
+        .env("KRIMINODB_CLUSTER_KEY", KEY);
+    procs.push(spawn("env", env));
+    let clients: Vec<SocketAddr> = procs.iter().map(|p| p.client).collect();
+    let formed = eventually_ok(CONVERGE, || async {
+        for addr in &clients {
+            let rows = cluster_members(&mut patient_client_at(*addr).await).await;
+            let alive = rows.iter().filter(|m| m.state == "alive").count();
+            if alive != 3 {
+                return Err(format!("{addr} sees {rows:?}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    formed.expect("the three nodes form one cluster");
+    let mut con = patient_client_at(clients[1]).await;
+    set(&mut con, "from-file-node", "1").await;
+    let replicated = eventually_ok(CONVERGE, || async {
+        for addr in &clients {
+            let v = get(&mut patient_client_at(*addr).await, "from-file-node").await;
+            if v.as_deref() != Some("1") {
+                return Err(format!("{addr} has {v:?}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    replicated.expect("the write reaches every node");
+    let auth = info_field(&mut con, "membership", "auth_failures").await;
+    assert_eq!(auth.as_deref(), Some("0"));
+}
