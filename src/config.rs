@@ -104,6 +104,37 @@ pub struct Config {
     #[arg(long, env = "KRIMINODB_CLIENT_QUERY_BUFFER_LIMIT", default_value_t = DEFAULT_QUERY_BUFFER_LIMIT)]
     pub client_query_buffer_limit: u64,
 
+    /// Secret shared by the cluster (at least 16 bytes; use a random one,
+    /// e.g. `openssl rand -base64 32`). When set, every membership datagram
+    /// and every replication frame is encrypted and authenticated with a
+    /// key derived from it; nodes without it can neither join, read nor
+    /// inject anything. This key sends; it and the secondary are accepted.
+    #[arg(
+        long,
+        env = "KRIMINODB_CLUSTER_KEY",
+        hide_env_values = true,
+        conflicts_with = "cluster_key_file"
+    )]
+    pub cluster_key: Option<crate::crypto::Secret>,
+
+    /// File holding the cluster key (one trailing newline is ignored).
+    #[arg(long, env = "KRIMINODB_CLUSTER_KEY_FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+
+    /// Second cluster key, accepted from peers but never used to send: for
+    /// rotating the key without downtime (see README).
+    #[arg(
+        long,
+        env = "KRIMINODB_CLUSTER_KEY_SECONDARY",
+        hide_env_values = true,
+        conflicts_with = "cluster_key_secondary_file"
+    )]
+    pub cluster_key_secondary: Option<crate::crypto::Secret>,
+
+    /// File holding the secondary cluster key.
+    #[arg(long, env = "KRIMINODB_CLUSTER_KEY_SECONDARY_FILE")]
+    pub cluster_key_secondary_file: Option<PathBuf>,
+
     /// TEST ONLY: skews this node's wall clock by this many milliseconds
     /// (may be negative), for fault tests of clock skew on one machine.
     #[arg(

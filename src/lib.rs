@@ -10,10 +10,12 @@
 //! - `server`: the listener and the per-connection loop.
 //! - [`membership`]: SWIM gossip membership (foca) on the peer port.
 //! - [`replication`]: the push path and anti-entropy over TCP on the peer port.
+//! - [`crypto`]: the cluster key that seals both, and datagram anti-replay.
 
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod crypto;
 pub mod membership;
 pub mod node;
 pub mod replication;

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::{Hlc, unix_millis};
 use crate::config::Config;
+use crate::crypto::Keyring;
 use crate::membership::{self, MembershipHandle};
 use crate::replication::{self, Replication};
 use crate::server;
@@ -55,6 +56,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    ClusterKey(#[from] crate::crypto::KeyError),
     #[error("cannot listen for peers on {addr} (UDP and TCP): {source}")]
     Peer {
         addr: SocketAddr,
@@ -98,6 +101,7 @@ impl Node {
     /// Binds the client port and starts the node's tasks on the current
     /// tokio runtime.
     pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
+        let keyring = Keyring::from_config(&config)?.map(Arc::new);
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = TcpListener::bind(addr)
             .await
@@ -116,6 +120,7 @@ impl Node {
         // are bound.
         let (membership, membership_task) = membership::start(
             &config,
+            keyring.clone(),
             udp,
             node_id,
             name.clone(),
@@ -127,6 +132,7 @@ impl Node {
         let store = Arc::new(Store::new(clock));
         let replication = replication::start(
             &config,
+            keyring,
             tcp,
             store.clone(),
             membership.clone(),

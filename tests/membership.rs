@@ -15,7 +15,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{client, cluster_members, eventually_ok, info_field, start_node_with};
-use kriminodb::membership::{Kind, MAX_DATAGRAM, MemberState, seal};
+use kriminodb::crypto::Keyring;
+use kriminodb::membership::{Kind, MAX_DATAGRAM, MemberState, SealedHeader, seal, seal_keyed};
 use kriminodb::{Config, NodeHandle};
 use tokio::net::UdpSocket;
 
@@ -365,6 +366,15 @@ fn invalid_datagrams(announce: &[u8], forged_leave: Vec<u8>) -> Vec<(&'static st
     seal(Kind::Swim, &[0xff; 40], &mut garbage_swim);
     let mut garbage_leave = Vec::new();
     seal(Kind::Leave, &[0xff; 3], &mut garbage_leave);
+    // What a node with a cluster key sends; this node has none.
+    let keyring = Keyring::new(b"some cluster key, 32 bytes long.", None).unwrap();
+    let header = SealedHeader {
+        stream: 1,
+        counter: 1,
+        sent_ms: kriminodb::clock::unix_millis(),
+    };
+    let mut sealed = Vec::new();
+    seal_keyed(&keyring, &header, Kind::Swim, &announce[4..], &mut sealed);
     vec![
         ("empty", Vec::new()),
         ("text", b"hello, is this redis?".to_vec()),
@@ -385,6 +395,7 @@ fn invalid_datagrams(announce: &[u8], forged_leave: Vec<u8>) -> Vec<(&'static st
         ("garbage swim payload", garbage_swim),
         ("garbage leave payload", garbage_leave),
         ("leave forged from another address", forged_leave),
+        ("sealed with a cluster key", sealed),
     ]
 }
 
@@ -454,6 +465,11 @@ async fn hostile_datagrams_are_counted_and_change_nothing() {
     let mut con = client(target).await;
     let info_bad = info_field(&mut con, "membership", "bad_packets").await;
     assert_eq!(info_bad, Some(expected_bad.to_string()));
+    assert_eq!(
+        target.membership().auth_failures(),
+        0,
+        "without a cluster key nothing is an authentication failure"
+    );
     assert_eq!(
         snapshot(target),
         before,

@@ -1143,6 +1143,11 @@ async fn bad_frames_on_the_peer_port_close_the_connection_and_change_nothing() {
             false,
         ),
         (
+            "a cluster-key handshake (this node has no key)",
+            framed(&[&b"KRLH\x01"[..], &[7u8; 32][..]].concat()),
+            false,
+        ),
+        (
             "a message other than Hello first",
             framed(&wire::encode(Message::Ack { last_seq: 1 }).unwrap()),
             false,

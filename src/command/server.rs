@@ -234,6 +234,7 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
             kv(out, "peer_bytes_sent", &load(&r.stats.sync_bytes_sent));
             kv(out, "queue_overflows", &load(&r.stats.queue_overflows));
             kv(out, "bad_frames", &load(&r.stats.bad_frames));
+            kv(out, "auth_failures", &load(&r.stats.auth_failures));
             kv(out, "tombstones", &node.store.tombstone_len());
             kv(out, "last_change_seq", &node.store.last_seq());
         }
@@ -257,6 +258,8 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
             kv(out, "members_suspect", &m.count(MemberState::Suspect));
             kv(out, "members_down", &m.count(MemberState::Down));
             kv(out, "bad_packets", &m.bad_packets());
+            kv(out, "auth_failures", &m.auth_failures());
+            kv(out, "replayed_packets", &m.replayed_packets());
             kv(out, "peer_addr", &m.me.peer);
             // The driver renews our identity if peers ever declared us down.
             let me = m

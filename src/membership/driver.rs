@@ -22,9 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Kind, MAX_DATAGRAM, MemberId, MemberState, MemberView, MembershipHandle, MembershipStats,
-    SuspicionTimer, open, protocol_config, seal,
+    SealedError, SealedHeader, SuspicionTimer, open, open_keyed, protocol_config, seal, seal_keyed,
 };
+use crate::clock::unix_millis;
 use crate::config::Config;
+use crate::crypto::{Keyring, Replay, ReplayGuard};
 
 /// First and longest wait between announces to the seeds while alone.
 const JOIN_BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -41,9 +43,12 @@ const REFRESH: Duration = Duration::from_millis(250);
 type Swim = Foca<MemberId, PostcardCodec, StdRng, NoCustomBroadcast>;
 
 /// Starts the membership task on `socket`, the UDP half of the bound peer
-/// port. Never fails: everything that can fail happened while binding.
+/// port; with a `keyring`, every datagram is sealed with the cluster key.
+/// Never fails: everything that can fail happened while binding.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     config: &Config,
+    keyring: Option<Arc<Keyring>>,
     socket: UdpSocket,
     node_id: u64,
     name: String,
@@ -56,6 +61,13 @@ pub fn start(
     let bound = socket
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::new(config.bind, config.peer_port));
+    if keyring.is_none() && !bound.ip().is_loopback() {
+        tracing::warn!(
+            peer_addr = %bound,
+            "the peer port listens beyond loopback without --cluster-key: anyone who can reach it \
+             can join the cluster, read every write and inject its own"
+        );
+    }
     let advertised_ip = match config.advertise_addr {
         Some(ip) => ip,
         None if bound.ip().is_unspecified() => {
@@ -114,6 +126,12 @@ pub fn start(
         publish,
         stats,
         send_buf: Vec::with_capacity(MAX_DATAGRAM),
+        sealing: keyring.map(|keyring| Sealing {
+            keyring,
+            stream: rand::random(),
+            counter: 0,
+            replay: ReplayGuard::default(),
+        }),
     };
     let task = tokio::spawn(driver.run(shutdown, halt));
     (handle, task)
@@ -155,6 +173,18 @@ struct Driver {
     publish: watch::Sender<Arc<Vec<MemberView>>>,
     stats: Arc<MembershipStats>,
     send_buf: Vec<u8>,
+    /// Present with a cluster key.
+    sealing: Option<Sealing>,
+}
+
+/// What sealing datagrams with the cluster key needs.
+struct Sealing {
+    keyring: Arc<Keyring>,
+    /// Our stream id for anti-replay: random, new for every process.
+    stream: u64,
+    /// Number of the last datagram sealed.
+    counter: u64,
+    replay: ReplayGuard,
 }
 
 async fn sleep_until_some(deadline: Option<Instant>) {
@@ -217,10 +247,48 @@ impl Driver {
     }
 
     fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        if let Some(sealing) = self.sealing.as_mut() {
+            let (header, kind, payload) = match open_keyed(&sealing.keyring, datagram) {
+                Ok(opened) => opened,
+                Err(SealedError::Auth(_)) => {
+                    self.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                    self.bad_packet(from, "not sealed with our cluster key");
+                    return;
+                }
+                Err(SealedError::Malformed) => {
+                    self.bad_packet(from, "malformed sealed datagram");
+                    return;
+                }
+            };
+            // Our own datagrams sent back to us are replays too: we never
+            // record our own stream in the window.
+            let checked = if header.stream == sealing.stream {
+                Err(Replay::Repeated)
+            } else {
+                sealing
+                    .replay
+                    .check(header.stream, header.counter, header.sent_ms, unix_millis())
+            };
+            if let Err(replay) = checked {
+                self.stats.replayed_packets.fetch_add(1, Ordering::Relaxed);
+                let why = match replay {
+                    Replay::Repeated => "replayed datagram",
+                    Replay::Stale => "datagram sent too long ago (or clocks too far apart)",
+                };
+                self.bad_packet(from, why);
+                return;
+            }
+            self.on_message(kind, &payload, from);
+            return;
+        }
         let Some((kind, payload)) = open(datagram) else {
             self.bad_packet(from, "not a kriminodb membership datagram");
             return;
         };
+        self.on_message(kind, payload, from);
+    }
+
+    fn on_message(&mut self, kind: Kind, payload: &[u8], from: SocketAddr) {
         match kind {
             Kind::Swim => match self.foca.handle_data(payload, &mut self.runtime) {
                 Ok(()) => {
@@ -229,6 +297,23 @@ impl Driver {
                 Err(e) => self.bad_packet(from, &e.to_string()),
             },
             Kind::Leave => self.on_leave(payload, from),
+        }
+    }
+
+    /// Puts `payload` of `kind` in the send buffer, sealed if we have a
+    /// cluster key.
+    fn envelope(&mut self, kind: Kind, payload: &[u8]) {
+        match self.sealing.as_mut() {
+            Some(sealing) => {
+                sealing.counter += 1;
+                let header = SealedHeader {
+                    stream: sealing.stream,
+                    counter: sealing.counter,
+                    sent_ms: unix_millis(),
+                };
+                seal_keyed(&sealing.keyring, &header, kind, payload, &mut self.send_buf);
+            }
+            None => seal(kind, payload, &mut self.send_buf),
         }
     }
 
@@ -323,7 +408,7 @@ impl Driver {
             return;
         };
         let peers: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().peer).collect();
-        seal(Kind::Leave, &notice, &mut self.send_buf);
+        self.envelope(Kind::Leave, &notice);
         for peer in &peers {
             let _ = self.socket.send_to(&self.send_buf, peer).await;
         }
@@ -336,7 +421,7 @@ impl Driver {
 
     async fn send_pending(&mut self) {
         while let Some((to, data)) = self.runtime.to_send() {
-            seal(Kind::Swim, &data, &mut self.send_buf);
+            self.envelope(Kind::Swim, &data);
             if let Err(e) = self.socket.send_to(&self.send_buf, to.peer).await {
                 tracing::debug!(to = %to.peer, error = %e, "peer send failed");
             }

@@ -3,8 +3,9 @@
 //! foca owns the protocol state machine and nothing else; the driver task in
 //! [`driver`] owns the UDP socket on the peer port, the timers and the wire
 //! envelope. This module holds what both sides share: the member identity,
-//! the protocol configuration derived from our flags, the envelope format,
-//! and the handle the rest of the node reads membership from.
+//! the protocol configuration derived from our flags, the envelope formats
+//! (plain, or sealed with the cluster key: see [`seal_keyed`]), and the
+//! handle the rest of the node reads membership from.
 
 mod driver;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::crypto::{AuthError, DATAGRAM_NONCE_LEN, Keyring, TAG_LEN};
 
 pub use driver::start;
 
@@ -91,7 +93,12 @@ pub fn protocol_config(config: &Config, cluster_size: usize) -> foca::Config {
     let max_tx = (4.0 * ((cluster_size + 1) as f64).log10()).clamp(4.0, 255.0) as u8;
     c.max_transmissions = NonZeroU8::new(max_tx).unwrap_or(NonZeroU8::MIN);
     c.remove_down_after = Some(config.remove_down_after);
-    c.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - ENVELOPE_LEN).unwrap_or(NonZeroUsize::MIN);
+    let envelope = if Keyring::configured(config) {
+        SEALED_OVERHEAD
+    } else {
+        ENVELOPE_LEN
+    };
+    c.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - envelope).unwrap_or(NonZeroUsize::MIN);
     if let Some(gossip) = c.periodic_gossip.as_mut() {
         gossip.frequency = config.gossip_interval;
     }
@@ -194,6 +201,92 @@ pub fn open(datagram: &[u8]) -> Option<(Kind, &[u8])> {
     Some((kind, &datagram[ENVELOPE_LEN..]))
 }
 
+/// Envelope of a datagram sealed with the cluster key: magic "KS",
+/// protocol version, a reserved zero; authenticated, not encrypted.
+const SEALED_ENVELOPE: [u8; ENVELOPE_LEN] = [b'K', b'S', PROTOCOL_VERSION, 0];
+/// Inside the sealed part, before the message: stream, counter, send time
+/// and kind (see [`SealedHeader`]).
+const SEALED_HEADER_LEN: usize = 25;
+/// Bytes a sealed datagram adds to the message it carries.
+pub const SEALED_OVERHEAD: usize = ENVELOPE_LEN + DATAGRAM_NONCE_LEN + SEALED_HEADER_LEN + TAG_LEN;
+
+/// What a sealed datagram says about itself, for anti-replay
+/// ([`crate::crypto::ReplayGuard`]): the sender process's random stream
+/// id, the datagram's number in that stream (from 1), and when it was sent
+/// (unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedHeader {
+    pub stream: u64,
+    pub counter: u64,
+    pub sent_ms: u64,
+}
+
+/// Why a datagram was refused by a node that has a cluster key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealedError {
+    #[error("not sealed with a cluster key of ours")]
+    Auth(#[from] AuthError),
+    #[error("sealed, but its content is malformed")]
+    Malformed,
+}
+
+/// Seals `payload` of `kind` under the primary key into `out`.
+pub fn seal_keyed(
+    keyring: &Keyring,
+    header: &SealedHeader,
+    kind: Kind,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let mut plain = Vec::with_capacity(SEALED_HEADER_LEN + payload.len());
+    plain.extend_from_slice(&header.stream.to_le_bytes());
+    plain.extend_from_slice(&header.counter.to_le_bytes());
+    plain.extend_from_slice(&header.sent_ms.to_le_bytes());
+    plain.push(kind as u8);
+    plain.extend_from_slice(payload);
+    out.clear();
+    out.extend_from_slice(&SEALED_ENVELOPE);
+    keyring.seal_datagram(&SEALED_ENVELOPE, &plain, out);
+}
+
+/// Authenticates and opens a sealed datagram: its header, kind and message.
+/// Anything not sealed under one of our keys, plaintext datagrams
+/// included, is an authentication failure.
+pub fn open_keyed(
+    keyring: &Keyring,
+    datagram: &[u8],
+) -> Result<(SealedHeader, Kind, Vec<u8>), SealedError> {
+    if datagram.len() < SEALED_OVERHEAD || datagram.len() > MAX_DATAGRAM {
+        return Err(AuthError.into());
+    }
+    let (aad, sealed) = datagram.split_at(ENVELOPE_LEN);
+    if aad != SEALED_ENVELOPE {
+        return Err(AuthError.into());
+    }
+    let mut plain = keyring.open_datagram(aad, sealed)?;
+    let u64_at = |i: usize| {
+        plain
+            .get(i..i + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let (Some(stream), Some(counter), Some(sent_ms)) = (u64_at(0), u64_at(8), u64_at(16)) else {
+        return Err(SealedError::Malformed);
+    };
+    let kind = match plain.get(24) {
+        Some(0) => Kind::Swim,
+        Some(1) => Kind::Leave,
+        _ => return Err(SealedError::Malformed),
+    };
+    plain.drain(..SEALED_HEADER_LEN);
+    let header = SealedHeader {
+        stream,
+        counter,
+        sent_ms,
+    };
+    Ok((header, kind, plain))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberState {
     Alive,
@@ -224,7 +317,12 @@ pub struct MemberView {
 /// Counters for INFO `membership`.
 #[derive(Debug, Default)]
 pub struct MembershipStats {
+    /// Every datagram dropped, for whatever reason.
     pub bad_packets: AtomicU64,
+    /// Of those, the ones not sealed with one of our cluster keys.
+    pub auth_failures: AtomicU64,
+    /// Of those, authentic ones seen before or sent too long ago.
+    pub replayed_packets: AtomicU64,
 }
 
 /// How the node reads membership: a snapshot that the driver republishes on
@@ -249,6 +347,14 @@ impl MembershipHandle {
 
     pub fn bad_packets(&self) -> u64 {
         self.stats.bad_packets.load(Ordering::Relaxed)
+    }
+
+    pub fn auth_failures(&self) -> u64 {
+        self.stats.auth_failures.load(Ordering::Relaxed)
+    }
+
+    pub fn replayed_packets(&self) -> u64 {
+        self.stats.replayed_packets.load(Ordering::Relaxed)
     }
 
     /// Members in `state`, this node included when alive.
@@ -299,6 +405,54 @@ mod tests {
     }
 
     #[test]
+    fn sealed_datagrams_round_trip_and_reject_strangers() {
+        let key = Keyring::new(b"0123456789abcdef", None).unwrap();
+        let other = Keyring::new(b"fedcba9876543210", None).unwrap();
+        let header = SealedHeader {
+            stream: 5,
+            counter: 9,
+            sent_ms: 77,
+        };
+        let mut buf = Vec::new();
+        seal_keyed(&key, &header, Kind::Leave, b"payload", &mut buf);
+        assert_eq!(buf.len(), SEALED_OVERHEAD + 7);
+        assert_eq!(
+            open_keyed(&key, &buf),
+            Ok((header, Kind::Leave, b"payload".to_vec()))
+        );
+        assert_eq!(open_keyed(&other, &buf), Err(AuthError.into()));
+        let mut plain = Vec::new();
+        seal(Kind::Swim, b"payload", &mut plain);
+        assert_eq!(open_keyed(&key, &plain), Err(AuthError.into()));
+        assert_eq!(open(&buf), None, "an unkeyed node drops sealed datagrams");
+        for i in 0..ENVELOPE_LEN {
+            let mut changed = buf.clone();
+            changed[i] ^= 0x20;
+            assert_eq!(open_keyed(&key, &changed), Err(AuthError.into()));
+        }
+        assert_eq!(
+            open_keyed(&key, &buf[..buf.len() - 1]),
+            Err(AuthError.into())
+        );
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
+                let key = Keyring::new(b"0123456789abcdef", None).unwrap();
+                prop_assert!(open_keyed(&key, &bytes).is_err());
+                let mut sealed = SEALED_ENVELOPE.to_vec();
+                sealed.extend_from_slice(&bytes);
+                prop_assert!(open_keyed(&key, &sealed).is_err());
+            }
+        }
+    }
+
+    #[test]
     fn protocol_config_scales_with_cluster_size() {
         let config = Config::default();
         let small = protocol_config(&config, 5);
@@ -307,5 +461,14 @@ mod tests {
         assert!(large.suspect_to_down_after > small.suspect_to_down_after);
         assert!(large.max_transmissions > small.max_transmissions);
         assert_eq!(small.remove_down_after, Some(Duration::from_secs(20)));
+        let keyed = Config {
+            cluster_key: Some("0123456789abcdef".into()),
+            ..Config::default()
+        };
+        assert_eq!(
+            protocol_config(&keyed, 5).max_packet_size.get() + SEALED_OVERHEAD,
+            MAX_DATAGRAM,
+            "sealed datagrams still fit"
+        );
     }
 }

@@ -1,19 +1,48 @@
 //! Frames on a peer TCP link, shared by both ends: the length-delimited
-//! codec with its size limit, sending (with byte accounting) and receiving
-//! whole messages, and the link error type.
+//! codec with its size limit, the cluster-key handshake and frame ciphers,
+//! sending (with byte accounting) and receiving whole messages, and the
+//! link error type.
+//!
+//! With a cluster key a link starts with a handshake: the initiator sends
+//! [`HANDSHAKE_MAGIC`], a version byte and a fresh random nonce in one
+//! frame, the responder answers the same way with its own nonce, and from
+//! then on every frame in each direction is sealed with that direction's
+//! session key (derived from the cluster key and both nonces) and its
+//! frame number as the nonce (see [`crate::crypto`]). The initiator's first
+//! sealed frame (its Hello) tells the responder which of its keys the
+//! initiator uses. A frame that does not authenticate ends the link.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use super::wire::{self, CHUNK_ENTRIES, Message, WireEntry};
+use crate::crypto::{AuthError, FrameOpener, FrameSealer, Keyring, LINK_NONCE_LEN, TAG_LEN};
 
-pub type Reader = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
-pub type Writer = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
+/// First bytes of a handshake frame ("kriminodb link handshake").
+pub const HANDSHAKE_MAGIC: [u8; 4] = *b"KRLH";
+/// Bumped whenever the handshake or the sealed frames change.
+pub const HANDSHAKE_VERSION: u8 = 1;
+const HANDSHAKE_LEN: usize = HANDSHAKE_MAGIC.len() + 1 + LINK_NONCE_LEN;
+/// A keyed link that has not completed its handshake by then is closed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The receiving half of a link.
+pub struct Reader {
+    inner: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    opener: Option<FrameOpener>,
+}
+
+/// The sending half of a link.
+pub struct Writer {
+    inner: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    sealer: Option<FrameSealer>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -31,6 +60,8 @@ pub enum PeerError {
     NoHello,
     #[error("unexpected message from the peer")]
     Unexpected,
+    #[error("the peer did not prove it has our cluster key")]
+    Auth(#[from] AuthError),
 }
 
 impl PeerError {
@@ -40,14 +71,22 @@ impl PeerError {
         match self {
             // The codec reports an oversized length prefix as InvalidData.
             Self::Io(e) => e.kind() == std::io::ErrorKind::InvalidData,
-            Self::Wire(_) | Self::NoHello | Self::Unexpected | Self::Truncated => true,
+            Self::Wire(_) | Self::NoHello | Self::Unexpected | Self::Truncated | Self::Auth(_) => {
+                true
+            }
             Self::Encode(_) | Self::Closed => false,
         }
+    }
+
+    /// Whether the peer failed the cluster key check (also a bad frame).
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, Self::Auth(_))
     }
 }
 
 /// Splits a connected stream into framed halves; frames longer than
-/// `max_frame` are refused before anything is allocated for them.
+/// `max_frame` are refused before anything is allocated for them. Frames
+/// travel in the clear until a handshake installs ciphers.
 pub fn split(stream: TcpStream, max_frame: usize) -> (Reader, Writer) {
     let (read, write) = stream.into_split();
     let codec = || {
@@ -56,23 +95,179 @@ pub fn split(stream: TcpStream, max_frame: usize) -> (Reader, Writer) {
             .new_codec()
     };
     (
-        FramedRead::new(read, codec()),
-        FramedWrite::new(write, codec()),
+        Reader {
+            inner: FramedRead::new(read, codec()),
+            opener: None,
+        },
+        Writer {
+            inner: FramedWrite::new(write, codec()),
+            sealer: None,
+        },
     )
 }
 
-/// The next message, or None when the peer closed the link cleanly.
-pub async fn receive(reader: &mut Reader) -> Result<Option<Message>, PeerError> {
-    match reader.next().await {
+/// Starts a link on `stream`, as the side that connected: with a keyring,
+/// runs the handshake so every frame after it is sealed.
+pub async fn connect(
+    stream: TcpStream,
+    max_frame: usize,
+    keyring: Option<&Keyring>,
+) -> Result<(Reader, Writer), PeerError> {
+    let Some(keyring) = keyring else {
+        return Ok(split(stream, max_frame));
+    };
+    let (mut reader, mut writer) = split(stream, max_frame.saturating_add(TAG_LEN));
+    let ours = crate::crypto::link_nonce();
+    let exchange = async {
+        writer.inner.send(handshake_frame(&ours)).await?;
+        let frame = next_frame(&mut reader).await?.ok_or(PeerError::Closed)?;
+        parse_handshake(&frame)
+    };
+    let theirs = tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| timed_out())??;
+    let (sealer, opener) = keyring.initiator_session(&ours, &theirs);
+    reader.opener = Some(opener);
+    writer.sealer = Some(sealer);
+    Ok((reader, writer))
+}
+
+/// Starts a link on `stream`, as the side that accepted it: the halves and
+/// the peer's first message, None if it closed the link before sending
+/// one. With a keyring the handshake comes first, and the first message
+/// must be sealed under one of our keys.
+pub async fn accept(
+    stream: TcpStream,
+    max_frame: usize,
+    keyring: Option<&Keyring>,
+) -> Result<Option<(Reader, Writer, Message)>, PeerError> {
+    let Some(keyring) = keyring else {
+        let (mut reader, writer) = split(stream, max_frame);
+        return Ok(receive(&mut reader).await?.map(|m| (reader, writer, m)));
+    };
+    let (mut reader, mut writer) = split(stream, max_frame.saturating_add(TAG_LEN));
+    let exchange = async {
+        let Some(frame) = next_frame(&mut reader).await? else {
+            return Ok(None);
+        };
+        let theirs = parse_handshake(&frame)?;
+        let ours = crate::crypto::link_nonce();
+        writer.inner.send(handshake_frame(&ours)).await?;
+        let Some(first) = next_frame(&mut reader).await? else {
+            return Ok(None);
+        };
+        // The first sealed frame tells which of our keys the peer uses.
+        for (sealer, mut opener) in keyring.responder_sessions(&theirs, &ours) {
+            let mut frame = first.clone();
+            if opener.open(&mut frame).is_ok() {
+                return Ok(Some((sealer, opener, frame)));
+            }
+        }
+        Err(PeerError::Auth(AuthError))
+    };
+    let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| timed_out())??;
+    let Some((sealer, opener, first)) = opened else {
+        return Ok(None);
+    };
+    reader.opener = Some(opener);
+    writer.sealer = Some(sealer);
+    let message = wire::decode(&first)?;
+    Ok(Some((reader, writer, message)))
+}
+
+fn timed_out() -> PeerError {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "link handshake timed out").into()
+}
+
+fn handshake_frame(nonce: &[u8; LINK_NONCE_LEN]) -> Bytes {
+    let mut frame = Vec::with_capacity(HANDSHAKE_LEN);
+    frame.extend_from_slice(&HANDSHAKE_MAGIC);
+    frame.push(HANDSHAKE_VERSION);
+    frame.extend_from_slice(nonce);
+    frame.into()
+}
+
+/// The peer's nonce from its handshake frame. Anything else (a plaintext
+/// Hello from a node without a key, garbage) fails authentication.
+fn parse_handshake(frame: &[u8]) -> Result<[u8; LINK_NONCE_LEN], PeerError> {
+    if frame.len() != HANDSHAKE_LEN
+        || frame[..HANDSHAKE_MAGIC.len()] != HANDSHAKE_MAGIC
+        || frame[HANDSHAKE_MAGIC.len()] != HANDSHAKE_VERSION
+    {
+        return Err(AuthError.into());
+    }
+    let mut nonce = [0u8; LINK_NONCE_LEN];
+    nonce.copy_from_slice(&frame[HANDSHAKE_MAGIC.len() + 1..]);
+    Ok(nonce)
+}
+
+/// The next whole frame as it came off the wire, or None when the peer
+/// closed the link cleanly.
+async fn next_frame(reader: &mut Reader) -> Result<Option<BytesMut>, PeerError> {
+    match reader.inner.next().await {
         None => Ok(None),
         // The codec reports leftover bytes at end of stream as an error of
         // kind Other; those bytes were a frame cut short.
         Some(Err(e))
-            if e.kind() == std::io::ErrorKind::Other && !reader.read_buffer().is_empty() =>
+            if e.kind() == std::io::ErrorKind::Other && !reader.inner.read_buffer().is_empty() =>
         {
             Err(PeerError::Truncated)
         }
-        Some(frame) => Ok(Some(wire::decode(&frame?)?)),
+        Some(frame) => Ok(Some(frame?)),
+    }
+}
+
+/// The next message, or None when the peer closed the link cleanly.
+pub async fn receive(reader: &mut Reader) -> Result<Option<Message>, PeerError> {
+    let Some(mut frame) = next_frame(reader).await? else {
+        return Ok(None);
+    };
+    if let Some(opener) = reader.opener.as_mut() {
+        opener.open(&mut frame)?;
+    }
+    Ok(Some(wire::decode(&frame)?))
+}
+
+impl Writer {
+    /// Seals `frame` if the link is keyed; the unkeyed path passes it on
+    /// untouched (an encoded batch is shared by every link).
+    fn prepare(&mut self, frame: Bytes, bytes_sent: &AtomicU64) -> Result<Bytes, PeerError> {
+        let frame = match self.sealer.as_mut() {
+            Some(sealer) => Bytes::from(sealer.seal(&frame)?),
+            None => frame,
+        };
+        // Four bytes of length prefix travel with every frame.
+        bytes_sent.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+        Ok(frame)
+    }
+
+    /// Sends one encoded frame and flushes.
+    pub async fn send_frame(
+        &mut self,
+        frame: Bytes,
+        bytes_sent: &AtomicU64,
+    ) -> Result<(), PeerError> {
+        let frame = self.prepare(frame, bytes_sent)?;
+        self.inner.send(frame).await?;
+        Ok(())
+    }
+
+    /// Queues one encoded frame without flushing.
+    pub async fn feed_frame(
+        &mut self,
+        frame: Bytes,
+        bytes_sent: &AtomicU64,
+    ) -> Result<(), PeerError> {
+        let frame = self.prepare(frame, bytes_sent)?;
+        self.inner.feed(frame).await?;
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<(), PeerError> {
+        SinkExt::<Bytes>::flush(&mut self.inner).await?;
+        Ok(())
     }
 }
 
@@ -82,10 +277,7 @@ pub async fn send(
     bytes_sent: &AtomicU64,
 ) -> Result<(), PeerError> {
     let frame = wire::encode(message)?;
-    // Four bytes of length prefix travel with every frame.
-    bytes_sent.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
-    writer.send(Bytes::from(frame)).await?;
-    Ok(())
+    writer.send_frame(Bytes::from(frame), bytes_sent).await
 }
 
 /// Sends `entries` as SyncEntries frames of at most [`CHUNK_ENTRIES`].

@@ -30,9 +30,7 @@ pub async fn run(
                     let shutdown = shutdown.clone();
                     links.spawn(async move {
                         if let Err(e) = serve(stream, &replication, shutdown).await {
-                            if e.is_bad_input() {
-                                Replication::count(&replication.stats.bad_frames, 1);
-                            }
+                            replication.count_error(&e);
                             tracing::debug!(%peer, error = %e, "inbound replication link closed");
                         }
                     });
@@ -51,12 +49,14 @@ async fn serve(
     replication: &Arc<Replication>,
     shutdown: CancellationToken,
 ) -> Result<(), PeerError> {
-    let (mut reader, mut writer) = framing::split(stream, replication.frame_limit());
-    let first = tokio::select! {
+    let keyring = replication.keyring.as_deref();
+    let accepted = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        message = framing::receive(&mut reader) => message?,
+        accepted = framing::accept(stream, replication.frame_limit(), keyring) => accepted?,
     };
-    let Some(first) = first else { return Ok(()) };
+    let Some((mut reader, mut writer, first)) = accepted else {
+        return Ok(());
+    };
     let Message::Hello { node_id, hlc, .. } = first else {
         return Err(PeerError::NoHello);
     };

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -176,9 +175,7 @@ impl Link {
                 self.established = false;
             }
             if let Err(e) = result {
-                if e.is_bad_input() {
-                    Replication::count(&self.replication.stats.bad_frames, 1);
-                }
+                self.replication.count_error(&e);
                 tracing::debug!(peer = %self.peer.name, error = %e, "replication link down; retrying");
             }
             // Whatever was queued may not have arrived: repair on reconnect.
@@ -198,7 +195,9 @@ impl Link {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
         stream.set_nodelay(true)?;
-        let (mut reader, mut writer) = framing::split(stream, self.replication.frame_limit());
+        let keyring = self.replication.keyring.as_deref();
+        let (mut reader, mut writer) =
+            framing::connect(stream, self.replication.frame_limit(), keyring).await?;
         let hello = Message::Hello {
             node_id: self.replication.node_id,
             incarnation: self.replication.incarnation,
@@ -289,10 +288,11 @@ impl Link {
                 biased;
                 _ = self.stop.cancelled() => return Ok(()),
                 _ = self.drain.cancelled() => {
+                    let sent = &self.replication.stats.sync_bytes_sent;
                     while let Ok(batch) = self.updates.try_recv() {
-                        writer.feed(batch.frame.clone()).await?;
+                        writer.feed_frame(batch.frame.clone(), sent).await?;
                     }
-                    SinkExt::<Bytes>::flush(writer).await?;
+                    writer.flush().await?;
                     return Ok(());
                 }
                 _ = self.state.wake.notified() => {}
@@ -316,8 +316,7 @@ impl Link {
                 }
                 batch = self.updates.recv() => {
                     let Some(batch) = batch else { return Ok(()) };
-                    Replication::count(&self.replication.stats.sync_bytes_sent, batch.frame.len() as u64 + 4);
-                    writer.send(batch.frame.clone()).await?;
+                    writer.send_frame(batch.frame.clone(), &self.replication.stats.sync_bytes_sent).await?;
                 }
             }
         }

@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::unix_millis;
 use crate::config::Config;
+use crate::crypto::Keyring;
 use crate::membership::{MemberState, MembershipHandle};
 use crate::store::{Change, Store};
 use link::{Batch, LinkHandle};
@@ -49,6 +50,8 @@ const LINK_QUEUE_BATCHES: usize = 4096;
 pub struct Replication {
     store: Arc<Store>,
     config: Config,
+    /// With a cluster key, links are encrypted and authenticated.
+    keyring: Option<Arc<Keyring>>,
     node_id: u64,
     incarnation: u64,
     links: Mutex<HashMap<u64, LinkHandle>>,
@@ -74,7 +77,11 @@ struct PeerRecord {
 
 #[derive(Debug, Default)]
 pub struct ReplicationStats {
+    /// Links closed because the peer sent something malformed or
+    /// unauthenticated.
     pub bad_frames: AtomicU64,
+    /// Of those, links whose peer did not prove it has our cluster key.
+    pub auth_failures: AtomicU64,
     pub syncs_completed: AtomicU64,
     pub entries_pushed: AtomicU64,
     pub entries_received: AtomicU64,
@@ -86,6 +93,16 @@ pub struct ReplicationStats {
 impl Replication {
     fn count(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a link that ended on bad input from the peer.
+    fn count_error(&self, e: &framing::PeerError) {
+        if e.is_bad_input() {
+            Self::count(&self.stats.bad_frames, 1);
+        }
+        if e.is_auth_failure() {
+            Self::count(&self.stats.auth_failures, 1);
+        }
     }
 
     /// Number of peers that acknowledged every update up to `seq`.
@@ -244,6 +261,7 @@ impl Replication {
 /// port), the distributor and the link manager.
 pub fn start(
     config: &Config,
+    keyring: Option<Arc<Keyring>>,
     listener: TcpListener,
     store: Arc<Store>,
     membership: MembershipHandle,
@@ -253,6 +271,7 @@ pub fn start(
     let replication = Arc::new(Replication {
         store,
         config: config.clone(),
+        keyring,
         node_id: membership.me.node_id,
         incarnation: membership.me.incarnation,
         links: Mutex::new(HashMap::new()),
