@@ -43,6 +43,12 @@ impl CommandSpec {
         self.flags.contains(&"write")
     }
 
+    /// Redis's `denyoom`: a write that may grow memory, refused past
+    /// maxmemory when nothing can be evicted.
+    pub fn may_grow_memory(&self) -> bool {
+        self.flags.contains(&"denyoom")
+    }
+
     /// Redis's ACL categories, derived from the group and flags.
     pub fn acl_categories(&self) -> Vec<String> {
         let mut cats = vec![format!("@{}", self.group)];
