@@ -438,6 +438,16 @@ async fn in_a_cluster_peer_writes_over_maxmemory_are_applied_and_counted() {
     println!("cluster noeviction: {keys} keys on both, {over} peer writes applied over maxmemory");
     assert!(over > 0);
     assert_eq!(evicted(&limited).await, 0);
+    // Converged: nothing more arrives, so RESETSTAT's zero stays.
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut limited.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        field(&limited, "stats", "replicated_writes_over_maxmemory").await,
+        0
+    );
     // Its own clients' writes are refused.
     assert_eq!(
         fill(&limited, "local", 0..1, None).await,

@@ -497,6 +497,7 @@ pub fn config(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if args.is(1, "RESETSTAT") {
         sub_arity(args, "config", "resetstat", 2)?;
         ctx.node.stats.reset();
+        ctx.node.store.memory().reset_stats();
         ctx.reply.ok();
         return Ok(());
     }

@@ -243,6 +243,12 @@ impl MemoryLimit {
         self.samples.store(n.max(1), Ordering::Relaxed);
     }
 
+    /// CONFIG RESETSTAT: the counters start again from zero.
+    pub fn reset_stats(&self) {
+        self.evicted_keys.store(0, Ordering::Relaxed);
+        self.replicated_over.store(0, Ordering::Relaxed);
+    }
+
     /// Used memory, measured at most [`REFRESH_MS`] ago (by `now_ms`).
     fn used(&self, now_ms: u64) -> u64 {
         let last = self.measured_ms.load(Ordering::Relaxed);
