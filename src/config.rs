@@ -135,6 +135,26 @@ pub struct Config {
     #[arg(long, env = "KRIMINODB_CLUSTER_KEY_SECONDARY_FILE")]
     pub cluster_key_secondary_file: Option<PathBuf>,
 
+    /// Memory limit in bytes, or with a unit as Redis takes them (`100mb`,
+    /// `1gb`; `k`/`m`/`g` are powers of 1000, `kb`/`mb`/`gb` of 1024); 0
+    /// means no limit. Measured as INFO `used_memory` (jemalloc's allocated
+    /// bytes), refreshed every few milliseconds, so it is approximate.
+    #[arg(long, env = "KRIMINODB_MAXMEMORY", default_value = "0", value_parser = parse_memory)]
+    pub maxmemory: u64,
+
+    /// What happens past --maxmemory: `noeviction` refuses writes that may
+    /// grow memory with -OOM; the others evict sampled keys: the least
+    /// recently used (`allkeys-lru`, `volatile-lru`), random ones
+    /// (`allkeys-random`, `volatile-random`) or the one expiring first
+    /// (`volatile-ttl`); `volatile-*` only consider keys with a TTL.
+    #[arg(long, env = "KRIMINODB_MAXMEMORY_POLICY", value_enum, default_value_t = crate::store::Policy::NoEviction)]
+    pub maxmemory_policy: crate::store::Policy,
+
+    /// Keys sampled per eviction (Redis's maxmemory-samples): more is
+    /// closer to exact LRU/TTL order and slower.
+    #[arg(long, env = "KRIMINODB_MAXMEMORY_SAMPLES", default_value_t = crate::store::evict::DEFAULT_SAMPLES, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub maxmemory_samples: u32,
+
     /// TEST ONLY: skews this node's wall clock by this many milliseconds
     /// (may be negative), for fault tests of clock skew on one machine.
     #[arg(
@@ -230,6 +250,32 @@ impl Config {
     }
 }
 
+/// A memory size as Redis's config takes it: bytes, or a number with `k`,
+/// `m`, `g` (powers of 1000) or `kb`, `mb`, `gb` (powers of 1024), in any
+/// case.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (digits, unit) = lower.split_at(split);
+    let unit: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return Err(format!("'{text}' is not a memory size (e.g. 100mb, 1gb)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("'{text}' is not a memory size (e.g. 100mb, 1gb)"))
+}
+
 /// Turns `key = value` lines of the TOML file into `--key value` arguments,
 /// rejecting unknown keys so a typo does not go unnoticed.
 fn file_to_args(path: &std::path::Path, text: &str) -> Result<Vec<OsString>, ConfigError> {
@@ -313,6 +359,35 @@ mod tests {
         assert_eq!(c.port, 3009);
         assert_eq!(c.maxclients, 7);
         assert_eq!(c.join, vec!["a:1".to_string(), "b:2".to_string()]);
+    }
+
+    #[test]
+    fn memory_sizes_take_redis_units() {
+        assert_eq!(parse_memory("0"), Ok(0));
+        assert_eq!(parse_memory("12345"), Ok(12345));
+        assert_eq!(parse_memory("100mb"), Ok(100 << 20));
+        assert_eq!(parse_memory("1GB"), Ok(1 << 30));
+        assert_eq!(parse_memory("2k"), Ok(2000));
+        assert_eq!(parse_memory("3kb"), Ok(3072));
+        assert_eq!(parse_memory("1m"), Ok(1_000_000));
+        for bad in ["", "mb", "1tb", "-1", "1.5gb", "99999999999999gb"] {
+            assert!(parse_memory(bad).is_err(), "{bad}");
+        }
+        let c = Config::parse_from_args([
+            "kriminodb",
+            "--maxmemory",
+            "64mb",
+            "--maxmemory-policy",
+            "allkeys-lru",
+        ])
+        .unwrap();
+        assert_eq!(c.maxmemory, 64 << 20);
+        assert_eq!(c.maxmemory_policy, crate::store::Policy::AllKeysLru);
+        assert_eq!(Config::default().maxmemory, 0);
+        assert_eq!(
+            Config::default().maxmemory_policy,
+            crate::store::Policy::NoEviction
+        );
     }
 
     #[test]

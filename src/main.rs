@@ -18,6 +18,7 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("invalid --log-level '{}'", config.log_level))?,
         )
         .init();
+    raise_open_files_limit(config.maxclients);
     if config.clock_offset_ms != 0 {
         tracing::warn!(
             offset_ms = config.clock_offset_ms,
@@ -34,6 +35,28 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(run(config))
+}
+
+/// File descriptors the node needs besides its clients (listeners, peer
+/// links, logs), as Redis's `CONFIG_MIN_RESERVED_FDS`.
+const RESERVED_FDS: u64 = 32;
+
+/// Raises the soft limit on open files to the hard limit, as Redis does for
+/// `maxclients`: the common soft default (1024) would refuse connections
+/// long before `--maxclients` (10000) with accept errors instead of
+/// Redis's "max number of clients reached".
+fn raise_open_files_limit(maxclients: usize) {
+    let needed = maxclients as u64 + RESERVED_FDS;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => tracing::warn!(
+            limit,
+            needed,
+            "the open files limit (ulimit -n) is below --maxclients plus {RESERVED_FDS}: \
+             connections beyond it will fail; raise the hard limit"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -130,6 +130,9 @@ impl Node {
         );
         let tracker = TaskTracker::new();
         let store = Arc::new(Store::new(clock));
+        store.memory().set_maxmemory(config.maxmemory);
+        store.memory().set_policy(config.maxmemory_policy);
+        store.memory().set_samples(config.maxmemory_samples);
         let replication = replication::start(
             &config,
             keyring,
@@ -185,7 +188,9 @@ async fn active_expiry(state: Arc<NodeState>) {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
             _ = tick.tick() => {
-                state.store.active_expire(unix_millis());
+                let now = unix_millis();
+                state.store.active_expire(now);
+                state.store.evict_in_background(now);
             }
         }
     }

@@ -82,6 +82,9 @@ impl CmdError {
     pub const DB_RANGE: Self = Self::fixed("ERR DB index is out of range");
     pub const OVERFLOW: Self = Self::fixed("ERR increment or decrement would overflow");
     #[allow(dead_code)] // the first non-string type (a later issue) raises it
+    /// Redis 7's reply, word for word, to a write refused by `noeviction`
+    /// (or when no key is left to evict).
+    pub const OOM: Self = Self::fixed("OOM command not allowed when used memory > 'maxmemory'.");
     pub const WRONG_TYPE: Self =
         Self::fixed("WRONGTYPE Operation against a key holding the wrong kind of value");
 
@@ -182,7 +185,24 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     };
     let spec = &COMMANDS[index];
     ctx.client.set_last_command(index);
-    if ctx.tx.in_multi() && !transaction::acts_immediately(args.get(0)) {
+    let queueing = ctx.tx.in_multi() && !transaction::acts_immediately(args.get(0));
+    // As Redis: past maxmemory, commands flagged `denyoom` (writes that may
+    // grow memory) first make room per the eviction policy, and are
+    // refused if none can be made; reads and deletes always run. A refused
+    // command inside MULTI makes EXEC abort, as in Redis. (Inside EXEC each
+    // queued write is checked on its own; Redis refuses the whole EXEC.)
+    if ctx.store().memory().maxmemory() != 0
+        && spec.may_grow_memory()
+        && spec.arity_ok(args.len())
+        && ctx.store().ensure_memory(ctx.now_ms).is_err()
+    {
+        if queueing {
+            ctx.tx.refuse();
+        }
+        ctx.reply.error(&CmdError::OOM.0);
+        return;
+    }
+    if queueing {
         queue(ctx, args);
         return;
     }

@@ -180,9 +180,10 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
             kv(out, "used_memory_human", &human_bytes(used));
             kv(out, "used_memory_rss", &rss);
             kv(out, "used_memory_rss_human", &human_bytes(rss));
-            kv(out, "maxmemory", &0);
-            kv(out, "maxmemory_human", &"0B");
-            kv(out, "maxmemory_policy", &"noeviction");
+            let limit = node.store.memory();
+            kv(out, "maxmemory", &limit.maxmemory());
+            kv(out, "maxmemory_human", &human_bytes(limit.maxmemory()));
+            kv(out, "maxmemory_policy", &limit.policy().name());
             kv(out, "mem_allocator", &"jemalloc");
         }
         "stats" => {
@@ -208,7 +209,17 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
                     .expired_keys
                     .load(std::sync::atomic::Ordering::Relaxed),
             );
-            kv(out, "evicted_keys", &0);
+            let limit = node.store.memory();
+            let load =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            kv(out, "evicted_keys", &load(&limit.evicted_keys));
+            // kriminoDB's own: writes from peers applied past maxmemory
+            // under noeviction (they are never refused).
+            kv(
+                out,
+                "replicated_writes_over_maxmemory",
+                &load(&limit.replicated_over),
+            );
         }
         "replication" => {
             // Every node is a master in Redis's terms: it takes writes.
@@ -400,11 +411,91 @@ fn config_values(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("databases", "1".into()),
         ("save", String::new()),
         ("appendonly", "no".into()),
-        ("maxmemory", "0".into()),
-        ("maxmemory-policy", "noeviction".into()),
+        ("maxmemory", ctx.node.store.memory().maxmemory().to_string()),
+        (
+            "maxmemory-policy",
+            ctx.node.store.memory().policy().name().into(),
+        ),
+        (
+            "maxmemory-samples",
+            ctx.node.store.memory().samples().to_string(),
+        ),
         ("timeout", "0".into()),
         ("hz", "10".into()),
     ]
+}
+
+/// A setting CONFIG SET can change at run time, parsed.
+enum Setting {
+    MaxMemory(u64),
+    Policy(crate::store::Policy),
+    Samples(u32),
+}
+
+fn config_failed(name: &str, why: &str) -> CmdError {
+    CmdError::new(format!(
+        "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
+    ))
+}
+
+/// CONFIG SET name value [name value ...]: the memory settings only (the
+/// others are flags, fixed at start). Every pair is checked before any is
+/// applied, as Redis does.
+fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let pairs = args.from(2);
+    let unknown = |name: &[u8]| {
+        CmdError::new(format!(
+            "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+            String::from_utf8_lossy(name)
+        ))
+    };
+    if !pairs.len().is_multiple_of(2) {
+        return Err(unknown(pairs.get(0)));
+    }
+    let mut settings = Vec::with_capacity(pairs.len() / 2);
+    for i in (0..pairs.len()).step_by(2) {
+        let (name, value) = (pairs.get(i), pairs.get(i + 1));
+        let text = String::from_utf8_lossy(value);
+        let setting = match name.to_ascii_lowercase().as_slice() {
+            b"maxmemory" => crate::config::parse_memory(&text)
+                .map(Setting::MaxMemory)
+                .map_err(|_| config_failed("maxmemory", "argument must be a memory value"))?,
+            b"maxmemory-policy" => crate::store::Policy::parse(value)
+                .map(Setting::Policy)
+                .ok_or_else(|| {
+                    config_failed(
+                        "maxmemory-policy",
+                        &format!(
+                            "argument(s) must be one of the following: {}",
+                            crate::store::Policy::names()
+                        ),
+                    )
+                })?,
+            b"maxmemory-samples" => text
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .map(Setting::Samples)
+                .ok_or_else(|| {
+                    config_failed(
+                        "maxmemory-samples",
+                        "argument must be between 1 and 64 inclusive",
+                    )
+                })?,
+            _ => return Err(unknown(name)),
+        };
+        settings.push(setting);
+    }
+    let limit = ctx.node.store.memory();
+    for setting in settings {
+        match setting {
+            Setting::MaxMemory(bytes) => limit.set_maxmemory(bytes),
+            Setting::Policy(policy) => limit.set_policy(policy),
+            Setting::Samples(n) => limit.set_samples(n),
+        }
+    }
+    ctx.reply.ok();
+    Ok(())
 }
 
 pub fn config(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -424,13 +515,12 @@ pub fn config(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     }
     if args.is(1, "SET") {
         sub_arity(args, "config", "set", -4)?;
-        return Err(CmdError::fixed(
-            "ERR CONFIG SET is not supported: restart the node with the new flag",
-        ));
+        return config_set(ctx, args);
     }
     if args.is(1, "RESETSTAT") {
         sub_arity(args, "config", "resetstat", 2)?;
         ctx.node.stats.reset();
+        ctx.node.store.memory().reset_stats();
         ctx.reply.ok();
         return Ok(());
     }

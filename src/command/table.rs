@@ -43,6 +43,12 @@ impl CommandSpec {
         self.flags.contains(&"write")
     }
 
+    /// Redis's `denyoom`: a write that may grow memory, refused past
+    /// maxmemory when nothing can be evicted.
+    pub fn may_grow_memory(&self) -> bool {
+        self.flags.contains(&"denyoom")
+    }
+
     /// Redis's ACL categories, derived from the group and flags.
     pub fn acl_categories(&self) -> Vec<String> {
         let mut cats = vec![format!("@{}", self.group)];
@@ -108,7 +114,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("watch", -2, transaction::watch, ["noscript", "loading", "stale", "fast"], (1, -1, 1), "transactions", "2.2.0", "key...", "Makes the next EXEC fail if any of these keys changes meanwhile."),
     spec!("unwatch", 1, transaction::unwatch, ["noscript", "loading", "stale", "fast"], (0, 0, 0), "transactions", "2.2.0", "", "Forgets every WATCHed key."),
     spec!("wait", 3, server::wait, ["noscript"], (0, 0, 0), "generic", "3.0.0", "numreplicas timeout", "Waits until this connection's writes are acknowledged by that many peers."),
-    spec!("config", -2, server::config, ["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "2.0.0", "subcommand [argument...]", "CONFIG GET of the node's settings (read-only)."),
+    spec!("config", -2, server::config, ["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "2.0.0", "subcommand [argument...]", "CONFIG GET of the node's settings, CONFIG SET of the memory settings, CONFIG RESETSTAT."),
     // strings
     spec!("get", 2, strings::get, ["readonly", "fast"], (1, 1, 1), "string", "1.0.0", "key", "Returns the string value of a key."),
     spec!("set", -3, strings::set, ["write", "denyoom"], (1, 1, 1), "string", "1.0.0", "key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL]", "Sets the string value of a key, with options."),

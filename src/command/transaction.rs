@@ -56,6 +56,12 @@ impl Transaction {
         ctx.reply.simple("QUEUED");
     }
 
+    /// A command was refused before it could be queued (out of memory):
+    /// EXEC must abort.
+    pub fn refuse(&mut self) {
+        self.dirty = true;
+    }
+
     /// Takes what EXEC runs: None if it must abort (an error while
     /// queueing), and whether a watched key changed.
     pub fn take(&mut self) -> (Option<Queued>, Watched) {

@@ -159,7 +159,7 @@ pub fn plan(
 }
 
 fn store_version(store: &Store, key: &[u8]) -> Option<Version> {
-    store.with_key(key, crate::clock::unix_millis(), |k| k.version())
+    store.with_key_untouched(key, crate::clock::unix_millis(), |k| k.version())
 }
 
 /// Our entries for `keys` (what a peer asked for).
@@ -167,7 +167,7 @@ pub fn entries_for(store: &Store, keys: &[serde_bytes::ByteBuf]) -> Vec<WireEntr
     let now = crate::clock::unix_millis();
     keys.iter()
         .filter_map(|key| {
-            store.with_key(key, now, |k| {
+            store.with_key_untouched(key, now, |k| {
                 let version = k.version()?;
                 Some(WireEntry {
                     key: key.to_vec(),
@@ -202,6 +202,7 @@ pub fn apply_and_rebut(store: &Store, entries: &[WireEntry]) -> (usize, Vec<Wire
             }
         });
     }
+    store.after_peer_writes(applied, now);
     (applied, ours)
 }
 
@@ -209,12 +210,15 @@ pub fn apply_and_rebut(store: &Store, entries: &[WireEntry]) -> (usize, Vec<Wire
 /// took effect.
 pub fn apply(store: &Store, entries: &[WireEntry]) -> usize {
     let now = crate::clock::unix_millis();
-    entries
+    let applied = entries
         .iter()
         .filter(|e| {
             store.with_key(&e.key, now, |k| {
                 k.apply(e.value.as_deref().map(|v| &v[..]), e.expires_at, e.version)
             })
         })
-        .count()
+        .count();
+    // Never refused for maxmemory: applied, then room is made (evict.rs).
+    store.after_peer_writes(applied, now);
+    applied
 }

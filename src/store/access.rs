@@ -4,6 +4,7 @@
 use parking_lot::MutexGuard;
 
 use super::entry::{Entry, NO_EXPIRY};
+use super::evict::lru_clock;
 use super::shard::Shard;
 use super::{Change, Expiry, Store};
 use crate::clock::Version;
@@ -26,12 +27,17 @@ impl<'a> KeyAccess<'a> {
         key: &'a [u8],
         hash: u64,
         now_ms: u64,
+        touch: bool,
     ) -> Self {
         let slot = shard.find(hash, key);
-        if let Some(i) = slot
-            && shard.slab.get(i).is_expired(now_ms)
-        {
-            shard.expire(store, i, now_ms);
+        if let Some(i) = slot {
+            let e = shard.slab.get_mut(i);
+            if e.is_expired(now_ms) {
+                shard.expire(store, i, now_ms);
+            } else if touch {
+                // The entry's line is in cache from the key comparison.
+                e.touch(lru_clock(now_ms));
+            }
         }
         Self {
             store,
@@ -112,7 +118,8 @@ impl<'a> KeyAccess<'a> {
                 .shard
                 .set_live(self.store, i, value, expires_at, version),
             None => {
-                let entry = Entry::live(self.key, value, expires_at, version);
+                let mut entry = Entry::live(self.key, value, expires_at, version);
+                entry.touch(lru_clock(self.now_ms));
                 self.slot = Some(self.shard.insert(self.store, self.hash, entry));
             }
         }
@@ -212,7 +219,7 @@ impl MultiAccess<'_> {
             .find(|(i, _)| *i == shard_no)
             .map(|(_, g)| &mut **g)
             .expect("MultiAccess::key called with a key it was not created with");
-        KeyAccess::new(self.store, guard, key, hash, self.now_ms)
+        KeyAccess::new(self.store, guard, key, hash, self.now_ms, true)
     }
 }
 

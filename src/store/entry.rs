@@ -10,6 +10,10 @@ use crate::clock::Version;
 pub const NO_EXPIRY: u64 = 0;
 /// `Slab` index meaning "none".
 pub const NO_SLOT: u32 = u32::MAX;
+/// Bits of the coarse access clock kept in each entry (as Redis's
+/// `LRU_BITS`): they fit in padding the layout had anyway.
+pub const LRU_BITS: u32 = 24;
+pub const LRU_MAX: u32 = (1 << LRU_BITS) - 1;
 /// Entries per slab chunk: growth allocates one chunk instead of doubling a
 /// vector, so a shard wastes at most one chunk (12 KiB) of slack.
 const CHUNK: usize = 256;
@@ -28,6 +32,12 @@ pub struct Entry {
     /// Length of the key within `data`; for a free slot, the next free slot.
     key_len: u32,
     pub state: SlotState,
+    /// Coarse clock of the last access (see `evict::lru_clock`), split in
+    /// two fields so it fills the padding after `key_len` and `state`
+    /// without growing the entry (a `[u8; 3]` would do too; two fields let
+    /// the compiler pack them beside the u32 and the u8).
+    lru_low: u16,
+    lru_high: u8,
     /// Absolute expiry in unix milliseconds, or [`NO_EXPIRY`]; for a
     /// tombstone, when it arrived (see [`Entry::tombstone_arrival`]).
     pub expires_at: u64,
@@ -40,6 +50,8 @@ impl Entry {
             data: concat(key, value),
             key_len: key.len() as u32,
             state: SlotState::Live,
+            lru_low: 0,
+            lru_high: 0,
             expires_at,
             version,
         }
@@ -52,6 +64,8 @@ impl Entry {
             data: key.into(),
             key_len: key.len() as u32,
             state: SlotState::Tombstone,
+            lru_low: 0,
+            lru_high: 0,
             expires_at: arrival_ms,
             version,
         }
@@ -62,6 +76,8 @@ impl Entry {
             data: Box::default(),
             key_len: next,
             state: SlotState::Free,
+            lru_low: 0,
+            lru_high: 0,
             expires_at: NO_EXPIRY,
             version: Version::default(),
         }
@@ -112,6 +128,18 @@ impl Entry {
         self.version = version;
     }
 
+    /// Records an access at `clock` (a value of `evict::lru_clock`): a
+    /// plain store under the shard lock the access holds anyway.
+    pub fn touch(&mut self, clock: u32) {
+        self.lru_low = clock as u16;
+        self.lru_high = (clock >> 16) as u8;
+    }
+
+    /// The clock of the last access.
+    pub fn lru(&self) -> u32 {
+        u32::from(self.lru_low) | (u32::from(self.lru_high) << 16)
+    }
+
     /// When a tombstone reached this node (unix ms).
     pub fn tombstone_arrival(&self) -> u64 {
         self.expires_at
@@ -122,6 +150,10 @@ impl Entry {
         self.data.len()
     }
 }
+
+// The per-key memory target depends on this size (48 bytes, benchmarked
+// against Redis): the access clock must live in padding, never grow it.
+const _: () = assert!(std::mem::size_of::<Entry>() == 48);
 
 fn concat(a: &[u8], b: &[u8]) -> Box<[u8]> {
     let mut v = Vec::with_capacity(a.len() + b.len());
@@ -201,7 +233,17 @@ mod tests {
 
     #[test]
     fn an_entry_stays_small() {
-        assert!(std::mem::size_of::<Entry>() <= 48);
+        assert_eq!(std::mem::size_of::<Entry>(), 48);
+    }
+
+    #[test]
+    fn the_access_clock_keeps_all_its_bits() {
+        let mut e = Entry::live(b"k", b"v", NO_EXPIRY, Version::default());
+        for clock in [0, 1, 0xffff, 0x1_0000, LRU_MAX] {
+            e.touch(clock);
+            assert_eq!(e.lru(), clock);
+        }
+        assert_eq!((e.key(), e.value()), (&b"k"[..], &b"v"[..]));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 mod access;
 pub mod digest;
 mod entry;
+pub mod evict;
 pub mod glob;
 mod shard;
 
@@ -28,6 +29,7 @@ use crate::clock::{Hlc, Version};
 pub use access::{KeyAccess, MultiAccess};
 pub use digest::DigestTree;
 pub use entry::{Entry, NO_EXPIRY, SlotState};
+pub use evict::{MemoryLimit, OutOfMemory, Policy};
 pub use glob::Glob;
 use shard::Shard;
 
@@ -104,6 +106,8 @@ pub struct Store {
     /// Wakes the replication task when changes are queued.
     changes_ready: tokio::sync::Notify,
     pub stats: StoreStats,
+    /// `--maxmemory`: limit, policy, gauge and eviction counters.
+    memory: MemoryLimit,
 }
 
 impl Store {
@@ -125,6 +129,7 @@ impl Store {
             seq: AtomicU64::new(0),
             changes_ready: tokio::sync::Notify::new(),
             stats: StoreStats::default(),
+            memory: MemoryLimit::default(),
         }
     }
 
@@ -147,16 +152,40 @@ impl Store {
         (hash >> SHARD_SHIFT) as usize & (SHARDS - 1)
     }
 
-    /// Runs `f` with exclusive access to one key (lazy expiry already done).
+    /// Runs `f` with exclusive access to one key (lazy expiry already done);
+    /// the access counts as a use of the key for LRU eviction.
     pub fn with_key<R>(
         &self,
         key: &[u8],
         now_ms: u64,
         f: impl FnOnce(&mut KeyAccess<'_>) -> R,
     ) -> R {
+        self.access_key(key, now_ms, true, f)
+    }
+
+    /// Like [`Store::with_key`] without counting as a use: for the
+    /// replication layer's reads (anti-entropy comparing versions must not
+    /// make every key it looks at look recently used).
+    pub fn with_key_untouched<R>(
+        &self,
+        key: &[u8],
+        now_ms: u64,
+        f: impl FnOnce(&mut KeyAccess<'_>) -> R,
+    ) -> R {
+        self.access_key(key, now_ms, false, f)
+    }
+
+    fn access_key<R>(
+        &self,
+        key: &[u8],
+        now_ms: u64,
+        touch: bool,
+        f: impl FnOnce(&mut KeyAccess<'_>) -> R,
+    ) -> R {
         let hash = self.hash(key);
         let mut shard = self.shards[Self::shard_of(hash)].0.lock();
-        let result = f(&mut KeyAccess::new(self, &mut shard, key, hash, now_ms));
+        let mut access = KeyAccess::new(self, &mut shard, key, hash, now_ms, touch);
+        let result = f(&mut access);
         let queued = !shard.outbox.is_empty();
         drop(shard);
         if queued {
@@ -514,7 +543,7 @@ fn next_shard_cursor(shard_no: usize) -> u64 {
 mod tests {
     use super::*;
 
-    fn store() -> Store {
+    pub(super) fn store() -> Store {
         Store::new(Arc::new(Hlc::new(1)))
     }
 
