@@ -65,7 +65,7 @@ profile() {
   log "$name: loading $CG_KEYSPACE keys"
   redis-benchmark -p "$port" -n $((CG_KEYSPACE * 2)) -r "$CG_KEYSPACE" -d 16 -P 16 \
     -c "$CG_CLIENTS" -t set -q >/dev/null
-  local w before
+  local w
   for w in $CG_WORKLOADS; do
     callgrind_control -z "$PID" >/dev/null 2>&1
     # shellcheck disable=SC2046  # workload_args is a list of arguments
