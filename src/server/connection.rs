@@ -213,7 +213,7 @@ impl Connection {
         let mut commands = 0u64;
         let mut after = After::Continue;
         let mut needed = 1;
-        self.client.touch();
+        self.client.touch(now_ms);
         loop {
             match self.decoder.decode(&self.input[pos..]) {
                 Ok(Decoded::Command { consumed, source }) => {
