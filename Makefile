@@ -7,7 +7,7 @@ SEED  := 127.0.0.1:4000
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test test-reference fmt lint bench bench-cluster clean cluster node1 node2 node3 node4 fault
+.PHONY: help build run test test-reference fmt lint bench bench-callgrind bench-cluster clean cluster node1 node2 node3 node4 fault
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / { printf "  make %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -37,6 +37,9 @@ lint: ## formatting check and clippy, without the tests
 
 bench: ## kriminodb vs redis-server (scripts/bench.sh; BENCH_* env vars)
 	bash scripts/bench.sh
+
+bench-callgrind: build ## instructions per request vs redis-server under callgrind (CG_* env vars)
+	bash scripts/bench_callgrind.sh
 
 bench-cluster: ## cluster figures: lag, throughput, join, anti-entropy (scripts/bench_cluster.sh)
 	bash scripts/bench_cluster.sh

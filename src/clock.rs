@@ -83,19 +83,26 @@ impl Hlc {
 
     /// [`Self::tick`] with an explicit wall-clock reading (unix ms).
     pub fn tick_at(&self, now_ms: u64) -> Version {
+        self.tick_n_at(now_ms, 1)
+    }
+
+    /// Reserves `n` (at least 1) consecutive versions at once and returns
+    /// the first: one atomic update instead of `n` on a line every core
+    /// writes (MSET of 10 keys: 10 → 1 compare-exchange).
+    pub fn tick_n_at(&self, now_ms: u64, n: u64) -> Version {
         let physical = (now_ms & PHYSICAL_MASK) << LOGICAL_BITS;
         let mut current = self.last.load(Ordering::Relaxed);
         loop {
-            let next = physical.max(current + 1);
+            let first = physical.max(current + 1);
             match self.last.compare_exchange_weak(
                 current,
-                next,
+                first + n.max(1) - 1,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
                     return Version {
-                        hlc: next,
+                        hlc: first,
                         node_id: self.node_id,
                     };
                 }
@@ -139,6 +146,15 @@ mod tests {
         };
         clock.observe(remote);
         assert!(clock.tick_at(1_000) > remote);
+    }
+
+    #[test]
+    fn a_reserved_range_is_above_everything_issued_and_below_the_next_tick() {
+        let clock = Hlc::new(1);
+        let a = clock.tick_at(10_000);
+        let first = clock.tick_n_at(10_000, 10);
+        assert_eq!(first.hlc, a.hlc + 1);
+        assert_eq!(clock.tick_at(10_000).hlc, first.hlc + 10);
     }
 
     #[test]

@@ -881,6 +881,36 @@ async fn wait_counts_the_peers_that_acknowledged_and_they_can_be_read() {
     }
 }
 
+/// MSET stamps its keys with consecutive versions from one clock update:
+/// a key named twice must still end with its last value on the peers too
+/// (one version shared by both writes would let a peer keep the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mset_naming_a_key_twice_leaves_its_last_value_on_every_node() {
+    let nodes = start_cluster(2).await;
+    let refs: Vec<&NodeHandle> = nodes.iter().collect();
+    let mut cons = connect_all(&refs).await;
+    let _: () = redis::cmd("MSET")
+        .arg("dup")
+        .arg("first")
+        .arg("other")
+        .arg("x")
+        .arg("dup")
+        .arg("last")
+        .query_async(&mut cons[0])
+        .await
+        .unwrap();
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query_async(&mut cons[0])
+        .await
+        .unwrap();
+    assert_eq!(acked, 1);
+    everywhere(&cons, "dup", Some("last")).await.unwrap();
+    everywhere(&cons, "other", Some("x")).await.unwrap();
+    assert_converged(&refs).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_on_a_single_node_returns_zero_at_once() {
     let node = start_node_with(config("solo")).await;

@@ -3,6 +3,7 @@
 //! options, replies and error texts.
 
 use super::{Args, CmdError, CmdResult, Ctx};
+use crate::clock::Version;
 use crate::resp::parse_i64;
 use crate::store::{Expiry, KeyAccess, NO_EXPIRY};
 
@@ -250,14 +251,25 @@ fn pairs<'a>(args: &Args<'a>, cmd: &str) -> Result<Vec<&'a [u8]>, CmdError> {
     if args.len().is_multiple_of(2) {
         return Err(CmdError::wrong_arity(cmd));
     }
-    Ok(args.iter().skip(1).step_by(2).collect())
+    let mut keys = Vec::with_capacity(args.len() / 2);
+    keys.extend((1..args.len()).step_by(2).map(|i| args.get(i)));
+    Ok(keys)
 }
 
 pub fn mset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let keys = pairs(args, "mset")?;
     ctx.node.store.with_keys(&keys, ctx.now_ms, |m| {
-        for i in (1..args.len()).step_by(2) {
-            m.key(args.get(i)).set(args.get(i + 1), Expiry::Persist);
+        // Consecutive versions from one clock update (10 keys: 10 atomic
+        // updates → 1); a key given twice ends with its last value, as in
+        // Redis, on peers too.
+        let first = m.tick_n(keys.len() as u64);
+        for (n, i) in (1..args.len()).step_by(2).enumerate() {
+            let version = Version {
+                hlc: first.hlc + n as u64,
+                ..first
+            };
+            m.key(args.get(i))
+                .set_at(args.get(i + 1), Expiry::Persist, version);
         }
     });
     ctx.reply.ok();

