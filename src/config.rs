@@ -14,6 +14,9 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 pub const DEFAULT_PROTO_MAX_BULK_LEN: u64 = 512 * 1024 * 1024;
 /// Redis's default `client-query-buffer-limit`.
 pub const DEFAULT_QUERY_BUFFER_LIMIT: u64 = 1024 * 1024 * 1024;
+/// Default hard output-buffer limit: Redis has none for normal clients,
+/// which lets one client that never reads its replies exhaust memory.
+pub const DEFAULT_OUTPUT_BUFFER_LIMIT: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -103,6 +106,45 @@ pub struct Config {
     /// Largest unparsed input buffered for one client, in bytes.
     #[arg(long, env = "KRIMINODB_CLIENT_QUERY_BUFFER_LIMIT", default_value_t = DEFAULT_QUERY_BUFFER_LIMIT)]
     pub client_query_buffer_limit: u64,
+
+    /// Password clients must give with AUTH (or HELLO AUTH) before any
+    /// other command, as Redis's `requirepass`. Prefer the environment
+    /// variable or the config file: flags show in the process list.
+    #[arg(long, env = "KRIMINODB_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+
+    /// Without a password, refuse clients that do not connect from a
+    /// loopback address (yes/no), as Redis's `protected-mode`.
+    #[arg(long, env = "KRIMINODB_PROTECTED_MODE", default_value = "yes", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub protected_mode: bool,
+
+    /// Close a client idle for this many seconds; 0 never closes one.
+    #[arg(long, env = "KRIMINODB_TIMEOUT", default_value_t = 0)]
+    pub timeout: u64,
+
+    /// Most bytes of replies queued for one client that has not read them;
+    /// past it the client is disconnected (Redis's hard
+    /// `client-output-buffer-limit`). 0 means no limit.
+    #[arg(long, env = "KRIMINODB_CLIENT_OUTPUT_BUFFER_LIMIT", default_value_t = DEFAULT_OUTPUT_BUFFER_LIMIT)]
+    pub client_output_buffer_limit: u64,
+
+    /// TLS client port (0 picks a free port). With it set, `--port 0`
+    /// disables the plain-text port, as in Redis.
+    #[arg(long, env = "KRIMINODB_TLS_PORT", requires_all = ["tls_cert_file", "tls_key_file"])]
+    pub tls_port: Option<u16>,
+
+    /// PEM certificate chain the TLS port presents.
+    #[arg(long, env = "KRIMINODB_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "KRIMINODB_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA certificates: when set, TLS clients must present a
+    /// certificate signed by one of them.
+    #[arg(long, env = "KRIMINODB_TLS_CA_CERT_FILE")]
+    pub tls_ca_cert_file: Option<PathBuf>,
 
     /// TEST ONLY: skews this node's wall clock by this many milliseconds
     /// (may be negative), for fault tests of clock skew on one machine.

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Default)]
 struct Mutable {
@@ -31,12 +32,24 @@ pub struct ClientInfo {
     /// so an atomic store rather than a lock).
     last_command: AtomicUsize,
     mutable: Mutex<Mutable>,
+    /// Set once AUTH (or HELLO AUTH) succeeds; a later failed AUTH leaves it
+    /// set, as in Redis.
+    authenticated: AtomicBool,
+    /// Cancelled to close the connection (idle timeout, node shutdown: it
+    /// is a child of the node's shutdown token).
+    pub kill: CancellationToken,
 }
 
 const NO_COMMAND: usize = usize::MAX;
 
 impl ClientInfo {
-    pub fn new(id: u64, addr: SocketAddr, laddr: SocketAddr, fd: i32) -> Self {
+    pub fn new(
+        id: u64,
+        addr: SocketAddr,
+        laddr: SocketAddr,
+        fd: i32,
+        kill: CancellationToken,
+    ) -> Self {
         Self {
             id,
             addr,
@@ -47,6 +60,8 @@ impl ClientInfo {
             resp3: AtomicBool::new(false),
             last_command: AtomicUsize::new(NO_COMMAND),
             mutable: Mutex::new(Mutable::default()),
+            authenticated: AtomicBool::new(false),
+            kill,
         }
     }
 
@@ -76,18 +91,31 @@ impl ClientInfo {
         self.resp3.store(on, Ordering::Relaxed);
     }
 
-    /// Marks activity now (called once per batch of commands).
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Relaxed)
+    }
+
+    pub fn set_authenticated(&self) {
+        self.authenticated.store(true, Ordering::Relaxed);
+    }
+
+    /// Marks activity now (called once per read and per completed write).
     pub fn touch(&self) {
         self.last_active_ms
             .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the client last sent bytes or took a reply.
+    pub fn idle_ms(&self) -> u64 {
+        (self.created.elapsed().as_millis() as u64)
+            .saturating_sub(self.last_active_ms.load(Ordering::Relaxed))
     }
 
     /// One line of CLIENT LIST, in Redis 7's field order.
     pub fn describe(&self) -> String {
         let m = self.mutable.lock();
         let age = self.created.elapsed();
-        let idle_ms =
-            (age.as_millis() as u64).saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
+        let idle_ms = self.idle_ms();
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 \
              multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 \
