@@ -327,6 +327,47 @@ mod tests {
     }
 
     #[test]
+    fn security_settings_parse_from_flags_and_file() {
+        let c = Config::default();
+        assert!(c.protected_mode && c.requirepass.is_none() && c.tls_port.is_none());
+        assert_eq!(c.timeout, 0);
+        assert_eq!(c.client_output_buffer_limit, DEFAULT_OUTPUT_BUFFER_LIMIT);
+        let c = Config::parse_from_args([
+            "kriminodb",
+            "--protected-mode",
+            "no",
+            "--timeout",
+            "30",
+            "--client-output-buffer-limit",
+            "1000",
+        ])
+        .unwrap();
+        assert!(!c.protected_mode);
+        assert_eq!((c.timeout, c.client_output_buffer_limit), (30, 1000));
+
+        let dir = std::env::temp_dir().join(format!("kriminodb-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.toml");
+        std::fs::write(
+            &file,
+            "requirepass = \"from file\"\nprotected_mode = false\ntls_port = 0\n\
+             tls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n",
+        )
+        .unwrap();
+        let c = Config::parse_from_args(["kriminodb", "--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(c.requirepass.as_deref(), Some("from file"));
+        assert!(!c.protected_mode);
+        assert_eq!(c.tls_port, Some(0));
+        assert_eq!(c.tls_key_file, Some(PathBuf::from("/k.pem")));
+    }
+
+    #[test]
+    fn a_tls_port_needs_a_certificate_and_key() {
+        let err = Config::parse_from_args(["kriminodb", "--tls-port", "6380"]).unwrap_err();
+        assert!(err.to_string().contains("--tls-cert-file"), "{err}");
+    }
+
+    #[test]
     fn unknown_file_settings_are_rejected() {
         let dir = std::env::temp_dir().join(format!("kriminodb-cfg2-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -260,6 +260,24 @@ async fn redis_cli_dash_a_authenticates() {
     node.shutdown().await;
 }
 
+#[test]
+fn the_binary_reads_the_password_from_the_environment() {
+    let mut cmd = common::process::node_command((0, 0));
+    cmd.env("KRIMINODB_REQUIREPASS", PASSWORD);
+    let node = common::process::spawn("env-password", cmd);
+    let procs = common::process::Procs(vec![node]);
+    let addr = procs.0[0].client;
+    let open = |url: String| redis::Client::open(url).unwrap().get_connection();
+    let mut anonymous = open(format!("redis://{addr}/")).unwrap();
+    let err = redis::cmd("PING")
+        .query::<String>(&mut anonymous)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("NOAUTH"), "{err}");
+    let mut con = open(format!("redis://:{PASSWORD}@{addr}/")).unwrap();
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
 /// A non-loopback IPv4 address of this host. None exists on a host with
 /// only a loopback interface, and then the protected-mode test fails
 /// rather than passing without checking anything.

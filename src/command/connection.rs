@@ -254,3 +254,18 @@ fn client_list_filter(args: &Args<'_>) -> Result<Option<Vec<u64>>, CmdError> {
     }
     Err(CmdError::SYNTAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::password_matches;
+
+    #[test]
+    fn passwords_match_only_exactly() {
+        assert!(password_matches(b"s3cret", "s3cret"));
+        assert!(!password_matches(b"s3cre", "s3cret"));
+        assert!(!password_matches(b"s3cret ", "s3cret"));
+        assert!(!password_matches(b"S3CRET", "s3cret"));
+        assert!(!password_matches(b"", "s3cret"));
+        assert!(password_matches("pâss".as_bytes(), "pâss"));
+    }
+}
