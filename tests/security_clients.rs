@@ -522,6 +522,79 @@ async fn a_single_reply_larger_than_the_output_limit_is_still_sent() {
     node.shutdown().await;
 }
 
+#[tokio::test]
+async fn idle_connections_and_a_slowloris_do_not_stop_a_normal_client() {
+    const IDLE: usize = 5000;
+    let node = start_node_with(Config::ephemeral()).await;
+    let addr = node.client_addr();
+    let before = used_memory(addr).await;
+    let rss_before = rss_kib();
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(raw(addr).await);
+    }
+    // Every idle connection is registered (and so holds its memory) before
+    // measuring.
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let mut con = common::client_at(addr).await;
+            let info: String = redis::cmd("INFO")
+                .arg("clients")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            info.lines()
+                .find_map(|l| l.strip_prefix("connected_clients:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .is_some_and(|n| n > IDLE)
+        })
+        .await
+    );
+    // One byte every 100 ms of a PING, over and over.
+    let slowloris = tokio::spawn(async move {
+        let mut s = raw(addr).await;
+        for &b in b"*1\r\n$4\r\nPING\r\n".repeat(3).iter() {
+            if s.write_all(&[b]).await.is_err() {
+                return 0;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        read_exactly(&mut s, 21).await.len()
+    });
+    let mut normal = common::client_at(addr).await;
+    let mut answered = 0;
+    while !slowloris.is_finished() {
+        let pong: String = tokio::time::timeout(
+            Duration::from_secs(5),
+            redis::cmd("PING").query_async(&mut normal),
+        )
+        .await
+        .expect("the normal client is answered while the slowloris sends")
+        .unwrap();
+        assert_eq!(pong, "PONG");
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        slowloris.await.unwrap(),
+        21,
+        "the slowloris gets its 3 PONGs"
+    );
+    assert!(answered > 10, "{answered}");
+    let used = used_memory(addr).await;
+    let rss = rss_kib();
+    println!(
+        "{IDLE} idle clients + slowloris: used_memory {before} -> {used}, \
+         RSS of the test process (node and clients) {rss_before} KiB -> {rss} KiB"
+    );
+    assert!(
+        used < before + 64 * 1024 * 1024,
+        "used memory grew from {before} to {used} for {IDLE} idle clients"
+    );
+    drop(idle);
+    node.shutdown().await;
+}
+
 // ---- TLS ----
 
 struct Pki {
@@ -782,6 +855,48 @@ async fn tls_ca_cert_file_requires_a_client_certificate() {
     assert_eq!(pong, "PONG");
     // The plain port does not ask for certificates.
     still_serves(node.client_addr(), None).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn protected_mode_refuses_non_loopback_tls_clients_over_tls() {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let external = non_loopback_ipv4();
+    let pki = Pki::generate("protected");
+    let node = start_node_with(Config {
+        bind: "0.0.0.0".parse().unwrap(),
+        ..pki.node_config(false)
+    })
+    .await;
+    let port = node.tls_addr().unwrap().port();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(&pki.ca).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tcp = connect_from(external, port).await;
+    let mut tls = connector.connect(name.clone(), tcp).await.unwrap();
+    let denied = kriminodb::server::listener::DENIED;
+    let got = read_exactly(&mut tls, denied.len()).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(denied)
+    );
+    assert!(closed_by_server(&mut tls, Duration::from_secs(10)).await);
+    // A loopback TLS client is served.
+    let tcp = raw(([127, 0, 0, 1], port).into()).await;
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(b"PING\r\n").await.unwrap();
+    assert_eq!(read_exactly(&mut tls, 7).await, b"+PONG\r\n");
     node.shutdown().await;
 }
 

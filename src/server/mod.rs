@@ -88,21 +88,20 @@ pub mod listener {
                 });
                 continue;
             }
-            if protected && !peer.ip().to_canonical().is_loopback() {
-                Stats::add(&state.stats.rejected_connections, 1);
-                tracing::debug!(%peer, "refused a non-loopback client in protected mode");
-                // Plain text even on the TLS port: the client is refused
-                // before any handshake, as Redis does.
-                connections.spawn(async move {
-                    let _ = stream.write_all(DENIED).await;
-                });
-                continue;
+            let denied = protected && !peer.ip().to_canonical().is_loopback();
+            if denied {
+                tracing::debug!(%peer, "refusing a non-loopback client in protected mode");
             }
             let _ = stream.set_nodelay(true);
             let laddr = stream.local_addr().unwrap_or(state.client_addr);
             let fd = raw_fd(&stream);
             let state = state.clone();
             match acceptor {
+                None if denied => {
+                    connections.spawn(async move {
+                        let _ = stream.write_all(DENIED).await;
+                    });
+                }
                 None => {
                     connections.spawn(super::connection::serve(stream, peer, laddr, fd, state));
                 }
@@ -113,6 +112,12 @@ pub mod listener {
                             done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => done,
                         };
                         match handshake {
+                            // As Redis, the refusal goes over TLS, so the
+                            // client can read it.
+                            Ok(Ok(mut tls)) if denied => {
+                                let _ = tls.write_all(DENIED).await;
+                                let _ = tls.shutdown().await;
+                            }
                             Ok(Ok(tls)) => {
                                 super::connection::serve(tls, peer, laddr, fd, state).await;
                             }
