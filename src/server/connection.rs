@@ -258,24 +258,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     let args = Args::new(base, &self.decoder.args);
                     pos += consumed;
                     commands += 1;
-                    if self.auth_pending {
-                        if !allowed_before_auth(args.get(0)) {
-                            self.reply.error(NOAUTH);
-                            continue;
-                        }
-                        let mut ctx = Ctx::new(
-                            &self.state,
-                            &self.client,
-                            &mut self.reply,
-                            now_ms,
-                            &mut self.tx,
-                        );
-                        dispatch(&mut ctx, &args);
-                        after = ctx.after;
-                        self.auth_pending = !self.client.is_authenticated();
-                        if after != After::Continue {
-                            break;
-                        }
+                    if self.auth_pending && !allowed_before_auth(args.get(0)) {
+                        self.reply.error(NOAUTH);
                         continue;
                     }
                     let mut ctx = Ctx::new(
@@ -289,6 +273,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     after = ctx.after;
                     if ctx.wrote {
                         self.last_write_seq = self.state.store.last_seq();
+                    }
+                    if self.auth_pending {
+                        self.auth_pending = !self.client.is_authenticated();
                     }
                     if after != After::Continue {
                         break;
