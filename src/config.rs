@@ -110,12 +110,12 @@ pub struct Config {
     /// Password clients must give with AUTH (or HELLO AUTH) before any
     /// other command, as Redis's `requirepass`. Prefer the environment
     /// variable or the config file: flags show in the process list.
-    #[arg(long, env = "KRIMINODB_REQUIREPASS", hide_env_values = true)]
+    #[arg(long, env = "KRIMINODB_REQUIREPASS", hide_env_values = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub requirepass: Option<String>,
 
     /// Without a password, refuse clients that do not connect from a
     /// loopback address (yes/no), as Redis's `protected-mode`.
-    #[arg(long, env = "KRIMINODB_PROTECTED_MODE", default_value = "yes", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    #[arg(long, env = "KRIMINODB_PROTECTED_MODE", default_value = "yes", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set, hide_possible_values = true)]
     pub protected_mode: bool,
 
     /// Close a client idle for this many seconds; 0 never closes one.
@@ -359,6 +359,13 @@ mod tests {
         assert!(!c.protected_mode);
         assert_eq!(c.tls_port, Some(0));
         assert_eq!(c.tls_key_file, Some(PathBuf::from("/k.pem")));
+    }
+
+    #[test]
+    fn an_empty_password_is_refused() {
+        // Redis reads `requirepass ""` as no password; an empty one here
+        // is more likely a missing variable, so it is an error.
+        assert!(Config::parse_from_args(["kriminodb", "--requirepass", ""]).is_err());
     }
 
     #[test]
