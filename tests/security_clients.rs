@@ -375,6 +375,14 @@ async fn idle_clients_are_closed_after_the_timeout_and_active_ones_are_not() {
     exchange(&mut idle, b"PING\r\n", b"+PONG\r\n").await;
     let mut active = raw(addr).await;
     let mut silent = raw(addr).await;
+    // A client that asks for 20 MiB of replies and never reads them is
+    // stuck in our write, which the timeout ends too.
+    let mut set = b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$1048576\r\n".to_vec();
+    set.extend(std::iter::repeat_n(b'v', 1024 * 1024));
+    set.extend(b"\r\n");
+    exchange(&mut active, &set, b"+OK\r\n").await;
+    let mut stuck = raw(addr).await;
+    stuck.write_all(&b"GET big\r\n".repeat(20)).await.unwrap();
     // The active client talks every 200 ms for 3 timeouts.
     for _ in 0..15 {
         exchange(&mut active, b"PING\r\n", b"+PONG\r\n").await;
@@ -395,6 +403,25 @@ async fn idle_clients_are_closed_after_the_timeout_and_active_ones_are_not() {
     assert!(
         closed_by_server(&mut silent, Duration::from_secs(5)).await,
         "a client that never sent anything is closed too"
+    );
+    // Checked from the server's side: reading here would unblock it.
+    let stuck_addr = format!("addr={} ", stuck.local_addr().unwrap());
+    let mut observer = common::client_at(addr).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (gone, list) = loop {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut observer)
+            .await
+            .unwrap();
+        if !list.contains(&stuck_addr) || tokio::time::Instant::now() >= until {
+            break (!list.contains(&stuck_addr), list);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        gone,
+        "a client not reading its replies for 3x the timeout is closed: {list}"
     );
     exchange(&mut active, b"PING\r\n", b"+PONG\r\n").await;
     node.shutdown().await;
