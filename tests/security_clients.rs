@@ -22,6 +22,11 @@ const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
 const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
 const HELLO_NOAUTH: &[u8] = b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n";
 
+/// Tests that allocate tens of MB, or measure allocation, run one at a
+/// time: `used_memory` is the whole test process's, shared by the tests
+/// running in parallel.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn with_password() -> Config {
     Config {
         requirepass: Some(PASSWORD.into()),
@@ -365,6 +370,7 @@ async fn protected_mode_refuses_non_loopback_clients_without_a_password() {
 
 #[tokio::test]
 async fn idle_clients_are_closed_after_the_timeout_and_active_ones_are_not() {
+    let _heavy = HEAVY.lock().await;
     let node = start_node_with(Config {
         timeout: 1,
         ..Config::ephemeral()
@@ -463,6 +469,7 @@ fn rss_kib() -> u64 {
 
 #[tokio::test]
 async fn a_client_that_never_reads_its_replies_is_disconnected_at_the_output_limit() {
+    let _heavy = HEAVY.lock().await;
     const VALUE: usize = 1024 * 1024;
     const GETS: usize = 400;
     let node = start_node_with(Config {
@@ -527,6 +534,7 @@ async fn a_client_that_never_reads_its_replies_is_disconnected_at_the_output_lim
 
 #[tokio::test]
 async fn a_single_reply_larger_than_the_output_limit_is_still_sent() {
+    let _heavy = HEAVY.lock().await;
     let node = start_node_with(Config {
         client_output_buffer_limit: 64 * 1024,
         ..Config::ephemeral()
@@ -551,6 +559,7 @@ async fn a_single_reply_larger_than_the_output_limit_is_still_sent() {
 
 #[tokio::test]
 async fn idle_connections_and_a_slowloris_do_not_stop_a_normal_client() {
+    let _heavy = HEAVY.lock().await;
     const IDLE: usize = 5000;
     let node = start_node_with(Config::ephemeral()).await;
     let addr = node.client_addr();
@@ -735,6 +744,7 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn tls_port_serves_the_redis_crate_and_the_plain_port_keeps_working() {
+    let _heavy = HEAVY.lock().await;
     let pki = Pki::generate("both");
     let plain_port = free_port();
     let node = start_node_with(Config {
