@@ -110,8 +110,8 @@ pub struct Config {
     /// Password clients must give with AUTH (or HELLO AUTH) before any
     /// other command, as Redis's `requirepass`. Prefer the environment
     /// variable or the config file: flags show in the process list.
-    #[arg(long, env = "KRIMINODB_REQUIREPASS", hide_env_values = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    pub requirepass: Option<String>,
+    #[arg(long, env = "KRIMINODB_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<Password>,
 
     /// Without a password, refuse clients that do not connect from a
     /// loopback address (yes/no), as Redis's `protected-mode`.
@@ -159,6 +159,36 @@ pub struct Config {
     /// Runtime worker threads; 0 means one per CPU core.
     #[arg(long, env = "KRIMINODB_THREADS", default_value_t = 0)]
     pub threads: usize,
+}
+
+/// A password setting. Its `Debug` form hides it, so logging a `Config`
+/// cannot leak it; an empty one is refused (more likely an unset variable
+/// than a choice). Parsed with `FromStr` only: clap would prefer a
+/// `From<&str>` and skip the check.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<hidden>)")
+    }
+}
+
+impl std::str::FromStr for Password {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("an empty password is not allowed; leave the setting out for none".into());
+        }
+        Ok(Self(s.to_string()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -355,7 +385,14 @@ mod tests {
         )
         .unwrap();
         let c = Config::parse_from_args(["kriminodb", "--config", file.to_str().unwrap()]).unwrap();
-        assert_eq!(c.requirepass.as_deref(), Some("from file"));
+        assert_eq!(
+            c.requirepass.as_ref().map(Password::expose),
+            Some("from file")
+        );
+        assert!(
+            !format!("{c:?}").contains("from file"),
+            "Debug hides the password"
+        );
         assert!(!c.protected_mode);
         assert_eq!(c.tls_port, Some(0));
         assert_eq!(c.tls_key_file, Some(PathBuf::from("/k.pem")));
@@ -363,8 +400,6 @@ mod tests {
 
     #[test]
     fn an_empty_password_is_refused() {
-        // Redis reads `requirepass ""` as no password; an empty one here
-        // is more likely a missing variable, so it is an error.
         assert!(Config::parse_from_args(["kriminodb", "--requirepass", ""]).is_err());
     }
 

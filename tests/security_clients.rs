@@ -29,7 +29,7 @@ static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn with_password() -> Config {
     Config {
-        requirepass: Some(PASSWORD.into()),
+        requirepass: Some(PASSWORD.parse().unwrap()),
         ..Config::ephemeral()
     }
 }
@@ -342,7 +342,7 @@ async fn protected_mode_refuses_non_loopback_clients_without_a_password() {
 
     // With a password, outsiders may connect and must authenticate.
     let node = start_node_with(Config {
-        requirepass: Some(PASSWORD.into()),
+        requirepass: Some(PASSWORD.parse().unwrap()),
         ..wildcard.clone()
     })
     .await;
@@ -830,7 +830,7 @@ async fn port_zero_with_a_tls_port_disables_the_plain_port() {
 async fn tls_with_a_password_needs_both() {
     let pki = Pki::generate("auth");
     let node = start_node_with(Config {
-        requirepass: Some(PASSWORD.into()),
+        requirepass: Some(PASSWORD.parse().unwrap()),
         ..pki.node_config(false)
     })
     .await;

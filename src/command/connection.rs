@@ -47,7 +47,7 @@ fn check_credentials(ctx: &Ctx<'_>, user: &[u8], password: &[u8]) -> CmdResult {
         return Err(CmdError::fixed(WRONG_PASS));
     }
     if let Some(expected) = &ctx.node.config.requirepass
-        && !password_matches(password, expected)
+        && !password_matches(password, expected.expose())
     {
         return Err(CmdError::fixed(WRONG_PASS));
     }

@@ -390,7 +390,12 @@ fn config_values(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("timeout", c.timeout.to_string()),
         // As Redis: only an authenticated client gets this far, and it
         // knew the password already.
-        ("requirepass", c.requirepass.clone().unwrap_or_default()),
+        (
+            "requirepass",
+            c.requirepass
+                .as_ref()
+                .map_or_else(String::new, |p| p.expose().to_string()),
+        ),
         (
             "protected-mode",
             if c.protected_mode { "yes" } else { "no" }.into(),
