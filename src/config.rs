@@ -14,6 +14,9 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 pub const DEFAULT_PROTO_MAX_BULK_LEN: u64 = 512 * 1024 * 1024;
 /// Redis's default `client-query-buffer-limit`.
 pub const DEFAULT_QUERY_BUFFER_LIMIT: u64 = 1024 * 1024 * 1024;
+/// Default hard output-buffer limit: Redis has none for normal clients,
+/// which lets one client that never reads its replies exhaust memory.
+pub const DEFAULT_OUTPUT_BUFFER_LIMIT: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -155,6 +158,45 @@ pub struct Config {
     #[arg(long, env = "KRIMINODB_MAXMEMORY_SAMPLES", default_value_t = crate::store::evict::DEFAULT_SAMPLES, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub maxmemory_samples: u32,
 
+    /// Password clients must give with AUTH (or HELLO AUTH) before any
+    /// other command, as Redis's `requirepass`. Prefer the environment
+    /// variable or the config file: flags show in the process list.
+    #[arg(long, env = "KRIMINODB_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<Password>,
+
+    /// Without a password, refuse clients that do not connect from a
+    /// loopback address (yes/no), as Redis's `protected-mode`.
+    #[arg(long, env = "KRIMINODB_PROTECTED_MODE", default_value = "yes", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set, hide_possible_values = true)]
+    pub protected_mode: bool,
+
+    /// Close a client idle for this many seconds; 0 never closes one.
+    #[arg(long, env = "KRIMINODB_TIMEOUT", default_value_t = 0)]
+    pub timeout: u64,
+
+    /// Most bytes of replies queued for one client that has not read them;
+    /// past it the client is disconnected (Redis's hard
+    /// `client-output-buffer-limit`). 0 means no limit.
+    #[arg(long, env = "KRIMINODB_CLIENT_OUTPUT_BUFFER_LIMIT", default_value_t = DEFAULT_OUTPUT_BUFFER_LIMIT)]
+    pub client_output_buffer_limit: u64,
+
+    /// TLS client port (0 picks a free port). With it set, `--port 0`
+    /// disables the plain-text port, as in Redis.
+    #[arg(long, env = "KRIMINODB_TLS_PORT", requires_all = ["tls_cert_file", "tls_key_file"])]
+    pub tls_port: Option<u16>,
+
+    /// PEM certificate chain the TLS port presents.
+    #[arg(long, env = "KRIMINODB_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "KRIMINODB_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA certificates: when set, TLS clients must present a
+    /// certificate signed by one of them.
+    #[arg(long, env = "KRIMINODB_TLS_CA_CERT_FILE")]
+    pub tls_ca_cert_file: Option<PathBuf>,
+
     /// TEST ONLY: skews this node's wall clock by this many milliseconds
     /// (may be negative), for fault tests of clock skew on one machine.
     #[arg(
@@ -168,6 +210,36 @@ pub struct Config {
     /// Runtime worker threads; 0 means one per CPU core.
     #[arg(long, env = "KRIMINODB_THREADS", default_value_t = 0)]
     pub threads: usize,
+}
+
+/// A password setting. Its `Debug` form hides it, so logging a `Config`
+/// cannot leak it; an empty one is refused (more likely an unset variable
+/// than a choice). Parsed with `FromStr` only: clap would prefer a
+/// `From<&str>` and skip the check.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<hidden>)")
+    }
+}
+
+impl std::str::FromStr for Password {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("an empty password is not allowed; leave the setting out for none".into());
+        }
+        Ok(Self(s.to_string()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -388,6 +460,59 @@ mod tests {
             Config::default().maxmemory_policy,
             crate::store::Policy::NoEviction
         );
+    }
+
+    #[test]
+    fn security_settings_parse_from_flags_and_file() {
+        let c = Config::default();
+        assert!(c.protected_mode && c.requirepass.is_none() && c.tls_port.is_none());
+        assert_eq!(c.timeout, 0);
+        assert_eq!(c.client_output_buffer_limit, DEFAULT_OUTPUT_BUFFER_LIMIT);
+        let c = Config::parse_from_args([
+            "kriminodb",
+            "--protected-mode",
+            "no",
+            "--timeout",
+            "30",
+            "--client-output-buffer-limit",
+            "1000",
+        ])
+        .unwrap();
+        assert!(!c.protected_mode);
+        assert_eq!((c.timeout, c.client_output_buffer_limit), (30, 1000));
+
+        let dir = std::env::temp_dir().join(format!("kriminodb-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.toml");
+        std::fs::write(
+            &file,
+            "requirepass = \"from file\"\nprotected_mode = false\ntls_port = 0\n\
+             tls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n",
+        )
+        .unwrap();
+        let c = Config::parse_from_args(["kriminodb", "--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            c.requirepass.as_ref().map(Password::expose),
+            Some("from file")
+        );
+        assert!(
+            !format!("{c:?}").contains("from file"),
+            "Debug hides the password"
+        );
+        assert!(!c.protected_mode);
+        assert_eq!(c.tls_port, Some(0));
+        assert_eq!(c.tls_key_file, Some(PathBuf::from("/k.pem")));
+    }
+
+    #[test]
+    fn an_empty_password_is_refused() {
+        assert!(Config::parse_from_args(["kriminodb", "--requirepass", ""]).is_err());
+    }
+
+    #[test]
+    fn a_tls_port_needs_a_certificate_and_key() {
+        let err = Config::parse_from_args(["kriminodb", "--tls-port", "6380"]).unwrap_err();
+        assert!(err.to_string().contains("--tls-cert-file"), "{err}");
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub struct NodeState {
     pub clients: Registry,
     pub shutdown: CancellationToken,
     pub started: Instant,
+    /// The plain client port's address, or the TLS port's when the plain
+    /// one is disabled.
     pub client_addr: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
     pub membership: MembershipHandle,
     pub replication: Arc<Replication>,
     /// Client batches run under its read side; EXEC takes it exclusively,
@@ -58,6 +61,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     ClusterKey(#[from] crate::crypto::KeyError),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot listen for peers on {addr} (UDP and TCP): {source}")]
     Peer {
         addr: SocketAddr,
@@ -94,6 +99,44 @@ async fn bind_peer_port(config: &Config) -> Result<(UdpSocket, TcpListener), Sta
     })
 }
 
+/// Binds the plain client port and, when configured, the TLS one. As in
+/// Redis, `--port 0` with a TLS port disables the plain port; without one it
+/// picks a free port.
+async fn bind_client_ports(config: &Config) -> Result<server::listener::Listeners, StartError> {
+    let bind = |port| async move {
+        let addr = SocketAddr::new(config.bind, port);
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let tls = match config.tls_port {
+        Some(port) => {
+            let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) else {
+                return Err(StartError::Tls(
+                    "--tls-port needs --tls-cert-file and --tls-key-file".into(),
+                ));
+            };
+            let acceptor = server::tls::acceptor(cert, key, config.tls_ca_cert_file.as_deref())
+                .map_err(StartError::Tls)?;
+            Some((bind(port).await?, acceptor))
+        }
+        None => None,
+    };
+    let plain = if tls.is_some() && config.port == 0 {
+        None
+    } else {
+        Some(bind(config.port).await?)
+    };
+    Ok(server::listener::Listeners { plain, tls })
+}
+
+fn local_addr(listener: &TcpListener, ip: std::net::IpAddr) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        addr: SocketAddr::new(ip, 0),
+        source,
+    })
+}
+
 /// Starts nodes.
 pub struct Node;
 
@@ -102,13 +145,16 @@ impl Node {
     /// tokio runtime.
     pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         let keyring = Keyring::from_config(&config)?.map(Arc::new);
-        let addr = SocketAddr::new(config.bind, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let client_addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listeners = bind_client_ports(&config).await?;
+        let tls_addr = match &listeners.tls {
+            Some((l, _)) => Some(local_addr(l, config.bind)?),
+            None => None,
+        };
+        let client_addr = match (&listeners.plain, tls_addr) {
+            (Some(l), _) => local_addr(l, config.bind)?,
+            (None, Some(tls)) => tls,
+            (None, None) => return Err(StartError::Tls("no client port".into())),
+        };
 
         let node_id = fastrand::u64(1..);
         let clock = Arc::new(Hlc::new(node_id));
@@ -154,6 +200,7 @@ impl Node {
             shutdown,
             started: Instant::now(),
             client_addr,
+            tls_addr,
             membership,
             replication,
             exec_gate: parking_lot::RwLock::new(()),
@@ -163,7 +210,7 @@ impl Node {
         tracker.spawn(async move {
             let _ = membership_task.await;
         });
-        tracker.spawn(server::listener::run(listener, state.clone()));
+        tracker.spawn(server::listener::run(listeners, state.clone()));
         tracker.spawn(active_expiry(state.clone()));
         tracker.close();
         tracing::info!(
@@ -171,6 +218,7 @@ impl Node {
             node_id = format_args!("{node_id:016x}"),
             %client_addr,
             peer_addr = %state.membership.me.peer,
+            tls_addr = ?state.tls_addr,
             "kriminodb node started"
         );
         Ok(NodeHandle {
@@ -207,6 +255,11 @@ pub struct NodeHandle {
 impl NodeHandle {
     pub fn client_addr(&self) -> SocketAddr {
         self.state.client_addr
+    }
+
+    /// The TLS client port's address, when TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.state.tls_addr
     }
 
     /// The address peers reach this node at (UDP membership, TCP data).

@@ -37,28 +37,43 @@ pub fn select(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
 const WRONG_PASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
 
-/// Until passwords exist the default user is Redis's `nopass` user: the
-/// one-argument form is refused as Redis refuses it without `requirepass`,
-/// and `AUTH default <anything>` succeeds.
-fn check_credentials(user: &[u8]) -> CmdResult {
-    if user == b"default" {
-        Ok(())
-    } else {
-        Err(CmdError::fixed(WRONG_PASS))
+/// The only user is Redis's `default` user: without `--requirepass` it is a
+/// `nopass` user (any password works, as in Redis); with it, the password
+/// must match. On success the connection is authenticated.
+fn check_credentials(ctx: &Ctx<'_>, user: &[u8], password: &[u8]) -> CmdResult {
+    if user != b"default" {
+        return Err(CmdError::fixed(WRONG_PASS));
     }
+    if let Some(expected) = &ctx.node.config.requirepass
+        && !password_matches(password, expected.expose())
+    {
+        return Err(CmdError::fixed(WRONG_PASS));
+    }
+    ctx.client.set_authenticated();
+    Ok(())
+}
+
+/// Compares SHA-256 digests in constant time, so neither the password's
+/// content nor its length shows in how long a wrong guess takes.
+fn password_matches(given: &[u8], expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let given = Sha256::digest(given);
+    let expected = Sha256::digest(expected.as_bytes());
+    given.as_slice().ct_eq(expected.as_slice()).into()
 }
 
 pub fn auth(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     match args.len() {
-        2 => Err(CmdError::fixed(NO_PASSWORD)),
-        3 => {
-            check_credentials(args.get(1))?;
-            ctx.reply.ok();
-            Ok(())
-        }
+        2 if ctx.node.config.requirepass.is_none() => Err(CmdError::fixed(NO_PASSWORD)),
+        2 => check_credentials(ctx, b"default", args.get(1)),
+        3 => check_credentials(ctx, args.get(1), args.get(2)),
         _ => Err(CmdError::SYNTAX),
-    }
+    }?;
+    ctx.reply.ok();
+    Ok(())
 }
 
 /// Redis accepts client names of printable ASCII without spaces.
@@ -74,6 +89,7 @@ fn valid_client_name(name: &[u8]) -> Result<Option<String>, CmdError> {
 pub fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut resp3 = ctx.reply.resp3;
     let mut name = None;
+    let mut credentials = None;
     if args.len() >= 2 {
         let version = args.int(1).map_err(|_| {
             CmdError::fixed("ERR Protocol version is not an integer or out of range")
@@ -86,7 +102,7 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         while i < args.len() {
             let remaining = args.len() - i - 1;
             if args.is(i, "AUTH") && remaining >= 2 {
-                check_credentials(args.get(i + 1))?;
+                credentials = Some((args.get(i + 1), args.get(i + 2)));
                 i += 3;
             } else if args.is(i, "SETNAME") && remaining >= 1 {
                 name = Some(valid_client_name(args.get(i + 1))?);
@@ -98,6 +114,15 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 )));
             }
         }
+    }
+    // As Redis: options are parsed first, then credentials checked, and
+    // nothing changes unless they pass.
+    match credentials {
+        Some((user, password)) => check_credentials(ctx, user, password)?,
+        None if ctx.node.config.requirepass.is_some() && !ctx.client.is_authenticated() => {
+            return Err(CmdError::fixed(HELLO_NOAUTH));
+        }
+        None => {}
     }
     if let Some(name) = name {
         ctx.client.set_name(name);
@@ -228,4 +253,19 @@ fn client_list_filter(args: &Args<'_>) -> Result<Option<Vec<u64>>, CmdError> {
             .map(Some);
     }
     Err(CmdError::SYNTAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::password_matches;
+
+    #[test]
+    fn passwords_match_only_exactly() {
+        assert!(password_matches(b"s3cret", "s3cret"));
+        assert!(!password_matches(b"s3cre", "s3cret"));
+        assert!(!password_matches(b"s3cret ", "s3cret"));
+        assert!(!password_matches(b"S3CRET", "s3cret"));
+        assert!(!password_matches(b"", "s3cret"));
+        assert!(password_matches("pâss".as_bytes(), "pâss"));
+    }
 }

@@ -401,7 +401,15 @@ fn config_values(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
     let c = &ctx.node.config;
     vec![
         ("bind", c.bind.to_string()),
-        ("port", ctx.node.client_addr.port().to_string()),
+        (
+            "port",
+            // 0 when the plain port is disabled, as Redis reports it.
+            if c.tls_port.is_some() && c.port == 0 {
+                "0".into()
+            } else {
+                ctx.node.client_addr.port().to_string()
+            },
+        ),
         ("maxclients", c.maxclients.to_string()),
         ("proto-max-bulk-len", c.proto_max_bulk_len.to_string()),
         (
@@ -420,7 +428,30 @@ fn config_values(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             "maxmemory-samples",
             ctx.node.store.memory().samples().to_string(),
         ),
-        ("timeout", "0".into()),
+        ("timeout", c.timeout.to_string()),
+        // As Redis: only an authenticated client gets this far, and it
+        // knew the password already.
+        (
+            "requirepass",
+            c.requirepass
+                .as_ref()
+                .map_or_else(String::new, |p| p.expose().to_string()),
+        ),
+        (
+            "protected-mode",
+            if c.protected_mode { "yes" } else { "no" }.into(),
+        ),
+        (
+            "client-output-buffer-limit",
+            format!(
+                "normal {} 0 0 slave 0 0 0 pubsub 0 0 0",
+                c.client_output_buffer_limit
+            ),
+        ),
+        (
+            "tls-port",
+            ctx.node.tls_addr.map_or(0, |a| a.port()).to_string(),
+        ),
         ("hz", "10".into()),
     ]
 }

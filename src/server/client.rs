@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Default)]
 struct Mutable {
@@ -32,12 +33,24 @@ pub struct ClientInfo {
     /// so an atomic store rather than a lock).
     last_command: AtomicUsize,
     mutable: Mutex<Mutable>,
+    /// Set once AUTH (or HELLO AUTH) succeeds; a later failed AUTH leaves it
+    /// set, as in Redis.
+    authenticated: AtomicBool,
+    /// Cancelled to close the connection (idle timeout, node shutdown: it
+    /// is a child of the node's shutdown token).
+    pub kill: CancellationToken,
 }
 
 const NO_COMMAND: usize = usize::MAX;
 
 impl ClientInfo {
-    pub fn new(id: u64, addr: SocketAddr, laddr: SocketAddr, fd: i32) -> Self {
+    pub fn new(
+        id: u64,
+        addr: SocketAddr,
+        laddr: SocketAddr,
+        fd: i32,
+        kill: CancellationToken,
+    ) -> Self {
         Self {
             id,
             addr,
@@ -48,6 +61,8 @@ impl ClientInfo {
             resp3: AtomicBool::new(false),
             last_command: AtomicUsize::new(NO_COMMAND),
             mutable: Mutex::new(Mutable::default()),
+            authenticated: AtomicBool::new(false),
+            kill,
         }
     }
 
@@ -77,19 +92,32 @@ impl ClientInfo {
         self.resp3.store(on, Ordering::Relaxed);
     }
 
-    /// Marks activity at `now_ms` (unix ms), once per batch of commands.
-    /// The batch's clock reading is reused: an `Instant::elapsed` here was
-    /// 90 of 3,700 instructions per GET (callgrind).
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Relaxed)
+    }
+
+    pub fn set_authenticated(&self) {
+        self.authenticated.store(true, Ordering::Relaxed);
+    }
+
+    /// Marks activity at `now_ms` (unix ms): once per batch of commands, on
+    /// a read that completes no command, and after a long write. The
+    /// batch's clock reading is reused: an `Instant::elapsed` here was 90
+    /// of 3,700 instructions per GET (callgrind).
     pub fn touch(&self, now_ms: u64) {
         self.last_active_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the client last sent bytes or took a reply.
+    pub fn idle_ms(&self) -> u64 {
+        crate::clock::unix_millis().saturating_sub(self.last_active_ms.load(Ordering::Relaxed))
     }
 
     /// One line of CLIENT LIST, in Redis 7's field order.
     pub fn describe(&self) -> String {
         let m = self.mutable.lock();
         let age = self.created.elapsed();
-        let idle_ms =
-            crate::clock::unix_millis().saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
+        let idle_ms = self.idle_ms();
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 \
              multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 \

@@ -5,14 +5,19 @@
 //! Memory per client is bounded: the input buffer holds at most one partial
 //! command (capped by the query-buffer limit), and replies are written
 //! before more input is read, so a client that pipelines without reading
-//! its replies is held back by TCP instead of growing our buffers.
+//! its replies is held back by TCP instead of growing our buffers. What
+//! TCP cannot hold back is the replies to one read's worth of commands (a
+//! few KB of `GET big` can ask for gigabytes): those are bounded by the
+//! output-buffer limit, past which the client is disconnected.
+//!
+//! The loop is generic over the stream, so plain TCP and TLS share it and
+//! the plain path is compiled for `TcpStream` alone.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::clock::unix_millis;
 use crate::command::transaction::{self, Transaction};
@@ -30,13 +35,37 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 /// Most bytes reserved ahead of a large declared bulk: the rest is reserved
 /// only as it arrives, so a declared length alone allocates nothing big.
 const MAX_RESERVE: usize = 1024 * 1024;
+/// Replies at least this big stamp the client's activity once written.
+const LONG_WRITE: usize = 64 * 1024;
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, state: Arc<NodeState>) {
-    let laddr = stream.local_addr().unwrap_or(state.client_addr);
-    let fd = raw_fd(&stream);
-    let client = Arc::new(ClientInfo::new(state.clients.next_id(), peer, laddr, fd));
+const NOAUTH: &str = "NOAUTH Authentication required.";
+
+/// Serves one client on `stream` (plain TCP, or TLS after its handshake);
+/// `laddr` and `fd` are the underlying socket's, for CLIENT LIST.
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    laddr: SocketAddr,
+    fd: i32,
+    state: Arc<NodeState>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let client = Arc::new(ClientInfo::new(
+        state.clients.next_id(),
+        peer,
+        laddr,
+        fd,
+        state.shutdown.child_token(),
+    ));
     state.clients.add(client.clone());
     let mut conn = Connection {
+        auth_pending: state.config.requirepass.is_some(),
+        output_limit: match state.config.client_output_buffer_limit {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        },
+        over_output_limit: false,
         stream,
         decoder: Decoder::new(Limits {
             max_bulk_len: state.config.proto_max_bulk_len,
@@ -54,19 +83,14 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, state: Arc<NodeState>) {
     conn.state.clients.remove(conn.client.id);
 }
 
-#[cfg(unix)]
-fn raw_fd(stream: &TcpStream) -> i32 {
-    use std::os::fd::AsRawFd;
-    stream.as_raw_fd()
-}
-
-#[cfg(not(unix))]
-fn raw_fd(_stream: &TcpStream) -> i32 {
-    -1
-}
-
-struct Connection {
-    stream: TcpStream,
+struct Connection<S> {
+    stream: S,
+    /// True until the client authenticates when a password is required;
+    /// a field so the common case costs one predictable branch per command.
+    auth_pending: bool,
+    /// Bytes of queued replies past which the client is disconnected.
+    output_limit: usize,
+    over_output_limit: bool,
     decoder: Decoder,
     input: BytesMut,
     reply: Reply,
@@ -77,16 +101,16 @@ struct Connection {
     tx: Transaction,
 }
 
-impl Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn run(&mut self) -> std::io::Result<()> {
         // Bytes the buffer must hold before decoding can make progress.
         let mut needed = 1usize;
-        // One child token and one pinned future per connection: a fresh
-        // `cancelled()` of the node's token per read took its waiter lock,
-        // shared by every connection, twice per request (~400 of 3,900
-        // instructions per GET, callgrind).
-        let shutdown = self.state.shutdown.child_token().cancelled_owned();
-        tokio::pin!(shutdown);
+        // One pinned future on the client's own token (a child of the
+        // node's) per connection: a fresh `cancelled()` of the node's token
+        // per read took its waiter lock, shared by every connection, twice
+        // per request (~400 of 3,900 instructions per GET, callgrind).
+        let killed = self.client.kill.clone().cancelled_owned();
+        tokio::pin!(killed);
         loop {
             let spare = self.input.capacity() - self.input.len();
             if spare < READ_CHUNK / 2 {
@@ -97,7 +121,7 @@ impl Connection {
             }
             let read = tokio::select! {
                 biased;
-                _ = &mut shutdown => return Ok(()),
+                _ = &mut killed => return Ok(()),
                 read = tokio::io::AsyncReadExt::read_buf(&mut self.stream, &mut self.input) => read?,
             };
             if read == 0 {
@@ -105,6 +129,9 @@ impl Connection {
             }
             Stats::add(&self.state.stats.net_input_bytes, read as u64);
             if self.input.len() < needed {
+                // A partial command is activity too (execute_buffered
+                // stamps the others), so a slow sender is not "idle".
+                self.client.touch(unix_millis());
                 continue;
             }
             let (mut after, mut next_needed) = self.execute_buffered();
@@ -120,7 +147,7 @@ impl Connection {
                         let timeout =
                             (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms));
                         let acked = tokio::select! {
-                            _ = self.state.shutdown.cancelled() => return Ok(()),
+                            _ = self.client.kill.cancelled() => return Ok(()),
                             n = self.state.replication.wait_for(self.last_write_seq, replicas, timeout) => n,
                         };
                         self.reply.int(acked as i64);
@@ -131,6 +158,17 @@ impl Connection {
                 (after, next_needed) = self.execute_buffered();
             }
             needed = next_needed;
+            if self.over_output_limit {
+                // As Redis: no reply (the client is not reading them), the
+                // queued ones are dropped and the connection closed.
+                tracing::warn!(
+                    client = self.client.id,
+                    addr = %self.client.addr,
+                    queued = self.reply.buf.len(),
+                    "closing client that reached the output buffer limit"
+                );
+                return Ok(());
+            }
             if after == After::Continue
                 && self.input.len() as u64 > self.state.config.client_query_buffer_limit
             {
@@ -221,7 +259,20 @@ impl Connection {
                         Source::Input => &self.input[pos..],
                         Source::Scratch => &self.decoder.scratch,
                     };
+                    // Checked before each command, so one reply of any
+                    // size passes but a pipeline of unread ones does not.
+                    if self.reply.buf.len() > self.output_limit {
+                        self.over_output_limit = true;
+                        after = After::Close;
+                        break;
+                    }
                     let args = Args::new(base, &self.decoder.args);
+                    pos += consumed;
+                    commands += 1;
+                    if self.auth_pending && !allowed_before_auth(args.get(0)) {
+                        self.reply.error(NOAUTH);
+                        continue;
+                    }
                     let mut ctx = Ctx::new(
                         &self.state,
                         &self.client,
@@ -234,8 +285,9 @@ impl Connection {
                     if ctx.wrote {
                         self.last_write_seq = self.state.store.last_seq();
                     }
-                    pos += consumed;
-                    commands += 1;
+                    if self.auth_pending {
+                        self.auth_pending = !self.client.is_authenticated();
+                    }
                     if after != After::Continue {
                         break;
                     }
@@ -262,7 +314,31 @@ impl Connection {
         if self.reply.buf.is_empty() {
             return Ok(());
         }
-        let result = self.stream.write_all(&self.reply.buf).await;
+        // One write per batch; the flush is a no-op for TCP and pushes out
+        // what TLS still holds. A client that stops reading stays here
+        // until it is killed (idle timeout, shutdown).
+        let (stream, buf) = (&mut self.stream, &self.reply.buf);
+        let write = async move {
+            stream.write_all(buf).await?;
+            stream.flush().await
+        };
+        tokio::pin!(write);
+        let result = tokio::select! {
+            biased;
+            result = &mut write => result,
+            // At shutdown the listener's drain timeout bounds the write
+            // instead, so replies in flight still go out.
+            _ = self.client.kill.cancelled() => if self.state.shutdown.is_cancelled() {
+                write.await
+            } else {
+                Err(std::io::ErrorKind::TimedOut.into())
+            },
+        };
+        // Taking a reply is activity: only a big one can take long enough
+        // to matter to --timeout, so small ones skip the clock read.
+        if self.reply.buf.len() >= LONG_WRITE {
+            self.client.touch(unix_millis());
+        }
         Stats::add(
             &self.state.stats.net_output_bytes,
             self.reply.buf.len() as u64,
@@ -273,4 +349,13 @@ impl Connection {
         }
         result
     }
+}
+
+/// AUTH, HELLO (which can authenticate) and QUIT are the only commands an
+/// unauthenticated client may run, as in Redis. Unknown commands get
+/// NOAUTH too, so nothing about the node shows before authentication.
+fn allowed_before_auth(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"auth")
+        || name.eq_ignore_ascii_case(b"hello")
+        || name.eq_ignore_ascii_case(b"quit")
 }

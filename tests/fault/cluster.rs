@@ -139,6 +139,8 @@ impl Cluster {
         cmd.args(["netns", "exec", &self.net.ns(i)])
             .arg(&self.bin)
             .args(["--bind", &self.net.ip(i).to_string()])
+            // The workload connects from the host's bridge address.
+            .args(["--protected-mode", "no"])
             .args(["--port", &CLIENT_PORT.to_string()])
             .args(["--peer-port", &PEER_PORT.to_string()])
             .args(["--name", &format!("n{i}")])
