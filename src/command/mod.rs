@@ -81,10 +81,10 @@ impl CmdError {
     pub const NO_SUCH_KEY: Self = Self::fixed("ERR no such key");
     pub const DB_RANGE: Self = Self::fixed("ERR DB index is out of range");
     pub const OVERFLOW: Self = Self::fixed("ERR increment or decrement would overflow");
-    #[allow(dead_code)] // the first non-string type (a later issue) raises it
     /// Redis 7's reply, word for word, to a write refused by `noeviction`
     /// (or when no key is left to evict).
     pub const OOM: Self = Self::fixed("OOM command not allowed when used memory > 'maxmemory'.");
+    #[allow(dead_code)] // the first non-string type (a later issue) raises it
     pub const WRONG_TYPE: Self =
         Self::fixed("WRONGTYPE Operation against a key holding the wrong kind of value");
 
@@ -146,6 +146,8 @@ pub struct Ctx<'a> {
     pub after: After,
     /// Set when the command was a write (WAIT waits for those).
     pub wrote: bool,
+    /// Set inside EXEC, which checked memory once for the whole queue.
+    pub memory_checked: bool,
     pub tx: &'a mut transaction::Transaction,
 }
 
@@ -164,6 +166,7 @@ impl<'a> Ctx<'a> {
             now_ms,
             after: After::Continue,
             wrote: false,
+            memory_checked: false,
             tx,
         }
     }
@@ -189,9 +192,10 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     // As Redis: past maxmemory, commands flagged `denyoom` (writes that may
     // grow memory) first make room per the eviction policy, and are
     // refused if none can be made; reads and deletes always run. A refused
-    // command inside MULTI makes EXEC abort, as in Redis. (Inside EXEC each
-    // queued write is checked on its own; Redis refuses the whole EXEC.)
-    if ctx.store().memory().maxmemory() != 0
+    // command inside MULTI makes EXEC abort, as in Redis; EXEC itself
+    // checks once for its whole queue (`transaction::refused_for_memory`).
+    if !ctx.memory_checked
+        && ctx.store().memory().maxmemory() != 0
         && spec.may_grow_memory()
         && spec.arity_ok(args.len())
         && ctx.store().ensure_memory(ctx.now_ms).is_err()

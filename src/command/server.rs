@@ -353,16 +353,19 @@ pub fn debug(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         // from outside. Decimal strings: the node id is a full u64.
         sub_arity(args, "debug", "version", 3)?;
         let reply = &mut *ctx.reply;
-        ctx.node.store.with_key(args.get(2), ctx.now_ms, |k| {
-            match k.version().filter(|_| k.exists()) {
-                Some(v) => {
-                    reply.array(2);
-                    reply.bulk(v.hlc.to_string().as_bytes());
-                    reply.bulk(v.node_id.to_string().as_bytes());
+        // Untouched: inspecting a key must not make it look recently used.
+        ctx.node
+            .store
+            .with_key_untouched(args.get(2), ctx.now_ms, |k| {
+                match k.version().filter(|_| k.exists()) {
+                    Some(v) => {
+                        reply.array(2);
+                        reply.bulk(v.hlc.to_string().as_bytes());
+                        reply.bulk(v.node_id.to_string().as_bytes());
+                    }
+                    None => reply.null(),
                 }
-                None => reply.null(),
-            }
-        });
+            });
         return Ok(());
     }
     if args.is(1, "HELP") {

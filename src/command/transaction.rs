@@ -142,3 +142,18 @@ pub fn watched_changed(ctx: &Ctx<'_>, watched: &Watched) -> bool {
         now != *version
     })
 }
+
+/// As Redis: past maxmemory, an EXEC whose queue holds a command that may
+/// grow memory first makes room, and is refused whole (`-OOM`, the
+/// transaction discarded) if none can be made, so no transaction is ever
+/// half applied; once it passes, its commands run without further checks.
+pub fn refused_for_memory(ctx: &Ctx<'_>, queued: &Queued) -> bool {
+    ctx.store().memory().maxmemory() != 0
+        && queued.iter().any(|command| {
+            command
+                .first()
+                .and_then(|name| lookup(name))
+                .is_some_and(|spec| spec.may_grow_memory())
+        })
+        && ctx.store().ensure_memory(ctx.now_ms).is_err()
+}

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::clock::unix_millis;
 use crate::command::transaction::{self, Transaction};
-use crate::command::{After, Args, Ctx, dispatch};
+use crate::command::{After, Args, CmdError, Ctx, dispatch};
 use crate::node::NodeState;
 use crate::resp::{Decoded, Decoder, Limits, Reply, Source};
 use crate::server::client::ClientInfo;
@@ -213,6 +213,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 .error("EXECABORT Transaction discarded because of previous errors.");
             return;
         };
+        if transaction::refused_for_memory(&ctx, &queued) {
+            ctx.reply.error(&format!(
+                "EXECABORT Transaction discarded because of: {}",
+                CmdError::OOM.0
+            ));
+            return;
+        }
+        ctx.memory_checked = true;
         if transaction::watched_changed(&ctx, &watched) {
             ctx.reply.null_array();
             return;

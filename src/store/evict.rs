@@ -394,7 +394,6 @@ impl Store {
                 Some(u.saturating_sub(freed))
             });
         if evicted > 0 {
-            self.changes_ready.notify_one();
             Ok(())
         } else {
             Err(OutOfMemory)
@@ -481,10 +480,16 @@ impl Store {
         let version = self.clock.tick();
         let key: Box<[u8]> = e.key().into();
         shard.set_tombstone(self, slot, version, now_ms);
-        if self.is_replicating() {
+        let replicating = self.is_replicating();
+        if replicating {
             shard
                 .outbox
                 .push(self.change(&key, None, NO_EXPIRY, version));
+        }
+        drop(guard);
+        if replicating {
+            // The drain only visits shards marked dirty.
+            self.outbox_queued(c.shard);
         }
         self.memory.evicted_keys.fetch_add(1, Ordering::Relaxed);
         bytes
@@ -499,8 +504,8 @@ pub(super) fn set_meter(limit: &mut MemoryLimit, meter: fn() -> u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Expiry;
     use crate::store::tests::store;
+    use crate::store::{Change, Expiry};
 
     fn fill(s: &Store, prefix: &str, n: usize, expiry: Expiry, now_ms: u64) {
         for i in 0..n {
@@ -588,6 +593,23 @@ mod tests {
         assert!(!exists);
         assert!(version.is_some_and(|v| v > written));
         assert_eq!(s.evict_one(Policy::AllKeysRandom, 5, 0), None);
+    }
+
+    #[test]
+    fn an_eviction_is_pushed_to_the_peers() {
+        let s = store();
+        s.set_replicating(true);
+        s.with_key(b"k", 0, |a| a.set(b"v", Expiry::Persist));
+        let mut out = Vec::new();
+        s.drain_changes(&mut out);
+        assert_eq!(out.len(), 1, "the SET");
+        out.clear();
+        assert!(s.evict_one(Policy::AllKeysRandom, 5, 0).is_some());
+        s.drain_changes(&mut out);
+        assert!(
+            matches!(&out[..], [Change::Entry { value: None, .. }]),
+            "the eviction's delete is drained: {out:?}"
+        );
     }
 
     fn huge() -> u64 {

@@ -519,7 +519,7 @@ impl Store {
     }
 
     /// Marks a shard's outbox as holding changes and wakes the drain.
-    fn outbox_queued(&self, shard_no: usize) {
+    pub(super) fn outbox_queued(&self, shard_no: usize) {
         self.outbox_dirty[shard_no / 64].fetch_or(1 << (shard_no % 64), Ordering::AcqRel);
         self.changes_ready.notify_one();
     }
