@@ -17,20 +17,7 @@ use redis::aio::MultiplexedConnection;
 const CONVERGE: Duration = Duration::from_secs(30);
 
 /// Fast membership and anti-entropy timings.
-const TIMINGS: [&str; 12] = [
-    "--probe-period",
-    "200ms",
-    "--probe-rtt",
-    "100ms",
-    "--suspect-timeout",
-    "1s",
-    "--gossip-interval",
-    "100ms",
-    "--remove-down-after",
-    "2s",
-    "--sync-interval",
-    "200ms",
-];
+const TIMINGS: [&str; 12] = process::fast_timings("2s", "200ms");
 
 /// Starts one node with this file's timings; None if it exits first.
 fn try_spawn(name: &str, ports: (u16, u16), join: Option<SocketAddr>) -> Option<Proc> {

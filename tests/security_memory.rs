@@ -371,20 +371,7 @@ async fn digest(con: &Con) -> String {
 /// Fast membership timings for the two-node tests. Anti-entropy runs only
 /// when a link starts: evictions must reach the peer by push, which the
 /// periodic repair would otherwise cover up.
-const TIMINGS: [&str; 12] = [
-    "--probe-period",
-    "200ms",
-    "--probe-rtt",
-    "100ms",
-    "--suspect-timeout",
-    "1s",
-    "--gossip-interval",
-    "100ms",
-    "--remove-down-after",
-    "2s",
-    "--sync-interval",
-    "1h",
-];
+const TIMINGS: [&str; 12] = process::fast_timings("2s", "1h");
 
 /// Node "limited" with `policy` and node "roomy" (no limit) joined to it,
 /// linked and synced; returns their clients.

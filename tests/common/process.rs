@@ -21,6 +21,27 @@ pub struct Proc {
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
+/// Fast membership and anti-entropy timings for multi-process tests: a
+/// silent member is suspected within a few hundred milliseconds and down
+/// after a second; how long a down member stays listed and how often
+/// anti-entropy runs are each test's choice.
+pub const fn fast_timings<'a>(remove_down_after: &'a str, sync_interval: &'a str) -> [&'a str; 12] {
+    [
+        "--probe-period",
+        "200ms",
+        "--probe-rtt",
+        "100ms",
+        "--suspect-timeout",
+        "1s",
+        "--gossip-interval",
+        "100ms",
+        "--remove-down-after",
+        remove_down_after,
+        "--sync-interval",
+        sync_interval,
+    ]
+}
+
 /// The binary on `ports` (client, peer; 0 for free ones); add flags
 /// before spawning.
 pub fn node_command(ports: (u16, u16)) -> Command {

@@ -20,20 +20,7 @@ pub const PEER_PORT: u16 = 7000;
 
 /// Fast failure detection and anti-entropy, so a scenario of a few seconds
 /// sees nodes suspected, declared down, removed and repaired.
-const TIMINGS: [&str; 12] = [
-    "--probe-period",
-    "200ms",
-    "--probe-rtt",
-    "100ms",
-    "--suspect-timeout",
-    "1s",
-    "--gossip-interval",
-    "100ms",
-    "--remove-down-after",
-    "5s",
-    "--sync-interval",
-    "300ms",
-];
+const TIMINGS: [&str; 12] = crate::common::process::fast_timings("5s", "300ms");
 
 /// Deadline for a node to log its addresses after being started.
 const STARTUP: Duration = Duration::from_secs(30);
