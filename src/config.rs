@@ -169,12 +169,14 @@ pub struct Config {
     #[arg(long, env = "KRIMINODB_PROTECTED_MODE", default_value = "yes", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set, hide_possible_values = true)]
     pub protected_mode: bool,
 
-    /// Close a client idle for this many seconds; 0 never closes one.
+    /// Close a client idle (nothing read, no reply written) for this many
+    /// seconds; clients blocked in WAIT are never idle. 0 never closes one.
     #[arg(long, env = "KRIMINODB_TIMEOUT", default_value_t = 0)]
     pub timeout: u64,
 
     /// Most bytes of replies queued for one client that has not read them;
-    /// past it the client is disconnected (Redis's hard
+    /// past it (checked before each command and each value, so within one
+    /// MGET or EXEC too) the client is disconnected (Redis's hard
     /// `client-output-buffer-limit`). 0 means no limit.
     #[arg(long, env = "KRIMINODB_CLIENT_OUTPUT_BUFFER_LIMIT", default_value_t = DEFAULT_OUTPUT_BUFFER_LIMIT)]
     pub client_output_buffer_limit: u64,

@@ -13,15 +13,40 @@ pub const MAX_INLINE: usize = 64 * 1024;
 /// Most arguments in one multibulk request.
 pub const MAX_MULTIBULK: i64 = 1024 * 1024;
 
+/// Most arguments, and longest argument, a client that has not
+/// authenticated yet may send (Redis 7, CVE-2021-32675): without them one
+/// header from anyone who can connect reserves memory for 512 MiB.
+pub const UNAUTHENTICATED_MULTIBULK: i64 = 10;
+pub const UNAUTHENTICATED_BULK: u64 = 16 * 1024;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_bulk_len: u64,
+    /// Authentication is pending: the small limits above apply, with
+    /// Redis's `unauthenticated ...` errors.
+    pub unauthenticated: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_bulk_len: crate::config::DEFAULT_PROTO_MAX_BULK_LEN,
+            unauthenticated: false,
+        }
+    }
+}
+
+impl Limits {
+    /// The (multibulk count, bulk length) in force, so decoding compares
+    /// each header once whichever limits apply.
+    fn caps(self) -> (i64, u64) {
+        if self.unauthenticated {
+            (
+                UNAUTHENTICATED_MULTIBULK,
+                self.max_bulk_len.min(UNAUTHENTICATED_BULK),
+            )
+        } else {
+            (MAX_MULTIBULK, self.max_bulk_len)
         }
     }
 }
@@ -57,9 +82,12 @@ pub enum Decoded {
     Incomplete { min_len: usize },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Decoder {
     limits: Limits,
+    /// `limits.caps()`, kept up to date by `set_limits`.
+    max_multibulk: i64,
+    max_bulk_len: u64,
     /// Argument (start, end) offsets of the last decoded command.
     pub args: Vec<(usize, usize)>,
     /// Unescaped inline arguments.
@@ -69,12 +97,31 @@ pub struct Decoder {
     pending: Option<(usize, usize)>,
 }
 
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new(Limits::default())
+    }
+}
+
 impl Decoder {
     pub fn new(limits: Limits) -> Self {
-        Self {
+        let mut decoder = Self {
             limits,
-            ..Self::default()
-        }
+            max_multibulk: 0,
+            max_bulk_len: 0,
+            args: Vec::new(),
+            scratch: Vec::new(),
+            pending: None,
+        };
+        decoder.set_limits(limits);
+        decoder
+    }
+
+    /// Switches limits, as when the client authenticates; applies from the
+    /// next request header on.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        (self.max_multibulk, self.max_bulk_len) = limits.caps();
     }
 
     /// Decodes the first request in `buf`, which must start at a request
@@ -103,8 +150,14 @@ impl Decoder {
                 if count <= 0 {
                     return Ok(Decoded::Nothing { consumed: next });
                 }
-                if count > MAX_MULTIBULK {
-                    return Err(ProtocolError::new("invalid multibulk length"));
+                if count > self.max_multibulk {
+                    return Err(ProtocolError::new(
+                        if self.limits.unauthenticated && count <= MAX_MULTIBULK {
+                            "unauthenticated multibulk length"
+                        } else {
+                            "invalid multibulk length"
+                        },
+                    ));
                 }
                 self.args.clear();
                 // Reserve for what is declared only up to a small bound; the
@@ -132,10 +185,18 @@ impl Decoder {
                 });
             };
             let len = match len {
-                Some(n) if n >= 0 && (n as u64) <= self.limits.max_bulk_len => n as usize,
-                _ => {
+                Some(n) if n >= 0 && (n as u64) <= self.max_bulk_len => n as usize,
+                len => {
                     self.pending = None;
-                    return Err(ProtocolError::new("invalid bulk length"));
+                    let within_configured =
+                        len.is_some_and(|n| n >= 0 && (n as u64) <= self.limits.max_bulk_len);
+                    return Err(ProtocolError::new(
+                        if self.limits.unauthenticated && within_configured {
+                            "unauthenticated bulk length"
+                        } else {
+                            "invalid bulk length"
+                        },
+                    ));
                 }
             };
             let end = data_start + len;
@@ -476,6 +537,37 @@ mod tests {
         for (input, msg) in cases {
             assert_eq!(decode_all(input).unwrap_err().0, *msg);
         }
+    }
+
+    #[test]
+    fn unauthenticated_limits_apply_until_switched() {
+        let pending = Limits {
+            unauthenticated: true,
+            ..Limits::default()
+        };
+        let cases: &[(&[u8], &str)] = &[
+            (b"*11\r\n", "unauthenticated multibulk length"),
+            (b"*1\r\n$16385\r\n", "unauthenticated bulk length"),
+            (b"*1\r\n$536870912\r\n", "unauthenticated bulk length"),
+            (b"*2000000\r\n", "invalid multibulk length"),
+            (b"*1\r\n$600000000\r\n", "invalid bulk length"),
+            (b"*1\r\n$-5\r\n", "invalid bulk length"),
+        ];
+        for (input, msg) in cases {
+            let mut d = Decoder::new(pending);
+            assert_eq!(d.decode(input).unwrap_err().0, *msg);
+        }
+        let mut d = Decoder::new(pending);
+        assert!(matches!(
+            d.decode(b"*10\r\n$16384\r\n"),
+            Ok(Decoded::Incomplete { .. })
+        ));
+        let mut d = Decoder::new(pending);
+        d.set_limits(Limits::default());
+        assert!(matches!(
+            d.decode(b"*11\r\n$16385\r\n"),
+            Ok(Decoded::Incomplete { .. })
+        ));
     }
 
     #[test]

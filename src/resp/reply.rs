@@ -2,13 +2,38 @@
 //! output buffer, so all replies of a pipelined batch leave in one write.
 
 /// The connection's output buffer plus the protocol version it speaks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Reply {
     pub buf: Vec<u8>,
     pub resp3: bool,
+    /// Bytes of queued replies past which no more bulk data is appended
+    /// and `overflow` is set (the output-buffer limit). Checked before
+    /// each bulk rather than with its size, so one reply of any size still
+    /// goes out; the buffer stays under the limit plus one value.
+    pub limit: usize,
+    /// The limit was passed: the buffer is incomplete and the client is to
+    /// be closed without it, as Redis's close-ASAP.
+    pub overflow: bool,
+}
+
+impl Default for Reply {
+    fn default() -> Self {
+        Self {
+            buf: Vec::new(),
+            resp3: false,
+            limit: usize::MAX,
+            overflow: false,
+        }
+    }
 }
 
 impl Reply {
+    /// True once the queued replies passed the limit: through a bulk that
+    /// was refused, or small replies adding up.
+    pub fn over_limit(&self) -> bool {
+        self.overflow || self.buf.len() > self.limit
+    }
+
     fn line(&mut self, prefix: u8, body: &[u8]) {
         self.buf.push(prefix);
         self.buf.extend_from_slice(body);
@@ -45,6 +70,12 @@ impl Reply {
     }
 
     pub fn bulk(&mut self, data: &[u8]) {
+        // Values are what make a reply big (MGET of many, EXEC of many
+        // GETs): the one compare on this path.
+        if self.buf.len() > self.limit {
+            self.overflow = true;
+            return;
+        }
         self.number_line(b'$', data.len() as i64);
         self.buf.extend_from_slice(data);
         self.buf.extend_from_slice(b"\r\n");
@@ -144,6 +175,20 @@ mod tests {
         }
         assert_eq!(r2.buf, b"$-1\r\n*2\r\n$1\r\nk\r\n:-3\r\n$1\r\nx\r\n");
         assert_eq!(r3.buf, b"_\r\n%1\r\n$1\r\nk\r\n:-3\r\n=5\r\ntxt:x\r\n");
+    }
+
+    #[test]
+    fn bulks_past_the_limit_are_dropped_and_flagged() {
+        let mut r = Reply {
+            limit: 10,
+            ..Reply::default()
+        };
+        r.bulk(&[b'x'; 20]);
+        assert!(!r.overflow, "one reply of any size goes in");
+        let len = r.buf.len();
+        r.bulk(&[b'x'; 20]);
+        assert!(r.overflow && r.over_limit());
+        assert_eq!(r.buf.len(), len);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct ClientInfo {
     /// Set once AUTH (or HELLO AUTH) succeeds; a later failed AUTH leaves it
     /// set, as in Redis.
     authenticated: AtomicBool,
+    /// Blocked in WAIT: not idle, whatever its last activity (Redis never
+    /// times out blocked clients on `timeout`).
+    blocked: AtomicBool,
     /// Cancelled to close the connection (idle timeout, node shutdown: it
     /// is a child of the node's shutdown token).
     pub kill: CancellationToken,
@@ -62,6 +65,7 @@ impl ClientInfo {
             last_command: AtomicUsize::new(NO_COMMAND),
             mutable: Mutex::new(Mutable::default()),
             authenticated: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
             kill,
         }
     }
@@ -100,8 +104,17 @@ impl ClientInfo {
         self.authenticated.store(true, Ordering::Relaxed);
     }
 
+    pub fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Relaxed);
+    }
+
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
     /// Marks activity at `now_ms` (unix ms): once per batch of commands, on
-    /// a read that completes no command, and after a long write. The
+    /// a read that completes no command, on each partial write of a big
+    /// reply, and when WAIT returns. The
     /// batch's clock reading is reused: an `Instant::elapsed` here was 90
     /// of 3,700 instructions per GET (callgrind).
     pub fn touch(&self, now_ms: u64) {

@@ -35,7 +35,8 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 /// Most bytes reserved ahead of a large declared bulk: the rest is reserved
 /// only as it arrives, so a declared length alone allocates nothing big.
 const MAX_RESERVE: usize = 1024 * 1024;
-/// Replies at least this big stamp the client's activity once written.
+/// Replies at least this big are written piece by piece, stamping the
+/// client's activity at each; smaller ones go out in one write.
 const LONG_WRITE: usize = 64 * 1024;
 
 const NOAUTH: &str = "NOAUTH Authentication required.";
@@ -59,19 +60,22 @@ pub async fn serve<S>(
         state.shutdown.child_token(),
     ));
     state.clients.add(client.clone());
+    let auth_pending = state.config.requirepass.is_some();
     let mut conn = Connection {
-        auth_pending: state.config.requirepass.is_some(),
-        output_limit: match state.config.client_output_buffer_limit {
-            0 => usize::MAX,
-            n => usize::try_from(n).unwrap_or(usize::MAX),
-        },
-        over_output_limit: false,
+        auth_pending,
         stream,
         decoder: Decoder::new(Limits {
             max_bulk_len: state.config.proto_max_bulk_len,
+            unauthenticated: auth_pending,
         }),
         input: BytesMut::new(),
-        reply: Reply::default(),
+        reply: Reply {
+            limit: match state.config.client_output_buffer_limit {
+                0 => usize::MAX,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            },
+            ..Reply::default()
+        },
         client,
         state,
         last_write_seq: 0,
@@ -88,9 +92,6 @@ struct Connection<S> {
     /// True until the client authenticates when a password is required;
     /// a field so the common case costs one predictable branch per command.
     auth_pending: bool,
-    /// Bytes of queued replies past which the client is disconnected.
-    output_limit: usize,
-    over_output_limit: bool,
     decoder: Decoder,
     input: BytesMut,
     reply: Reply,
@@ -146,9 +147,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         self.flush().await?;
                         let timeout =
                             (timeout_ms > 0).then(|| std::time::Duration::from_millis(timeout_ms));
-                        let acked = tokio::select! {
-                            _ = self.client.kill.cancelled() => return Ok(()),
-                            n = self.state.replication.wait_for(self.last_write_seq, replicas, timeout) => n,
+                        let Some(acked) = self.wait(replicas, timeout).await? else {
+                            return Ok(());
                         };
                         self.reply.int(acked as i64);
                     }
@@ -158,7 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 (after, next_needed) = self.execute_buffered();
             }
             needed = next_needed;
-            if self.over_output_limit {
+            if self.reply.overflow {
                 // As Redis: no reply (the client is not reading them), the
                 // queued ones are dropped and the connection closed.
                 tracing::warn!(
@@ -267,10 +267,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         Source::Input => &self.input[pos..],
                         Source::Scratch => &self.decoder.scratch,
                     };
-                    // Checked before each command, so one reply of any
-                    // size passes but a pipeline of unread ones does not.
-                    if self.reply.buf.len() > self.output_limit {
-                        self.over_output_limit = true;
+                    // Checked before each command (and by the reply before
+                    // each value), so one reply of any size passes but a
+                    // pipeline of unread ones does not.
+                    if self.reply.over_limit() {
+                        self.reply.overflow = true;
                         after = After::Close;
                         break;
                     }
@@ -293,8 +294,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if ctx.wrote {
                         self.last_write_seq = self.state.store.last_seq();
                     }
-                    if self.auth_pending {
-                        self.auth_pending = !self.client.is_authenticated();
+                    if self.auth_pending && self.client.is_authenticated() {
+                        self.auth_pending = false;
+                        self.decoder.set_limits(Limits {
+                            max_bulk_len: self.state.config.proto_max_bulk_len,
+                            unauthenticated: false,
+                        });
                     }
                     if after != After::Continue {
                         break;
@@ -325,9 +330,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // One write per batch; the flush is a no-op for TCP and pushes out
         // what TLS still holds. A client that stops reading stays here
         // until it is killed (idle timeout, shutdown).
-        let (stream, buf) = (&mut self.stream, &self.reply.buf);
+        let (stream, buf, client) = (&mut self.stream, &self.reply.buf, &self.client);
         let write = async move {
-            stream.write_all(buf).await?;
+            if buf.len() < LONG_WRITE {
+                stream.write_all(buf).await?;
+            } else {
+                // Every partial write of a big reply is activity (as
+                // Redis's writeToClient), so a client reading a long reply
+                // slowly but steadily is not taken for idle.
+                let mut written = 0;
+                while written < buf.len() {
+                    match stream.write(&buf[written..]).await? {
+                        0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                        n => written += n,
+                    }
+                    client.touch(unix_millis());
+                }
+            }
             stream.flush().await
         };
         tokio::pin!(write);
@@ -342,11 +361,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Err(std::io::ErrorKind::TimedOut.into())
             },
         };
-        // Taking a reply is activity: only a big one can take long enough
-        // to matter to --timeout, so small ones skip the clock read.
-        if self.reply.buf.len() >= LONG_WRITE {
-            self.client.touch(unix_millis());
-        }
         Stats::add(
             &self.state.stats.net_output_bytes,
             self.reply.buf.len() as u64,
@@ -356,6 +370,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.reply.buf = Vec::new();
         }
         result
+    }
+
+    /// Blocks in WAIT: None if the client was killed or hung up meanwhile.
+    /// A blocked client is exempt from --timeout (as in Redis), so the
+    /// socket is read meanwhile to notice a client that goes away; what it
+    /// pipelines is kept for after the reply, up to the buffer's capacity
+    /// (then TCP holds it back).
+    async fn wait(
+        &mut self,
+        replicas: usize,
+        timeout: Option<std::time::Duration>,
+    ) -> std::io::Result<Option<usize>> {
+        let Self {
+            stream,
+            input,
+            client,
+            state,
+            last_write_seq,
+            ..
+        } = self;
+        let waiting = state
+            .replication
+            .wait_for(*last_write_seq, replicas, timeout);
+        tokio::pin!(waiting);
+        client.set_blocked(true);
+        let acked = loop {
+            tokio::select! {
+                _ = client.kill.cancelled() => break None,
+                n = &mut waiting => break Some(n),
+                read = tokio::io::AsyncReadExt::read_buf(&mut *stream, &mut *input),
+                    if input.capacity() > input.len() =>
+                {
+                    match read {
+                        Ok(0) => break None,
+                        Ok(n) => Stats::add(&state.stats.net_input_bytes, n as u64),
+                        Err(e) => {
+                            client.set_blocked(false);
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        };
+        client.set_blocked(false);
+        client.touch(unix_millis());
+        Ok(acked)
     }
 }
 

@@ -150,10 +150,11 @@ pub mod listener {
         }
     }
 
-    /// Closes clients idle for longer than `timeout_ms` (Redis's `timeout`).
+    /// Closes clients idle for longer than `timeout_ms` (Redis's `timeout`),
+    /// except those blocked in WAIT.
     fn close_idle(state: &NodeState, timeout_ms: u64) {
         for client in state.clients.snapshot() {
-            if client.idle_ms() > timeout_ms {
+            if client.idle_ms() > timeout_ms && !client.is_blocked() {
                 tracing::debug!(client = client.id, addr = %client.addr, "closing idle client");
                 client.kill.cancel();
             }
