@@ -7,29 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{raw, start_node, start_node_with};
+use common::{exchange, raw, read_exactly, start_node, start_node_with};
 use kriminodb::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Reads until `expected.len()` bytes arrived (or the peer closed) and
-/// returns what came.
-async fn read_exactly(stream: &mut TcpStream, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut filled = 0;
-    while filled < len {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut out[filled..]))
-            .await
-            .expect("reply arrives")
-            .expect("read works");
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    out.truncate(filled);
-    out
-}
 
 /// Reads until the received bytes end with `suffix`.
 async fn read_until(stream: &mut TcpStream, suffix: &[u8]) -> Vec<u8> {
@@ -44,17 +25,6 @@ async fn read_until(stream: &mut TcpStream, suffix: &[u8]) -> Vec<u8> {
         out.extend(&buf[..n]);
     }
     out
-}
-
-async fn exchange(stream: &mut TcpStream, send: &[u8], expected: &[u8]) {
-    stream.write_all(send).await.unwrap();
-    let got = read_exactly(stream, expected.len()).await;
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(expected),
-        "reply to {:?}",
-        String::from_utf8_lossy(send)
-    );
 }
 
 /// True once the server has closed the connection.

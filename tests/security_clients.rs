@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, raw, start_node_with};
+use common::{eventually, exchange, raw, read_exactly, start_node_with};
 use kriminodb::Config;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -32,35 +32,6 @@ fn with_password() -> Config {
         requirepass: Some(PASSWORD.parse().unwrap()),
         ..Config::ephemeral()
     }
-}
-
-/// Reads `len` bytes, or fewer if the peer closes first.
-async fn read_exactly<S: AsyncRead + Unpin>(stream: &mut S, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut filled = 0;
-    while filled < len {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut out[filled..]))
-            .await
-            .expect("reply arrives")
-            .unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    out.truncate(filled);
-    out
-}
-
-async fn exchange(stream: &mut TcpStream, send: &[u8], expected: &[u8]) {
-    stream.write_all(send).await.unwrap();
-    let got = read_exactly(stream, expected.len()).await;
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(expected),
-        "reply to {:?}",
-        String::from_utf8_lossy(send)
-    );
 }
 
 /// True once the server has closed the connection (EOF or reset) within

@@ -176,3 +176,39 @@ pub async fn patient_client_at(addr: SocketAddr) -> redis::aio::MultiplexedConne
 }
 
 // ---- End of additions for the replication tests ----
+
+/// Reads `len` bytes, or fewer if the peer closes first (or the read
+/// fails): the caller compares what came.
+pub async fn read_exactly<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        let n = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(stream, &mut out[filled..]),
+        )
+        .await
+        .expect("reply arrives")
+        .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    out.truncate(filled);
+    out
+}
+
+/// Sends `send` and asserts the reply is exactly `expected`.
+pub async fn exchange(stream: &mut tokio::net::TcpStream, send: &[u8], expected: &[u8]) {
+    tokio::io::AsyncWriteExt::write_all(stream, send)
+        .await
+        .expect("request sent");
+    let got = read_exactly(stream, expected.len()).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected),
+        "reply to {:?}",
+        String::from_utf8_lossy(send)
+    );
+}
