@@ -422,6 +422,66 @@ async fn writes_cannot_be_injected_over_tcp_without_the_key() {
     assert_eq!(tcp_auth_failures(&node), 2);
 }
 
+async fn used_memory(con: &mut MultiplexedConnection) -> u64 {
+    let used = info_field(con, "memory", "used_memory").await;
+    used.expect("INFO has used_memory").parse().unwrap()
+}
+
+/// Opens `links` connections to `node`'s peer port, each sending only a
+/// frame head that declares a ~513 MB frame (within the default frame
+/// limit), and holds them until the node closes every one. Returns the
+/// most `used_memory` grew meanwhile.
+async fn hold_huge_frame_heads(node: &NodeHandle, links: usize) -> u64 {
+    let mut con = client(node).await;
+    let before = used_memory(&mut con).await;
+    let mut streams = Vec::new();
+    for _ in 0..links {
+        let mut stream = TcpStream::connect(node.peer_addr()).await.unwrap();
+        stream
+            .write_all(&0x2010_0000u32.to_be_bytes())
+            .await
+            .unwrap();
+        streams.push(stream);
+    }
+    let all_closed = async {
+        for stream in streams {
+            closed(stream).await;
+        }
+    };
+    tokio::pin!(all_closed);
+    let mut grew = 0;
+    loop {
+        grew = grew.max(used_memory(&mut con).await.saturating_sub(before));
+        tokio::select! {
+            _ = &mut all_closed => break,
+            _ = tokio::time::sleep(ms(50)) => {}
+        }
+    }
+    grew.max(used_memory(&mut con).await.saturating_sub(before))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_huge_frame_head_costs_no_memory_and_is_counted() {
+    const MIB: u64 = 1 << 20;
+    let keyed = start_node_with(config("n1", Some(KEY))).await;
+    let grew = hold_huge_frame_heads(&keyed, 2).await;
+    assert!(grew < 64 * MIB, "used_memory grew by {grew} bytes");
+    counted("bad_frames", 2, || bad_frames(&keyed)).await;
+    let mut con = client(&keyed).await;
+    set(&mut con, "still", "serving").await;
+    assert_eq!(get(&mut con, "still").await.as_deref(), Some("serving"));
+
+    // Without a key nothing is proved, but the first frame (a Hello)
+    // is small all the same.
+    let open = start_node_with(config("n2", None)).await;
+    let grew = hold_huge_frame_heads(&open, 2).await;
+    assert!(grew < 64 * MIB, "used_memory grew by {grew} bytes");
+    counted("bad_frames", 2, || bad_frames(&open)).await;
+    let mut con = client(&open).await;
+    set(&mut con, "still", "serving").await;
+    assert_eq!(get(&mut con, "still").await.as_deref(), Some("serving"));
+}
+
 // ---------------------------------------------------------------------------
 // Rotation.
 
