@@ -19,7 +19,7 @@ use std::time::Duration;
 use common::{cluster_members, eventually_ok, info_field, patient_client_at, start_node_with};
 use kriminodb::clock::{Version, unix_millis};
 use kriminodb::crypto::{Keyring, LINK_NONCE_LEN, link_nonce};
-use kriminodb::membership::{Kind, MemberState, SealedHeader, seal, seal_keyed};
+use kriminodb::membership::{ANY_RECEIVER, Kind, MemberState, SealedHeader, seal, seal_keyed};
 use kriminodb::replication::wire::{self, Message, WireEntry};
 use kriminodb::{Config, Node, NodeHandle};
 use redis::aio::MultiplexedConnection;
@@ -588,7 +588,7 @@ async fn replayed_and_reflected_datagrams_are_rejected() {
     c.join = vec![fake_seed.local_addr().unwrap().to_string()];
     let outsider = start_node_with(c).await;
     let captured = recv(&fake_seed).await;
-    assert_eq!(&captured[..4], b"KS\x01\x00", "a sealed datagram");
+    assert_eq!(&captured[..4], b"KS\x01\x01", "a sealed datagram");
     let name = b"outsider-with-a-secret-name";
     assert!(
         !captured.windows(name.len()).any(|w| w == name),
@@ -625,6 +625,7 @@ async fn replayed_and_reflected_datagrams_are_rejected() {
             stream: 77,
             counter,
             sent_ms,
+            receiver: target.node_id(),
         };
         let notice = postcard::to_allocvec(&(1u64, 1u64)).unwrap();
         seal_keyed(&key, &header, Kind::Leave, &notice, &mut d);
@@ -642,6 +643,63 @@ async fn replayed_and_reflected_datagrams_are_rejected() {
     assert_eq!(info.as_deref(), Some("7"));
     assert_eq!(members(target).await, before);
     replicates(other, &[target, other], "still", "works").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datagram_captured_on_its_way_to_one_node_is_refused_by_another() {
+    let mut nodes = start_cluster(3, Some(KEY)).await;
+    let crashed = nodes.pop().unwrap();
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let address = crashed.peer_addr();
+    crashed.kill().await;
+    // The others keep probing the crashed node for a while: a socket at its
+    // address sees what was sealed for it.
+    let wire = UdpSocket::bind(address).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let (len, from) = tokio::time::timeout(CONVERGE, wire.recv_from(&mut buf))
+        .await
+        .expect("a datagram for the crashed node")
+        .unwrap();
+    let captured = &buf[..len];
+    let to = if from == a.peer_addr() { b } else { a };
+    let before = members(to).await;
+    deliver(&wire, to, &[captured]).await;
+    assert_eq!(
+        to.membership().replayed_packets(),
+        1,
+        "a datagram sealed for another node is taken"
+    );
+    assert_eq!(members(to).await, before);
+
+    // Sealed by the test for this node, or for any node, they are taken.
+    let key = keyring(KEY);
+    let leave = |counter, receiver| {
+        let mut d = Vec::new();
+        let header = SealedHeader {
+            stream: 78,
+            counter,
+            sent_ms: unix_millis(),
+            receiver,
+        };
+        let notice = postcard::to_allocvec(&(1u64, 1u64)).unwrap();
+        seal_keyed(&key, &header, Kind::Leave, &notice, &mut d);
+        d
+    };
+    deliver(
+        &wire,
+        to,
+        &[&leave(1, to.node_id()), &leave(2, ANY_RECEIVER)],
+    )
+    .await;
+    assert_eq!(to.membership().replayed_packets(), 1);
+    let other = if to.node_id() == a.node_id() { b } else { a };
+    deliver(&wire, to, &[&leave(3, other.node_id())]).await;
+    assert_eq!(
+        to.membership().replayed_packets(),
+        2,
+        "sealed for the other node"
+    );
+    replicates(a, &[a, b], "still", "works").await;
 }
 
 // ---------------------------------------------------------------------------
@@ -670,6 +728,7 @@ async fn hostile_input_to_a_keyed_node_is_dropped_counted_and_changes_nothing() 
         stream: 99,
         counter: 1,
         sent_ms: unix_millis(),
+        receiver: ANY_RECEIVER,
     };
     let mut wrong_key = Vec::new();
     seal_keyed(
@@ -690,7 +749,7 @@ async fn hostile_input_to_a_keyed_node_is_dropped_counted_and_changes_nothing() 
     let datagrams: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
         ("random bytes", random.clone()),
-        ("sealed envelope only", b"KS\x01\x00".to_vec()),
+        ("sealed envelope only", b"KS\x01\x01".to_vec()),
         ("truncated", right_key[..right_key.len() / 2].to_vec()),
         ("oversized", oversized),
         ("sealed with another key", wrong_key),
