@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use common::{client, cluster_members, eventually_ok, info_field, start_node_with};
 use kriminodb::crypto::Keyring;
-use kriminodb::membership::{Kind, MAX_DATAGRAM, MemberState, SealedHeader, seal, seal_keyed};
+use kriminodb::membership::{
+    ANY_RECEIVER, Kind, MAX_DATAGRAM, MemberState, SealedHeader, seal, seal_keyed,
+};
 use kriminodb::{Config, NodeHandle};
 use tokio::net::UdpSocket;
 
@@ -372,6 +374,7 @@ fn invalid_datagrams(announce: &[u8], forged_leave: Vec<u8>) -> Vec<(&'static st
         stream: 1,
         counter: 1,
         sent_ms: kriminodb::clock::unix_millis(),
+        receiver: ANY_RECEIVER,
     };
     let mut sealed = Vec::new();
     seal_keyed(&keyring, &header, Kind::Swim, &announce[4..], &mut sealed);

@@ -19,7 +19,7 @@ use std::time::Duration;
 use common::{cluster_members, eventually_ok, info_field, patient_client_at, start_node_with};
 use kriminodb::clock::{Version, unix_millis};
 use kriminodb::crypto::{Keyring, LINK_NONCE_LEN, link_nonce};
-use kriminodb::membership::{Kind, MemberState, SealedHeader, seal, seal_keyed};
+use kriminodb::membership::{ANY_RECEIVER, Kind, MemberState, SealedHeader, seal, seal_keyed};
 use kriminodb::replication::wire::{self, Message, WireEntry};
 use kriminodb::{Config, Node, NodeHandle};
 use redis::aio::MultiplexedConnection;
@@ -422,6 +422,66 @@ async fn writes_cannot_be_injected_over_tcp_without_the_key() {
     assert_eq!(tcp_auth_failures(&node), 2);
 }
 
+async fn used_memory(con: &mut MultiplexedConnection) -> u64 {
+    let used = info_field(con, "memory", "used_memory").await;
+    used.expect("INFO has used_memory").parse().unwrap()
+}
+
+/// Opens `links` connections to `node`'s peer port, each sending only a
+/// frame head that declares a ~513 MB frame (within the default frame
+/// limit), and holds them until the node closes every one. Returns the
+/// most `used_memory` grew meanwhile.
+async fn hold_huge_frame_heads(node: &NodeHandle, links: usize) -> u64 {
+    let mut con = client(node).await;
+    let before = used_memory(&mut con).await;
+    let mut streams = Vec::new();
+    for _ in 0..links {
+        let mut stream = TcpStream::connect(node.peer_addr()).await.unwrap();
+        stream
+            .write_all(&0x2010_0000u32.to_be_bytes())
+            .await
+            .unwrap();
+        streams.push(stream);
+    }
+    let all_closed = async {
+        for stream in streams {
+            closed(stream).await;
+        }
+    };
+    tokio::pin!(all_closed);
+    let mut grew = 0;
+    loop {
+        grew = grew.max(used_memory(&mut con).await.saturating_sub(before));
+        tokio::select! {
+            _ = &mut all_closed => break,
+            _ = tokio::time::sleep(ms(50)) => {}
+        }
+    }
+    grew.max(used_memory(&mut con).await.saturating_sub(before))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_huge_frame_head_costs_no_memory_and_is_counted() {
+    const MIB: u64 = 1 << 20;
+    let keyed = start_node_with(config("n1", Some(KEY))).await;
+    let grew = hold_huge_frame_heads(&keyed, 2).await;
+    assert!(grew < 64 * MIB, "used_memory grew by {grew} bytes");
+    counted("bad_frames", 2, || bad_frames(&keyed)).await;
+    let mut con = client(&keyed).await;
+    set(&mut con, "still", "serving").await;
+    assert_eq!(get(&mut con, "still").await.as_deref(), Some("serving"));
+
+    // Without a key nothing is proved, but the first frame (a Hello)
+    // is small all the same.
+    let open = start_node_with(config("n2", None)).await;
+    let grew = hold_huge_frame_heads(&open, 2).await;
+    assert!(grew < 64 * MIB, "used_memory grew by {grew} bytes");
+    counted("bad_frames", 2, || bad_frames(&open)).await;
+    let mut con = client(&open).await;
+    set(&mut con, "still", "serving").await;
+    assert_eq!(get(&mut con, "still").await.as_deref(), Some("serving"));
+}
+
 // ---------------------------------------------------------------------------
 // Rotation.
 
@@ -528,7 +588,7 @@ async fn replayed_and_reflected_datagrams_are_rejected() {
     c.join = vec![fake_seed.local_addr().unwrap().to_string()];
     let outsider = start_node_with(c).await;
     let captured = recv(&fake_seed).await;
-    assert_eq!(&captured[..4], b"KS\x01\x00", "a sealed datagram");
+    assert_eq!(&captured[..4], b"KS\x01\x01", "a sealed datagram");
     let name = b"outsider-with-a-secret-name";
     assert!(
         !captured.windows(name.len()).any(|w| w == name),
@@ -565,6 +625,7 @@ async fn replayed_and_reflected_datagrams_are_rejected() {
             stream: 77,
             counter,
             sent_ms,
+            receiver: target.node_id(),
         };
         let notice = postcard::to_allocvec(&(1u64, 1u64)).unwrap();
         seal_keyed(&key, &header, Kind::Leave, &notice, &mut d);
@@ -582,6 +643,63 @@ async fn replayed_and_reflected_datagrams_are_rejected() {
     assert_eq!(info.as_deref(), Some("7"));
     assert_eq!(members(target).await, before);
     replicates(other, &[target, other], "still", "works").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datagram_captured_on_its_way_to_one_node_is_refused_by_another() {
+    let mut nodes = start_cluster(3, Some(KEY)).await;
+    let crashed = nodes.pop().unwrap();
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let address = crashed.peer_addr();
+    crashed.kill().await;
+    // The others keep probing the crashed node for a while: a socket at its
+    // address sees what was sealed for it.
+    let wire = UdpSocket::bind(address).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let (len, from) = tokio::time::timeout(CONVERGE, wire.recv_from(&mut buf))
+        .await
+        .expect("a datagram for the crashed node")
+        .unwrap();
+    let captured = &buf[..len];
+    let to = if from == a.peer_addr() { b } else { a };
+    let before = members(to).await;
+    deliver(&wire, to, &[captured]).await;
+    assert_eq!(
+        to.membership().replayed_packets(),
+        1,
+        "a datagram sealed for another node is taken"
+    );
+    assert_eq!(members(to).await, before);
+
+    // Sealed by the test for this node, or for any node, they are taken.
+    let key = keyring(KEY);
+    let leave = |counter, receiver| {
+        let mut d = Vec::new();
+        let header = SealedHeader {
+            stream: 78,
+            counter,
+            sent_ms: unix_millis(),
+            receiver,
+        };
+        let notice = postcard::to_allocvec(&(1u64, 1u64)).unwrap();
+        seal_keyed(&key, &header, Kind::Leave, &notice, &mut d);
+        d
+    };
+    deliver(
+        &wire,
+        to,
+        &[&leave(1, to.node_id()), &leave(2, ANY_RECEIVER)],
+    )
+    .await;
+    assert_eq!(to.membership().replayed_packets(), 1);
+    let other = if to.node_id() == a.node_id() { b } else { a };
+    deliver(&wire, to, &[&leave(3, other.node_id())]).await;
+    assert_eq!(
+        to.membership().replayed_packets(),
+        2,
+        "sealed for the other node"
+    );
+    replicates(a, &[a, b], "still", "works").await;
 }
 
 // ---------------------------------------------------------------------------
@@ -610,6 +728,7 @@ async fn hostile_input_to_a_keyed_node_is_dropped_counted_and_changes_nothing() 
         stream: 99,
         counter: 1,
         sent_ms: unix_millis(),
+        receiver: ANY_RECEIVER,
     };
     let mut wrong_key = Vec::new();
     seal_keyed(
@@ -630,7 +749,7 @@ async fn hostile_input_to_a_keyed_node_is_dropped_counted_and_changes_nothing() 
     let datagrams: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
         ("random bytes", random.clone()),
-        ("sealed envelope only", b"KS\x01\x00".to_vec()),
+        ("sealed envelope only", b"KS\x01\x01".to_vec()),
         ("truncated", right_key[..right_key.len() / 2].to_vec()),
         ("oversized", oversized),
         ("sealed with another key", wrong_key),

@@ -261,8 +261,12 @@ impl Driver {
                 }
             };
             // Our own datagrams sent back to us are replays too: we never
-            // record our own stream in the window.
-            let checked = if header.stream == sealing.stream {
+            // record our own stream in the window. A datagram sealed for
+            // another node is authentic but not ours: replayed from the
+            // wire to it, or sent to the previous process at our address
+            // before its peers learnt of this one (so it is not counted as
+            // an authentication failure).
+            let checked = if header.stream == sealing.stream || !header.is_for(self.me.node_id) {
                 Err(Replay::Repeated)
             } else {
                 sealing
@@ -302,7 +306,9 @@ impl Driver {
 
     /// Puts `payload` of `kind` in the send buffer, sealed if we have a
     /// cluster key.
-    fn envelope(&mut self, kind: Kind, payload: &[u8]) {
+    /// `receiver` is the node id of the member it goes to
+    /// (`ANY_RECEIVER` for an address we announce ourselves to).
+    fn envelope(&mut self, kind: Kind, payload: &[u8], receiver: u64) {
         match self.sealing.as_mut() {
             Some(sealing) => {
                 sealing.counter += 1;
@@ -310,6 +316,7 @@ impl Driver {
                     stream: sealing.stream,
                     counter: sealing.counter,
                     sent_ms: unix_millis(),
+                    receiver,
                 };
                 seal_keyed(&sealing.keyring, &header, kind, payload, &mut self.send_buf);
             }
@@ -407,9 +414,13 @@ impl Driver {
         let Ok(notice) = postcard::to_allocvec(&(self.me.node_id, self.me.incarnation)) else {
             return;
         };
-        let peers: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().peer).collect();
-        self.envelope(Kind::Leave, &notice);
-        for peer in &peers {
+        let peers: Vec<(SocketAddr, u64)> = self
+            .foca
+            .iter_members()
+            .map(|m| (m.id().peer, m.id().node_id))
+            .collect();
+        for (peer, node_id) in &peers {
+            self.envelope(Kind::Leave, &notice, *node_id);
             let _ = self.socket.send_to(&self.send_buf, peer).await;
         }
         if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
@@ -421,7 +432,9 @@ impl Driver {
 
     async fn send_pending(&mut self) {
         while let Some((to, data)) = self.runtime.to_send() {
-            self.envelope(Kind::Swim, &data);
+            // A placeholder (an address we announce to) has the node id
+            // ANY_RECEIVER.
+            self.envelope(Kind::Swim, &data, to.node_id);
             if let Err(e) = self.socket.send_to(&self.send_buf, to.peer).await {
                 tracing::debug!(to = %to.peer, error = %e, "peer send failed");
             }

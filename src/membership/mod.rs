@@ -60,10 +60,11 @@ impl foca::Identity for MemberId {
 
 impl MemberId {
     /// The identity to announce to a seed we only know the address of: foca
-    /// accepts an announce whose destination address is its own.
+    /// accepts an announce whose destination address is its own. Datagrams
+    /// to it are sealed for [`ANY_RECEIVER`].
     pub fn placeholder(peer: SocketAddr) -> Self {
         Self {
-            node_id: 0,
+            node_id: ANY_RECEIVER,
             incarnation: 0,
             name: String::new(),
             peer,
@@ -202,23 +203,48 @@ pub fn open(datagram: &[u8]) -> Option<(Kind, &[u8])> {
 }
 
 /// Envelope of a datagram sealed with the cluster key: magic "KS",
-/// protocol version, a reserved zero; authenticated, not encrypted.
-const SEALED_ENVELOPE: [u8; ENVELOPE_LEN] = [b'K', b'S', PROTOCOL_VERSION, 0];
-/// Inside the sealed part, before the message: stream, counter, send time
-/// and kind (see [`SealedHeader`]).
-const SEALED_HEADER_LEN: usize = 25;
+/// protocol version, sealed format; authenticated, not encrypted. Format 1
+/// added the receiver to the sealed header: a node still on format 0 fails
+/// to authenticate these datagrams instead of misreading them.
+const SEALED_ENVELOPE: [u8; ENVELOPE_LEN] = [b'K', b'S', PROTOCOL_VERSION, 1];
+/// Inside the sealed part, before the message: stream, counter, send time,
+/// receiver and kind (see [`SealedHeader`]).
+const SEALED_HEADER_LEN: usize = 33;
 /// Bytes a sealed datagram adds to the message it carries.
 pub const SEALED_OVERHEAD: usize = ENVELOPE_LEN + DATAGRAM_NONCE_LEN + SEALED_HEADER_LEN + TAG_LEN;
 
 /// What a sealed datagram says about itself, for anti-replay
 /// ([`crate::crypto::ReplayGuard`]): the sender process's random stream
-/// id, the datagram's number in that stream (from 1), and when it was sent
-/// (unix ms).
+/// id, the datagram's number in that stream (from 1), when it was sent
+/// (unix ms), and who it is for.
+///
+/// Replay windows are kept per receiver, so without `receiver` a datagram
+/// captured on its way to one node could be replayed once to every other.
+/// The receiver is named by its node id (random per process, never 0), not
+/// by its address: the address a sender uses may not be one the receiver
+/// knows as its own (a wildcard bind, NAT, a seed named by another
+/// address). A sender knows the node id of every member; it does not for a
+/// seed or a former member it announces itself to by address, and then
+/// sends [`ANY_RECEIVER`]. Such a datagram is only ever an announce, which
+/// any member may take: replayed elsewhere it makes that node learn of a
+/// genuine member a little early (the sender still answers for itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SealedHeader {
     pub stream: u64,
     pub counter: u64,
     pub sent_ms: u64,
+    pub receiver: u64,
+}
+
+/// [`SealedHeader::receiver`] of a datagram sent to an address whose
+/// node is not known yet.
+pub const ANY_RECEIVER: u64 = 0;
+
+impl SealedHeader {
+    /// Whether the datagram is meant for the node `node_id`.
+    pub fn is_for(&self, node_id: u64) -> bool {
+        self.receiver == ANY_RECEIVER || self.receiver == node_id
+    }
 }
 
 /// Why a datagram was refused by a node that has a cluster key.
@@ -242,6 +268,7 @@ pub fn seal_keyed(
     plain.extend_from_slice(&header.stream.to_le_bytes());
     plain.extend_from_slice(&header.counter.to_le_bytes());
     plain.extend_from_slice(&header.sent_ms.to_le_bytes());
+    plain.extend_from_slice(&header.receiver.to_le_bytes());
     plain.push(kind as u8);
     plain.extend_from_slice(payload);
     out.clear();
@@ -270,10 +297,12 @@ pub fn open_keyed(
             .and_then(|b| b.try_into().ok())
             .map(u64::from_le_bytes)
     };
-    let (Some(stream), Some(counter), Some(sent_ms)) = (u64_at(0), u64_at(8), u64_at(16)) else {
+    let (Some(stream), Some(counter), Some(sent_ms), Some(receiver)) =
+        (u64_at(0), u64_at(8), u64_at(16), u64_at(24))
+    else {
         return Err(SealedError::Malformed);
     };
-    let kind = match plain.get(24) {
+    let kind = match plain.get(32) {
         Some(0) => Kind::Swim,
         Some(1) => Kind::Leave,
         _ => return Err(SealedError::Malformed),
@@ -283,6 +312,7 @@ pub fn open_keyed(
         stream,
         counter,
         sent_ms,
+        receiver,
     };
     Ok((header, kind, plain))
 }
@@ -321,7 +351,8 @@ pub struct MembershipStats {
     pub bad_packets: AtomicU64,
     /// Of those, the ones not sealed with one of our cluster keys.
     pub auth_failures: AtomicU64,
-    /// Of those, authentic ones seen before or sent too long ago.
+    /// Of those, authentic ones seen before, sent too long ago, or sealed
+    /// for another receiver.
     pub replayed_packets: AtomicU64,
 }
 
@@ -412,6 +443,7 @@ mod tests {
             stream: 5,
             counter: 9,
             sent_ms: 77,
+            receiver: 3,
         };
         let mut buf = Vec::new();
         seal_keyed(&key, &header, Kind::Leave, b"payload", &mut buf);
@@ -420,6 +452,13 @@ mod tests {
             open_keyed(&key, &buf),
             Ok((header, Kind::Leave, b"payload".to_vec()))
         );
+        assert!(header.is_for(3));
+        assert!(!header.is_for(4), "sealed for another receiver");
+        let anyone = SealedHeader {
+            receiver: ANY_RECEIVER,
+            ..header
+        };
+        assert!(anyone.is_for(4));
         assert_eq!(open_keyed(&other, &buf), Err(AuthError.into()));
         let mut plain = Vec::new();
         seal(Kind::Swim, b"payload", &mut plain);

@@ -11,6 +11,15 @@
 //! frame number as the nonce (see [`crate::crypto`]). The initiator's first
 //! sealed frame (its Hello) tells the responder which of its keys the
 //! initiator uses. A frame that does not authenticate ends the link.
+//!
+//! Until the other end has proved itself, frames are limited to
+//! [`UNPROVEN_FRAME_LIMIT`]: on the responder until the first sealed frame
+//! opens (or, without a key, until the first frame has arrived), on the
+//! initiator until the first sealed reply opens. Only then is the full
+//! frame limit (one value of the largest size a client may write) allowed,
+//! so a stranger cannot make a node buffer hundreds of MB. Whatever the
+//! limit, a frame's bytes are buffered only as they arrive (see
+//! [`FrameDecoder`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use super::wire::{self, CHUNK_ENTRIES, Message, WireEntry};
 use crate::crypto::{AuthError, FrameOpener, FrameSealer, Keyring, LINK_NONCE_LEN, TAG_LEN};
@@ -31,11 +40,69 @@ pub const HANDSHAKE_VERSION: u8 = 1;
 const HANDSHAKE_LEN: usize = HANDSHAKE_MAGIC.len() + 1 + LINK_NONCE_LEN;
 /// A keyed link that has not completed its handshake by then is closed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest frame (before sealing) accepted from a peer that has not yet
+/// proved it holds the cluster key, or, without a key, before its first
+/// frame: far above a handshake, a Hello or the first reply an initiator
+/// waits for (an Ack, or a reconciliation's root answer of 256 hashes).
+pub const UNPROVEN_FRAME_LIMIT: usize = 64 << 10;
+/// Length prefix: a big-endian u32 (the codec's default).
+const HEAD_LEN: usize = 4;
 
 /// The receiving half of a link.
 pub struct Reader {
-    inner: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    inner: FramedRead<OwnedReadHalf, FrameDecoder>,
     opener: Option<FrameOpener>,
+    /// The full frame limit, installed once the first sealed frame opens.
+    proven_limit: Option<usize>,
+}
+
+/// Reads frames as [`LengthDelimitedCodec`] does, except that a declared
+/// length reserves nothing: the codec reserves the whole frame as soon as
+/// its 4-byte head arrives, so any peer could make a link hold up to the
+/// frame limit (hundreds of MB) by sending 4 bytes. Here the frame's bytes
+/// are buffered only as they arrive.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    inner: LengthDelimitedCodec,
+    max_frame: usize,
+}
+
+impl FrameDecoder {
+    pub fn new(max_frame: usize) -> Self {
+        Self {
+            inner: codec(max_frame),
+            max_frame,
+        }
+    }
+
+    fn set_max_frame(&mut self, max_frame: usize) {
+        self.inner.set_max_frame_length(max_frame);
+        self.max_frame = max_frame;
+    }
+}
+
+impl Decoder for FrameDecoder {
+    type Item = BytesMut;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, Self::Error> {
+        if let Some(head) = src.first_chunk::<HEAD_LEN>() {
+            let len = u32::from_be_bytes(*head) as usize;
+            // Oversized lengths go to the codec, which refuses them.
+            if len <= self.max_frame && src.len() < HEAD_LEN + len {
+                return Ok(None);
+            }
+        }
+        // The inner codec is only ever handed a whole frame (or a head it
+        // refuses), so it never reserves ahead.
+        self.inner.decode(src)
+    }
+}
+
+fn codec(max_frame: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(max_frame)
+        .new_codec()
 }
 
 /// The sending half of a link.
@@ -89,21 +156,31 @@ impl PeerError {
 /// travel in the clear until a handshake installs ciphers.
 pub fn split(stream: TcpStream, max_frame: usize) -> (Reader, Writer) {
     let (read, write) = stream.into_split();
-    let codec = || {
-        LengthDelimitedCodec::builder()
-            .max_frame_length(max_frame)
-            .new_codec()
-    };
     (
         Reader {
-            inner: FramedRead::new(read, codec()),
+            inner: FramedRead::new(read, FrameDecoder::new(max_frame)),
             opener: None,
+            proven_limit: None,
         },
         Writer {
-            inner: FramedWrite::new(write, codec()),
+            inner: FramedWrite::new(write, codec(max_frame)),
             sealer: None,
         },
     )
+}
+
+/// Halves whose reader accepts only small frames for now; `full` is the
+/// limit for later.
+fn split_unproven(stream: TcpStream, full: usize) -> (Reader, Writer) {
+    let (mut reader, writer) = split(stream, full);
+    reader.set_max_frame(full.min(UNPROVEN_FRAME_LIMIT.saturating_add(TAG_LEN)));
+    (reader, writer)
+}
+
+impl Reader {
+    fn set_max_frame(&mut self, max_frame: usize) {
+        self.inner.decoder_mut().set_max_frame(max_frame);
+    }
 }
 
 /// Starts a link on `stream`, as the side that connected: with a keyring,
@@ -116,7 +193,8 @@ pub async fn connect(
     let Some(keyring) = keyring else {
         return Ok(split(stream, max_frame));
     };
-    let (mut reader, mut writer) = split(stream, max_frame.saturating_add(TAG_LEN));
+    let full = max_frame.saturating_add(TAG_LEN);
+    let (mut reader, mut writer) = split_unproven(stream, full);
     let ours = crate::crypto::link_nonce();
     let exchange = async {
         writer.inner.send(handshake_frame(&ours)).await?;
@@ -128,6 +206,8 @@ pub async fn connect(
         .map_err(|_| timed_out())??;
     let (sealer, opener) = keyring.initiator_session(&ours, &theirs);
     reader.opener = Some(opener);
+    // The responder proves the key with its first sealed reply.
+    reader.proven_limit = Some(full);
     writer.sealer = Some(sealer);
     Ok((reader, writer))
 }
@@ -142,10 +222,15 @@ pub async fn accept(
     keyring: Option<&Keyring>,
 ) -> Result<Option<(Reader, Writer, Message)>, PeerError> {
     let Some(keyring) = keyring else {
-        let (mut reader, writer) = split(stream, max_frame);
-        return Ok(receive(&mut reader).await?.map(|m| (reader, writer, m)));
+        // Nothing to prove without a key, but a stranger's first frame
+        // stays small: a link starts with a Hello.
+        let (mut reader, writer) = split_unproven(stream, max_frame);
+        let first = receive(&mut reader).await?;
+        reader.set_max_frame(max_frame);
+        return Ok(first.map(|m| (reader, writer, m)));
     };
-    let (mut reader, mut writer) = split(stream, max_frame.saturating_add(TAG_LEN));
+    let full = max_frame.saturating_add(TAG_LEN);
+    let (mut reader, mut writer) = split_unproven(stream, full);
     let exchange = async {
         let Some(frame) = next_frame(&mut reader).await? else {
             return Ok(None);
@@ -171,6 +256,7 @@ pub async fn accept(
     let Some((sealer, opener, first)) = opened else {
         return Ok(None);
     };
+    reader.set_max_frame(full);
     reader.opener = Some(opener);
     writer.sealer = Some(sealer);
     let message = wire::decode(&first)?;
@@ -226,6 +312,9 @@ pub async fn receive(reader: &mut Reader) -> Result<Option<Message>, PeerError> 
     };
     if let Some(opener) = reader.opener.as_mut() {
         opener.open(&mut frame)?;
+        if let Some(full) = reader.proven_limit.take() {
+            reader.set_max_frame(full);
+        }
     }
     Ok(Some(wire::decode(&frame)?))
 }
@@ -296,4 +385,31 @@ pub async fn send_entries(
         send(writer, message, bytes_sent).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_length_reserves_nothing_until_its_bytes_arrive() {
+        let mut decoder = FrameDecoder::new(600 << 20);
+        let mut src = BytesMut::from(&0x2010_0000u32.to_be_bytes()[..]);
+        assert_eq!(decoder.decode(&mut src).ok(), Some(None));
+        assert!(src.capacity() < 1 << 20, "reserved {}", src.capacity());
+    }
+
+    #[test]
+    fn frames_pass_whole_and_oversized_heads_are_refused() {
+        let mut decoder = FrameDecoder::new(8);
+        let mut src = BytesMut::from(&[0, 0, 0, 3, b'a', b'b'][..]);
+        assert_eq!(decoder.decode(&mut src).ok(), Some(None));
+        src.extend_from_slice(b"c");
+        let frame = decoder.decode(&mut src).ok().flatten();
+        assert_eq!(frame.as_deref(), Some(&b"abc"[..]));
+        decoder.set_max_frame(2);
+        let mut src = BytesMut::from(&[0, 0, 0, 3][..]);
+        let refused = decoder.decode(&mut src).err().map(|e| e.kind());
+        assert_eq!(refused, Some(std::io::ErrorKind::InvalidData));
+    }
 }
