@@ -14,6 +14,8 @@
 pub mod clock;
 pub mod command;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod membership;
 pub mod node;
 pub mod replication;

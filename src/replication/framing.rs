@@ -4,15 +4,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use super::wire::{self, CHUNK_ENTRIES, Message, WireEntry};
 
-pub type Reader = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
+pub type Reader = FramedRead<OwnedReadHalf, FrameDecoder>;
 pub type Writer = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,18 +46,60 @@ impl PeerError {
     }
 }
 
+fn codec(max_frame: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(max_frame)
+        .new_codec()
+}
+
+/// Length prefix: a big-endian u32 (the codec's default).
+const HEAD_LEN: usize = 4;
+
+/// Reads frames as [`LengthDelimitedCodec`] does, except that a declared
+/// length reserves nothing: the codec reserves the whole frame as soon as
+/// its 4-byte head arrives, so any peer could make a link hold up to the
+/// frame limit (hundreds of MB) by sending 4 bytes. Here the frame's bytes
+/// are buffered only as they arrive.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    inner: LengthDelimitedCodec,
+    max_frame: usize,
+}
+
+impl FrameDecoder {
+    pub fn new(max_frame: usize) -> Self {
+        Self {
+            inner: codec(max_frame),
+            max_frame,
+        }
+    }
+}
+
+impl Decoder for FrameDecoder {
+    type Item = BytesMut;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, Self::Error> {
+        if let Some(head) = src.first_chunk::<HEAD_LEN>() {
+            let len = u32::from_be_bytes(*head) as usize;
+            // Oversized lengths go to the codec, which refuses them.
+            if len <= self.max_frame && src.len() < HEAD_LEN + len {
+                return Ok(None);
+            }
+        }
+        // The inner codec is only ever handed a whole frame (or a head it
+        // refuses), so it never reserves ahead.
+        self.inner.decode(src)
+    }
+}
+
 /// Splits a connected stream into framed halves; frames longer than
 /// `max_frame` are refused before anything is allocated for them.
 pub fn split(stream: TcpStream, max_frame: usize) -> (Reader, Writer) {
     let (read, write) = stream.into_split();
-    let codec = || {
-        LengthDelimitedCodec::builder()
-            .max_frame_length(max_frame)
-            .new_codec()
-    };
     (
-        FramedRead::new(read, codec()),
-        FramedWrite::new(write, codec()),
+        FramedRead::new(read, FrameDecoder::new(max_frame)),
+        FramedWrite::new(write, codec(max_frame)),
     )
 }
 
