@@ -627,7 +627,15 @@ fn request_seeds() -> Vec<(String, Vec<u8>)> {
         .iter()
         .map(|cmd| {
             let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
-            (cmd.join("-").to_ascii_lowercase(), multibulk(&args))
+            let name: String = cmd
+                .join("-")
+                .chars()
+                .map(|c| match c {
+                    'a'..='z' | 'A'..='Z' | '0'..='9' | '-' => c.to_ascii_lowercase(),
+                    _ => '_',
+                })
+                .collect();
+            (name, multibulk(&args))
         })
         .collect();
     let transaction = [
