@@ -49,7 +49,7 @@ for t in "${targets[@]}"; do
   cargo fuzz run "${flags[@]}" "$t" "${dirs[@]}" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 >"$log" 2>&1 || rc=$?
-  runs=$(awk -F': *' '/^stat::number_of_executed_units/ { print $2 }' "$log" | tail -n 1)
+  runs=$(awk '/^stat::number_of_executed_units/ { print $2 }' "$log" | tail -n 1)
   cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' "$log" | tail -n 1 || true)
   total_runs=$((total_runs + ${runs:-0}))
   if ((rc == 0)); then

@@ -86,7 +86,9 @@ impl Hlc {
         let physical = (now_ms & PHYSICAL_MASK) << LOGICAL_BITS;
         let mut current = self.last.load(Ordering::Relaxed);
         loop {
-            let next = physical.max(current + 1);
+            // Saturating: a peer's version at u64::MAX (observed below)
+            // must neither overflow nor wrap the clock back to wall time.
+            let next = physical.max(current.saturating_add(1));
             match self.last.compare_exchange_weak(
                 current,
                 next,

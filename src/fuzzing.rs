@@ -436,8 +436,8 @@ pub fn peer_target(data: &[u8]) {
     let before = store.clock().current();
     let after = store.next_version();
     assert!(
-        after.hlc > before,
-        "the clock went back after a peer's input"
+        after.hlc > before || before == u64::MAX,
+        "the clock did not move forward after a peer's input"
     );
 }
 
@@ -882,6 +882,27 @@ mod tests {
         assert_eq!(error, None, "a frame still on its way is no error");
         let (_, error) = peer_decode(&u32::MAX.to_be_bytes(), default_frame_limit());
         assert_eq!(error.as_deref(), Some("frame size too big"));
+    }
+
+    /// A peer's Hello (or entry, or FLUSHALL marker) with its HLC at
+    /// u64::MAX made the next local write overflow the clock: a panic
+    /// with overflow checks, and without them a clock wrapped back to wall
+    /// time, issuing versions older than ones already handed out.
+    #[test]
+    fn a_peer_version_at_the_end_of_time_does_not_wrap_the_clock() {
+        let input = include_bytes!("../fuzz/regressions/peer_frames/hello-hlc-max");
+        let (messages, error) = peer_decode(input, default_frame_limit());
+        assert_eq!(error, None);
+        let [Message::Hello { hlc: u64::MAX, .. }] = &messages[..] else {
+            panic!("{messages:?}");
+        };
+        peer_target(input);
+        let store = Store::new(Arc::new(Hlc::new(1)));
+        store.clock().observe(Version {
+            hlc: u64::MAX,
+            node_id: 9,
+        });
+        assert_eq!(store.next_version().hlc, u64::MAX);
     }
 
     #[test]
