@@ -4,6 +4,7 @@
 #   make fuzz                          # 300 s per target
 #   FUZZ_SECONDS=3600 FUZZ_TARGET=peer_frames make fuzz
 #   make fuzz-smoke                    # 30 s per target (CI)
+#   FUZZ_ARGS=-use_value_profile=1 make fuzz   # extra libFuzzer flags
 #
 # Usage: scripts/fuzz.sh SECONDS [TARGET...]   (no TARGET: all of them)
 #
@@ -46,9 +47,11 @@ for t in "${targets[@]}"; do
   log="artifacts/$t/last-run.log"
   rc=0
   # -timeout: an input that takes 10 s is a hang; rss limit: 2 GB.
+  # FUZZ_ARGS is split into words on purpose.
+  # shellcheck disable=SC2086
   cargo fuzz run "${flags[@]}" "$t" "${dirs[@]}" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 >"$log" 2>&1 || rc=$?
+    -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1 || rc=$?
   runs=$(awk '/^stat::number_of_executed_units/ { print $2 }' "$log" | tail -n 1)
   cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' "$log" | tail -n 1 || true)
   total_runs=$((total_runs + ${runs:-0}))
