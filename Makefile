@@ -4,10 +4,13 @@ CARGO ?= cargo
 BIN   := target/release/kriminodb
 # Peer address of node1, the seed the other nodes join.
 SEED  := 127.0.0.1:4000
+# make fuzz: seconds per target, and one target (default: all four).
+FUZZ_SECONDS ?= 300
+FUZZ_TARGET  ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test test-reference fmt lint bench bench-callgrind bench-cluster clean cluster node1 node2 node3 node4 fault
+.PHONY: help build run test test-reference fmt lint bench bench-callgrind bench-cluster clean cluster node1 node2 node3 node4 fault fuzz fuzz-smoke fuzz-seeds
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / { printf "  make %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -34,6 +37,15 @@ fmt: ## format the code in place
 lint: ## formatting check and clippy, without the tests
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+fuzz: ## fuzz every target FUZZ_SECONDS (300) s, or just FUZZ_TARGET (needs cargo-fuzz)
+	bash scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGET)
+
+fuzz-smoke: ## 30 s per fuzz target (CI runs it after make test)
+	bash scripts/fuzz.sh 30
+
+fuzz-seeds: ## rewrite the seed corpus in fuzz/seeds after a wire-format change
+	$(CARGO) test --lib fuzzing::tests::write_seed_corpus -- --ignored
 
 bench: ## kriminodb vs redis-server (scripts/bench.sh; BENCH_* env vars)
 	bash scripts/bench.sh

@@ -93,10 +93,12 @@ impl Hlc {
         let physical = (now_ms & PHYSICAL_MASK) << LOGICAL_BITS;
         let mut current = self.last.load(Ordering::Relaxed);
         loop {
-            let first = physical.max(current + 1);
+            // Saturating: a peer's version at u64::MAX (observed below)
+            // must neither overflow nor wrap the clock back to wall time.
+            let first = physical.max(current.saturating_add(1));
             match self.last.compare_exchange_weak(
                 current,
-                first + n.max(1) - 1,
+                first.saturating_add(n.max(1) - 1),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {

@@ -16,6 +16,8 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod crypto;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod membership;
 pub mod node;
 pub mod replication;

@@ -10,7 +10,7 @@
 //! - Tombstone collection: a tombstone goes once every known node has
 //!   completed a reconciliation with us that started after it arrived.
 
-mod framing;
+pub(crate) mod framing;
 mod inbound;
 mod link;
 pub mod sync;
