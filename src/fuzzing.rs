@@ -22,7 +22,7 @@ use crate::command::{After, Args, Ctx, dispatch};
 use crate::config::Config;
 use crate::membership::{self, Kind, MemberId};
 use crate::node::{Node, NodeHandle, NodeState};
-use crate::replication::framing::FrameDecoder;
+use crate::replication::framing::{FrameDecoder, READ_AHEAD_MIN};
 use crate::replication::sync;
 use crate::replication::wire::{self, Message, WireError};
 use crate::resp::{Decoded, Decoder, Limits, ProtocolError, Reply, Source};
@@ -343,7 +343,8 @@ pub fn default_frame_limit() -> usize {
 /// and decodes each as a message, as the link and inbound tasks do. Returns
 /// the messages and the error that would close the link (as text), if any.
 /// Panics if decoding a frame reserves memory the peer has not sent yet
-/// beyond the codec's read size.
+/// beyond the codec's read size and its bounded read-ahead (at most as
+/// much again as has arrived, at least `READ_AHEAD_MIN`).
 pub fn peer_decode(input: &[u8], max_frame: usize) -> (Vec<Message>, Option<String>) {
     let mut codec = FrameDecoder::new(max_frame);
     let mut buf = BytesMut::new();
@@ -356,7 +357,7 @@ pub fn peer_decode(input: &[u8], max_frame: usize) -> (Vec<Message>, Option<Stri
         loop {
             let frame = codec.decode(&mut buf);
             assert!(
-                buf.capacity() <= 2 * READ + input.len(),
+                buf.capacity() <= 2 * READ + 2 * input.len() + READ_AHEAD_MIN,
                 "the codec reserved {} bytes for {} received",
                 buf.capacity(),
                 input.len()
