@@ -305,19 +305,10 @@ fn is_candidate(e: &Entry, policy: Policy) -> bool {
     e.state == SlotState::Live && (!policy.volatile_only() || e.expires_at != NO_EXPIRY)
 }
 
-/// A random candidate slot of `shard`: random probes (cheap when the slab
-/// is dense), then a pass from a random offset so a sparse slab still
-/// yields one.
+/// A random candidate slot of `shard`.
 fn sample(shard: &Shard, policy: Policy) -> Option<u32> {
-    let len = shard.slab.len();
-    if len == 0 {
-        return None;
-    }
-    let probes = (0..8).map(|_| fastrand::u32(..len));
-    let offset = fastrand::u32(..len);
-    let linear = (0..len).map(|i| (offset + i) % len);
-    probes
-        .chain(linear)
+    shard
+        .random_slots(8)
         .find(|&slot| is_candidate(shard.slab.get(slot), policy))
 }
 

@@ -407,13 +407,7 @@ impl Store {
             if shard.live == 0 {
                 continue;
             }
-            let len = shard.slab.len();
-            // Random probes first (cheap when the slab is dense), then a
-            // linear pass so a sparse slab still yields a key.
-            let probes = (0..32).map(|_| fastrand::u32(..len));
-            let offset = fastrand::u32(..len);
-            let linear = (0..len).map(|i| (offset + i) % len);
-            for i in probes.chain(linear) {
+            for i in shard.random_slots(32) {
                 let e = shard.slab.get(i);
                 if e.is_live() {
                     if e.is_expired(now_ms) {

@@ -49,6 +49,17 @@ fn weight(e: &Entry) -> (usize, usize, usize) {
 }
 
 impl Shard {
+    /// Slots to try for a random pick: `probes` random ones (cheap when the
+    /// slab is dense), then every slot from a random offset, so a sparse
+    /// slab still yields one. Empty for an empty slab.
+    pub fn random_slots(&self, probes: usize) -> impl Iterator<Item = u32> + use<> {
+        let len = self.slab.len();
+        let offset = if len == 0 { 0 } else { fastrand::u32(..len) };
+        let probes = if len == 0 { 0 } else { probes };
+        let random = (0..probes).map(move |_| fastrand::u32(..len));
+        random.chain((0..len).map(move |i| (offset + i) % len))
+    }
+
     pub fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         let slab = &self.slab;
         self.index
