@@ -146,7 +146,7 @@ async fn noeviction_refuses_growing_writes_with_redis_error_and_serves_the_rest(
     );
 
     // 8 MiB of values cannot fit in 6 MiB of headroom (of which the
-    // store's own structures take up to 4 over 1024 shards).
+    // store's own structures take a few).
     let refused = fill(&con, "k", 0..8192, None).await;
     assert_eq!(refused, Err(OOM.to_owned()));
     let stored: usize = redis::cmd("DBSIZE")
@@ -290,8 +290,8 @@ async fn allkeys_random_evicts_to_stay_under_the_limit() {
         &["--maxmemory-policy", "allkeys-random"],
     )]);
     let con = client_at(procs[0].client).await;
-    // 8 MiB of headroom: about 4 for the store's structures once all 1024
-    // shards hold keys, about 4 for values.
+    // 8 MiB of headroom: room for the store's own structures once every
+    // shard holds keys, and several thousand values.
     let max = limit_to_used_plus(&con, 8 << 20).await;
     // 16 MiB of writes into that: every one is accepted.
     fill(&con, "k", 0..16_384, None).await.unwrap();
@@ -421,7 +421,7 @@ async fn converged(a: &Con, b: &Con) -> Result<(u64, String), String> {
 async fn in_a_cluster_evictions_replicate_as_deletes_and_replicas_converge() {
     let (_procs, limited, roomy) = pair("allkeys-random").await;
     // Room for the store's fixed structures once every shard holds a key
-    // (about 4 MiB over 1024 shards) and a few thousand of the values.
+    // (a few MiB once every shard holds keys) and a few thousand values.
     limit_to_used_plus(&limited, 6 << 20).await;
     // 8 MiB written on the node without a limit reach the limited one,
     // which applies them all, then evicts; its evictions reach the other.

@@ -15,7 +15,7 @@ pub const NO_SLOT: u32 = u32::MAX;
 pub const LRU_BITS: u32 = 24;
 pub const LRU_MAX: u32 = (1 << LRU_BITS) - 1;
 /// Entries per slab chunk: growth allocates one chunk instead of doubling a
-/// vector, so a shard wastes at most one chunk (3 KiB; 3 MiB over 1024
+/// vector, so a shard wastes at most one chunk (3 KiB; 768 KiB over 256
 /// shards) of slack.
 const CHUNK: usize = 64;
 

@@ -552,7 +552,7 @@ mod tests {
         let (hot, cold) = (count(&s, "hot", 500, later), count(&s, "cold", 500, later));
         // Exact LRU leaves 500 hot and 100 cold, random eviction about
         // 300 of each; sampling lands close to the former (460–500 hot
-        // over 1024 shards, where most hold one key or none).
+        // over 256 shards, where many hold a few keys or none).
         assert!(hot >= 430 && cold <= 170, "hot {hot}, cold {cold}");
         assert_eq!(s.memory().evicted_keys.load(Ordering::Relaxed), 400);
     }

@@ -34,10 +34,14 @@ pub use glob::Glob;
 use shard::Shard;
 
 /// Number of shards; a power of two. Two MSETs of 10 keys lock a common
-/// shard with odds 1 − (1 − 10/SHARDS)^10: 80 % with 64 shards, 9 % with
-/// 1024 (parking_lot's sched_yield calls during 20,000 MSETs from 50
-/// clients, strace: 2,579 with 64 shards, 235 with 1024).
-const SHARDS: usize = 1024;
+/// shard with odds 1 − (1 − 10/SHARDS)^10: 80 % with 64 shards, 32 % with
+/// 256, 9 % with 1024 (parking_lot's sched_yield calls during 20,000 MSETs
+/// from 50 clients, strace: 2,579 with 64 shards, 235 with 1024). More
+/// shards cost cache: alternating runs of MSET -P1 / a 3-node cluster's
+/// SET -P16 gave 56k / 475k rps with 64 shards, 76k / 452k with 256, 80k /
+/// 417k with 1024 (Redis: 81k MSET), and single-key SET/GET were lowest
+/// with 1024.
+const SHARDS: usize = 256;
 /// Bits of the key hash that pick the shard. They sit between the low bits
 /// hashbrown uses for bucket positions and the top 7 it uses for control
 /// bytes, so sharding does not correlate with either.
