@@ -233,30 +233,11 @@ fn exec(
     let (queued, watched) = tx.take();
     let mut idle = Transaction::default();
     let mut ctx = Ctx::new(state, client, reply, now_ms, &mut idle);
-    let Some(queued) = queued else {
-        ctx.reply
-            .error("EXECABORT Transaction discarded because of previous errors.");
-        return;
-    };
-    if transaction::watched_changed(&ctx, &watched) {
-        ctx.reply.null_array();
-        return;
-    }
-    ctx.reply.array(queued.len());
-    let mut ranges = Vec::new();
-    let mut flat = Vec::new();
-    for command in &queued {
-        ranges.clear();
-        flat.clear();
-        for arg in command {
-            ranges.push((flat.len(), flat.len() + arg.len()));
-            flat.extend_from_slice(arg);
-        }
-        dispatch(&mut ctx, &Args::new(&flat, &ranges));
+    transaction::run_queued(&mut ctx, queued, &watched, |ctx| {
         if let After::Wait { .. } = std::mem::replace(&mut ctx.after, After::Continue) {
             ctx.reply.int(0);
         }
-    }
+    });
 }
 
 /// Parses `buf` as a sequence of RESP2/RESP3 replies and returns how many

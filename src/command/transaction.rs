@@ -8,7 +8,7 @@
 //! them one by one under the conflict rule; the transaction is atomic on the
 //! node that ran it, not across the cluster.
 
-use super::{After, Args, CmdError, CmdResult, Ctx, lookup};
+use super::{After, Args, CmdError, CmdResult, Ctx, dispatch, lookup};
 use crate::clock::Version;
 
 /// A queued command's arguments, owned.
@@ -156,4 +156,47 @@ pub fn refused_for_memory(ctx: &Ctx<'_>, queued: &Queued) -> bool {
                 .is_some_and(|spec| spec.may_grow_memory())
         })
         && ctx.store().ensure_memory(ctx.now_ms).is_err()
+}
+
+/// EXEC's body, for the connection and the fuzz harness alike: the abort
+/// of a refused transaction, the memory check, WATCH, then every queued
+/// command in order; `after_each` runs after each one (the connection
+/// notes writes for WAIT and answers a WAIT queued inside the transaction).
+/// The caller holds the node's transaction gate.
+pub fn run_queued(
+    ctx: &mut Ctx<'_>,
+    queued: Option<Queued>,
+    watched: &Watched,
+    mut after_each: impl FnMut(&mut Ctx<'_>),
+) {
+    let Some(queued) = queued else {
+        ctx.reply
+            .error("EXECABORT Transaction discarded because of previous errors.");
+        return;
+    };
+    if refused_for_memory(ctx, &queued) {
+        ctx.reply.error(&format!(
+            "EXECABORT Transaction discarded because of: {}",
+            CmdError::OOM.0
+        ));
+        return;
+    }
+    ctx.memory_checked = true;
+    if watched_changed(ctx, watched) {
+        ctx.reply.null_array();
+        return;
+    }
+    ctx.reply.array(queued.len());
+    let mut ranges = Vec::new();
+    let mut flat = Vec::new();
+    for command in &queued {
+        ranges.clear();
+        flat.clear();
+        for arg in command {
+            ranges.push((flat.len(), flat.len() + arg.len()));
+            flat.extend_from_slice(arg);
+        }
+        dispatch(ctx, &Args::new(&flat, &ranges));
+        after_each(ctx);
+    }
 }

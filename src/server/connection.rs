@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::clock::unix_millis;
 use crate::command::transaction::{self, Transaction};
-use crate::command::{After, Args, CmdError, Ctx, dispatch};
+use crate::command::{After, Args, Ctx, dispatch};
 use crate::node::NodeState;
 use crate::resp::{Decoded, Decoder, Limits, Reply, Source};
 use crate::server::client::ClientInfo;
@@ -208,44 +208,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             now_ms,
             &mut idle,
         );
-        let Some(queued) = queued else {
-            ctx.reply
-                .error("EXECABORT Transaction discarded because of previous errors.");
-            return;
-        };
-        if transaction::refused_for_memory(&ctx, &queued) {
-            ctx.reply.error(&format!(
-                "EXECABORT Transaction discarded because of: {}",
-                CmdError::OOM.0
-            ));
-            return;
-        }
-        ctx.memory_checked = true;
-        if transaction::watched_changed(&ctx, &watched) {
-            ctx.reply.null_array();
-            return;
-        }
-        ctx.reply.array(queued.len());
-        let mut ranges = Vec::new();
-        let mut flat = Vec::new();
-        for command in &queued {
-            ranges.clear();
-            flat.clear();
-            for arg in command {
-                ranges.push((flat.len(), flat.len() + arg.len()));
-                flat.extend_from_slice(arg);
-            }
-            dispatch(&mut ctx, &Args::new(&flat, &ranges));
+        let (state, last_write_seq) = (&self.state, &mut self.last_write_seq);
+        transaction::run_queued(&mut ctx, queued, &watched, |ctx| {
             if ctx.wrote {
-                self.last_write_seq = self.state.store.last_seq();
+                *last_write_seq = state.store.last_seq();
             }
             // WAIT cannot block inside a transaction: as in Redis it answers
             // with what is acknowledged already.
             if let After::Wait { .. } = std::mem::replace(&mut ctx.after, After::Continue) {
-                let acked = self.state.replication.acked_by(self.last_write_seq);
+                let acked = state.replication.acked_by(*last_write_seq);
                 ctx.reply.int(acked as i64);
             }
-        }
+        });
     }
 
     /// Executes every complete command in the input buffer. Returns what to
