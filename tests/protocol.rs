@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{exchange, raw, read_exactly, start_node, start_node_with};
+use common::{exchange, raw, read_exactly, start_node, start_node_with, used_memory};
 use kriminodb::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -293,18 +293,6 @@ async fn a_client_that_never_reads_replies_costs_bounded_memory() {
     );
     drop(flooder);
     node.shutdown().await;
-}
-
-async fn used_memory(con: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(con)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("INFO memory has used_memory")
 }
 
 #[tokio::test]

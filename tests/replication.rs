@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{eventually_ok, info_field, patient_client_at, start_node_with};
+use common::{eventually_ok, info_field, patient_client_at, restart_at, start_node_with};
 use kriminodb::clock::Version;
 use kriminodb::membership::MemberState;
 use kriminodb::replication::wire::{self, Frame, Message, PROTOCOL_VERSION};
@@ -349,21 +349,6 @@ impl Writers {
             t.await.unwrap();
         }
     }
-}
-
-/// Starts a node reusing `peer_port` (a restart at the same address). The
-/// port was just released; retry briefly in case the OS is slow about it.
-async fn restart_at(mut config: Config, peer_port: u16) -> NodeHandle {
-    config.peer_port = peer_port;
-    let mut last = None;
-    for _ in 0..100 {
-        match Node::start(config.clone()).await {
-            Ok(node) => return node,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(ms(50)).await;
-    }
-    panic!("cannot restart at peer port {peer_port}: {last:?}");
 }
 
 // ---------------------------------------------------------------------------

@@ -210,18 +210,7 @@ async fn redis_crate_passwords_in_the_url_authenticate() {
             .get_multiplexed_async_connection()
             .await
             .unwrap_or_else(|e| panic!("{url} connects: {e}"));
-        let () = redis::cmd("SET")
-            .arg("k")
-            .arg(&url)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        let got: String = redis::cmd("GET")
-            .arg("k")
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        assert_eq!(got, url);
+        assert_round_trip(&mut con, "k", &url).await;
         let config: std::collections::HashMap<String, String> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("requirepass")
@@ -405,10 +394,7 @@ async fn idle_clients_are_closed_after_the_timeout_and_active_ones_are_not() {
     let mut silent = raw(addr).await;
     // A client that asks for 20 MiB of replies and never reads them is
     // stuck in our write, which the timeout ends too.
-    let mut set = b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$1048576\r\n".to_vec();
-    set.extend(std::iter::repeat_n(b'v', 1024 * 1024));
-    set.extend(b"\r\n");
-    exchange(&mut active, &set, b"+OK\r\n").await;
+    set_big(&mut active, 1024 * 1024).await;
     let mut stuck = raw(addr).await;
     stuck.write_all(&b"GET big\r\n".repeat(20)).await.unwrap();
     // The active client talks every 200 ms for 3 timeouts.
@@ -507,10 +493,7 @@ async fn a_slow_but_steady_reader_of_a_long_reply_is_not_idle() {
     .await;
     let addr = node.client_addr();
     let mut setup = raw(addr).await;
-    let mut set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${VALUE}\r\n").into_bytes();
-    set.extend(std::iter::repeat_n(b'v', VALUE));
-    set.extend(b"\r\n");
-    exchange(&mut setup, &set, b"+OK\r\n").await;
+    set_big(&mut setup, VALUE).await;
     // A small receive buffer, so the node's write lasts as long as the
     // reading does: 256 KiB every 100 ms, over 3 s for the 8 MiB reply.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -552,17 +535,33 @@ async fn without_a_timeout_idle_clients_stay_connected() {
     node.shutdown().await;
 }
 
-async fn used_memory(addr: SocketAddr) -> u64 {
-    let mut con = common::client_at(addr).await;
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut con)
+/// SET `big` to `len` bytes over a raw connection.
+async fn set_big(con: &mut TcpStream, len: usize) {
+    let mut set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${len}\r\n").into_bytes();
+    set.extend(std::iter::repeat_n(b'v', len));
+    set.extend(b"\r\n");
+    exchange(con, &set, b"+OK\r\n").await;
+}
+
+/// SET `key` to `value`, then GET it back whole.
+async fn assert_round_trip(con: &mut redis::aio::MultiplexedConnection, key: &str, value: &str) {
+    let () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async(con)
         .await
         .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("INFO memory has used_memory")
+    let got: String = redis::cmd("GET").arg(key).query_async(con).await.unwrap();
+    assert!(
+        got == value,
+        "GET {key} returned {} bytes of {}",
+        got.len(),
+        value.len()
+    );
+}
+
+async fn used_memory(addr: SocketAddr) -> u64 {
+    common::used_memory(&mut common::client_at(addr).await).await
 }
 
 /// Polls `used_memory` until `done` is set and returns the highest value
@@ -610,10 +609,7 @@ async fn greedy_client_is_disconnected(request: &[u8], asked: usize) {
     .await;
     let addr = node.client_addr();
     let mut setup = raw(addr).await;
-    let mut set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${VALUE}\r\n").into_bytes();
-    set.extend(std::iter::repeat_n(b'v', VALUE));
-    set.extend(b"\r\n");
-    exchange(&mut setup, &set, b"+OK\r\n").await;
+    set_big(&mut setup, VALUE).await;
     let before = used_memory(addr).await;
     let rss_before = rss_kib();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -695,19 +691,7 @@ async fn a_single_reply_larger_than_the_output_limit_is_still_sent() {
     })
     .await;
     let mut c = common::client(&node).await;
-    let value = "x".repeat(1024 * 1024);
-    let () = redis::cmd("SET")
-        .arg("big")
-        .arg(&value)
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let got: String = redis::cmd("GET")
-        .arg("big")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(got.len(), value.len());
+    assert_round_trip(&mut c, "big", &"x".repeat(1024 * 1024)).await;
     node.shutdown().await;
 }
 
@@ -917,19 +901,7 @@ async fn tls_port_serves_the_redis_crate_and_the_plain_port_keeps_working() {
         .await
         .unwrap();
     // A reply larger than TLS records and socket buffers arrives whole.
-    let big = "b".repeat(3 * 1024 * 1024 + 7);
-    let () = redis::cmd("SET")
-        .arg("big")
-        .arg(&big)
-        .query_async(&mut tls)
-        .await
-        .unwrap();
-    let got: String = redis::cmd("GET")
-        .arg("big")
-        .query_async(&mut tls)
-        .await
-        .unwrap();
-    assert_eq!(got, big);
+    assert_round_trip(&mut tls, "big", &"b".repeat(3 * 1024 * 1024 + 7)).await;
     let port: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("tls-port")

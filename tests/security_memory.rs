@@ -34,17 +34,13 @@ async fn field(con: &Con, section: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("INFO {section} {name}: {value:?}"))
 }
 
-async fn used_memory(con: &Con) -> u64 {
-    field(con, "memory", "used_memory").await
-}
-
 async fn evicted(con: &Con) -> u64 {
     field(con, "stats", "evicted_keys").await
 }
 
 /// Sets maxmemory to what the node uses now plus `headroom` bytes.
 async fn limit_to_used_plus(con: &Con, headroom: u64) -> u64 {
-    let max = used_memory(con).await + headroom;
+    let max = common::used_memory(&mut con.clone()).await + headroom;
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory")
@@ -304,7 +300,7 @@ async fn allkeys_random_evicts_to_stay_under_the_limit() {
     // Within the limit once the gauge catches up with the evictions (the
     // slack covers jemalloc's thread caches and the next refresh).
     eventually_ok(CONVERGE, || async {
-        let used = used_memory(&con).await;
+        let used = common::used_memory(&mut con.clone()).await;
         let evictions = evicted(&con).await;
         let keys = dbsize(&con).await;
         if used <= max + (1 << 20) && keys + evictions == 16_384 {
@@ -445,7 +441,9 @@ async fn in_a_cluster_evictions_replicate_as_deletes_and_replicas_converge() {
     // background cycle) reach the peer too: nothing else would carry them
     // until the next anti-entropy round, an hour away here.
     limit_to_used_plus(&limited, 0).await;
-    let lower = used_memory(&limited).await.saturating_sub(1 << 20);
+    let lower = common::used_memory(&mut limited.clone())
+        .await
+        .saturating_sub(1 << 20);
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory")

@@ -16,12 +16,15 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{cluster_members, eventually_ok, info_field, patient_client_at, start_node_with};
+use common::{
+    cluster_members, eventually_ok, info_field, patient_client_at, restart_at, start_node_with,
+    used_memory,
+};
 use kriminodb::clock::{Version, unix_millis};
 use kriminodb::crypto::{Keyring, LINK_NONCE_LEN, link_nonce};
 use kriminodb::membership::{ANY_RECEIVER, Kind, MemberState, SealedHeader, seal, seal_keyed};
 use kriminodb::replication::wire::{self, Message, WireEntry};
-use kriminodb::{Config, Node, NodeHandle};
+use kriminodb::{Config, NodeHandle};
 use redis::aio::MultiplexedConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -422,11 +425,6 @@ async fn writes_cannot_be_injected_over_tcp_without_the_key() {
     assert_eq!(tcp_auth_failures(&node), 2);
 }
 
-async fn used_memory(con: &mut MultiplexedConnection) -> u64 {
-    let used = info_field(con, "memory", "used_memory").await;
-    used.expect("INFO has used_memory").parse().unwrap()
-}
-
 /// Opens `links` connections to `node`'s peer port, each sending only a
 /// frame head that declares a ~513 MB frame (within the default frame
 /// limit), and holds them until the node closes every one. Returns the
@@ -499,23 +497,6 @@ async fn stop(node: NodeHandle) -> u16 {
     peer_port
 }
 
-/// Starts a node at the peer port a stopped one had.
-async fn start_at(config: Config, peer_port: u16) -> NodeHandle {
-    let config = Config {
-        peer_port,
-        ..config
-    };
-    let mut last = None;
-    for _ in 0..100 {
-        match Node::start(config.clone()).await {
-            Ok(node) => return node,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(ms(50)).await;
-    }
-    panic!("cannot restart at peer port {peer_port}: {last:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_is_rotated_by_rolling_restarts_without_downtime() {
     let mut nodes = start_cluster(3, Some(KEY)).await;
@@ -535,7 +516,7 @@ async fn the_key_is_rotated_by_rolling_restarts_without_downtime() {
             let port = stop(nodes.remove(i)).await;
             let key = format!("step{step}-n{i}-down");
             set(&mut client(&nodes[0]).await, &key, "1").await;
-            nodes.insert(i, start_at(c, port).await);
+            nodes.insert(i, restart_at(c, port).await);
             written.push(key);
             let all: Vec<&NodeHandle> = nodes.iter().collect();
             wait_ready(&all).await;

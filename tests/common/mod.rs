@@ -158,6 +158,30 @@ pub async fn info_field(
     })
 }
 
+/// Starts a node at `peer_port` (a restart at the address a stopped node
+/// had). The port was just released; retries briefly in case the OS is slow
+/// about it.
+pub async fn restart_at(mut config: Config, peer_port: u16) -> NodeHandle {
+    config.peer_port = peer_port;
+    let mut last = None;
+    for _ in 0..100 {
+        match Node::start(config.clone()).await {
+            Ok(node) => return node,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot restart at peer port {peer_port}: {last:?}");
+}
+
+/// INFO memory `used_memory`, in bytes.
+pub async fn used_memory(con: &mut redis::aio::MultiplexedConnection) -> u64 {
+    info_field(con, "memory", "used_memory")
+        .await
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO memory has used_memory")
+}
+
 // ---- Added for tests/replication.rs and tests/replication_processes.rs ----
 
 /// Like [`client_at`], with a response timeout far above the redis crate's
