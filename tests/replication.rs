@@ -19,13 +19,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{eventually_ok, info_field, patient_client_at, restart_at, start_node_with};
+use common::{
+    closed_by_server, eventually_ok, info_field, patient_client_at, restart_at, start_node_with,
+};
 use kriminodb::clock::Version;
 use kriminodb::membership::MemberState;
 use kriminodb::replication::wire::{self, Frame, Message, PROTOCOL_VERSION};
 use kriminodb::{Config, Node, NodeHandle};
 use redis::aio::MultiplexedConnection;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
@@ -1057,17 +1059,10 @@ async fn send_bad(peer: SocketAddr, bytes: &[u8], close_write: bool) {
     if close_write {
         let _ = s.shutdown().await;
     }
-    let mut buf = vec![0u8; 4096];
-    let closed = tokio::time::timeout(CONVERGE, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    closed.expect("the node closes a connection that sent a bad frame");
+    assert!(
+        closed_by_server(&mut s, CONVERGE).await,
+        "the node closes a connection that sent a bad frame"
+    );
 }
 
 fn framed(body: &[u8]) -> Vec<u8> {

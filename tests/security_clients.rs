@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, exchange, raw, read_exactly, start_node_with};
+use common::{closed_by_server, eventually, exchange, raw, read_exactly, start_node_with};
 use kriminodb::Config;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const PASSWORD: &str = "s3cret-pass";
@@ -31,20 +31,6 @@ fn with_password() -> Config {
     Config {
         requirepass: Some(PASSWORD.parse().unwrap()),
         ..Config::ephemeral()
-    }
-}
-
-/// True once the server has closed the connection (EOF or reset) within
-/// `within`; false if the connection is still open then.
-async fn closed_by_server<S: AsyncRead + Unpin>(stream: &mut S, within: Duration) -> bool {
-    let mut buf = vec![0u8; 64 * 1024];
-    let until = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-            Err(_) => return false,
-        }
     }
 }
 

@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    cluster_members, eventually_ok, info_field, patient_client_at, restart_at, start_node_with,
-    used_memory,
+    closed_by_server, cluster_members, eventually_ok, info_field, patient_client_at, restart_at,
+    start_node_with, used_memory,
 };
 use kriminodb::clock::{Version, unix_millis};
 use kriminodb::crypto::{Keyring, LINK_NONCE_LEN, link_nonce};
@@ -321,17 +321,10 @@ async fn read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
 
 /// Waits until the node closes `stream`.
 async fn closed(mut stream: TcpStream) {
-    let mut buf = vec![0u8; 4096];
-    let done = tokio::time::timeout(CONVERGE, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    done.expect("the node closes the link");
+    assert!(
+        closed_by_server(&mut stream, CONVERGE).await,
+        "the node closes the link"
+    );
 }
 
 fn hello() -> Vec<u8> {

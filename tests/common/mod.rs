@@ -174,6 +174,24 @@ pub async fn restart_at(mut config: Config, peer_port: u16) -> NodeHandle {
     panic!("cannot restart at peer port {peer_port}: {last:?}");
 }
 
+/// True once the server has closed the connection (EOF or reset) within
+/// `within`; false if the connection is still open then.
+pub async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    within: Duration,
+) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(until, tokio::io::AsyncReadExt::read(stream, &mut buf)).await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
 /// INFO memory `used_memory`, in bytes.
 pub async fn used_memory(con: &mut redis::aio::MultiplexedConnection) -> u64 {
     info_field(con, "memory", "used_memory")
