@@ -183,7 +183,7 @@ impl Candidate {
     }
 
     fn still(&self, e: &Entry) -> bool {
-        e.state == SlotState::Live
+        e.state() == SlotState::Live
             && e.version == self.version
             && e.lru() == self.lru
             && e.expires_at == self.expires_at
@@ -302,7 +302,7 @@ fn has_candidates(shard: &Shard, policy: Policy) -> bool {
 }
 
 fn is_candidate(e: &Entry, policy: Policy) -> bool {
-    e.state == SlotState::Live && (!policy.volatile_only() || e.expires_at != NO_EXPIRY)
+    e.state() == SlotState::Live && (!policy.volatile_only() || e.expires_at != NO_EXPIRY)
 }
 
 /// A random candidate slot of `shard`.

@@ -302,7 +302,7 @@ impl Store {
             let mut shard = shard.0.lock();
             for slot in 0..shard.slab.len() {
                 let e = shard.slab.get(slot);
-                if e.state != SlotState::Free {
+                if e.state() != SlotState::Free {
                     let hash = self.hash(e.key());
                     shard.purge(self, slot, hash);
                 }
@@ -328,7 +328,7 @@ impl Store {
             let shard = shard.0.lock();
             for i in 0..shard.slab.len() {
                 let e = shard.slab.get(i);
-                if e.state != SlotState::Free && !f(e) {
+                if e.state() != SlotState::Free && !f(e) {
                     return;
                 }
             }

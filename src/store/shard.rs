@@ -36,12 +36,12 @@ fn redigest(store: &Store, key: &[u8], old: Option<Version>, new: Option<Version
 /// The version an entry contributes to the digest: live values and
 /// tombstones alike (a free slot contributes nothing).
 fn live_version(e: &Entry) -> Option<Version> {
-    (e.state != SlotState::Free).then_some(e.version)
+    (e.state() != SlotState::Free).then_some(e.version)
 }
 
 /// (live, volatile, tombstone) contribution of an entry to the counters.
 fn weight(e: &Entry) -> (usize, usize, usize) {
-    match e.state {
+    match e.state() {
         SlotState::Free => (0, 0, 0),
         SlotState::Live => (1, usize::from(e.expires_at != NO_EXPIRY), 0),
         SlotState::Tombstone => (0, 0, 1),
@@ -94,7 +94,7 @@ impl Shard {
     /// Forgets an entry entirely (tombstone collection, truncation).
     pub fn purge(&mut self, store: &Store, slot: u32, hash: u64) {
         let e = self.slab.get(slot);
-        if e.state == SlotState::Free {
+        if e.state() == SlotState::Free {
             return;
         }
         redigest(store, e.key(), live_version(e), None);
@@ -181,7 +181,7 @@ impl Shard {
             let slot = self.sweep_cursor;
             self.sweep_cursor += 1;
             let e = self.slab.get(slot);
-            match e.state {
+            match e.state() {
                 SlotState::Live if e.is_expired(now_ms) => {
                     self.expire(store, slot, now_ms);
                     expired += 1;
@@ -204,7 +204,7 @@ impl Shard {
         let mut dropped = 0;
         for slot in 0..self.slab.len() {
             let e = self.slab.get(slot);
-            if e.state != SlotState::Free && e.version < marker {
+            if e.state() != SlotState::Free && e.version < marker {
                 let hash = store.hash(e.key());
                 self.purge(store, slot, hash);
                 dropped += 1;
