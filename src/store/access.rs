@@ -116,9 +116,7 @@ impl<'a> KeyAccess<'a> {
             Expiry::At(t) => t,
         };
         match self.slot {
-            Some(i) => self
-                .shard
-                .set_live(self.store, i, value, expires_at, version),
+            Some(i) => self.shard.set_live(i, value, expires_at, version),
             None => {
                 let mut entry = Entry::live(self.key, value, expires_at, version);
                 entry.touch(lru_clock(self.now_ms));
@@ -142,8 +140,7 @@ impl<'a> KeyAccess<'a> {
         let Some(i) = self.slot.filter(|&i| self.shard.slab.get(i).is_live()) else {
             return false;
         };
-        self.shard
-            .set_tombstone(self.store, i, version, self.now_ms);
+        self.shard.set_tombstone(i, version, self.now_ms);
         self.publish(None, NO_EXPIRY, version);
         true
     }
@@ -158,7 +155,7 @@ impl<'a> KeyAccess<'a> {
             return self.delete();
         }
         let version = self.store.clock.tick_at(self.now_ms);
-        self.shard.set_expiry(self.store, i, expires_at, version);
+        self.shard.set_expiry(i, expires_at, version);
         if self.store.is_replicating() {
             let value = self.shard.slab.get(i).value();
             let change = self
@@ -188,9 +185,7 @@ impl<'a> KeyAccess<'a> {
                 };
                 self.put(value, expiry, version);
             }
-            (None, Some(i)) => self
-                .shard
-                .set_tombstone(self.store, i, version, self.now_ms),
+            (None, Some(i)) => self.shard.set_tombstone(i, version, self.now_ms),
             (None, None) => {
                 let entry = Entry::tombstone(self.key, version, self.now_ms);
                 self.slot = Some(self.shard.insert(self.store, self.hash, entry));
@@ -220,7 +215,7 @@ impl MultiAccess<'_> {
     /// If `key` was not among them (a bug in the caller, not input).
     pub fn key<'k>(&'k mut self, key: &'k [u8]) -> KeyAccess<'k> {
         let hash = self.store.hash(key);
-        let shard_no = Store::shard_of(hash);
+        let shard_no = Store::shard_of(key);
         let at = self
             .guards
             .binary_search_by_key(&shard_no, |(i, _)| *i)

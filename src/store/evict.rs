@@ -470,7 +470,7 @@ impl Store {
         }
         let version = self.clock.tick();
         let key: Box<[u8]> = e.key().into();
-        shard.set_tombstone(self, slot, version, now_ms);
+        shard.set_tombstone(slot, version, now_ms);
         let replicating = self.is_replicating();
         if replicating {
             shard

@@ -42,10 +42,8 @@ use shard::Shard;
 /// 417k with 1024 (Redis: 81k MSET), and single-key SET/GET were lowest
 /// with 1024.
 const SHARDS: usize = 256;
-/// Bits of the key hash that pick the shard. They sit between the low bits
-/// hashbrown uses for bucket positions and the top 7 it uses for control
-/// bytes, so sharding does not correlate with either.
-const SHARD_SHIFT: u32 = 40;
+// A shard holds one inner node of the digest tree (see `digest::ShardLeaves`).
+const _: () = assert!(SHARDS == digest::LEAVES / digest::FANOUT);
 /// Slots examined per shard per active-expiry step (Redis samples 20 keys per
 /// loop; we sweep sequentially, which also collects tombstones).
 const SWEEP_STEP: u32 = 64;
@@ -98,7 +96,6 @@ pub struct Store {
     shards: Box<[Padded<Mutex<Shard>>]>,
     hasher: foldhash::fast::RandomState,
     clock: Arc<Hlc>,
-    digest: DigestTree,
     /// Tombstones that arrived before this unix-ms time may be collected.
     tombstone_horizon: AtomicU64,
     /// ...and were written before this unix-ms time (by their version).
@@ -128,7 +125,6 @@ impl Store {
             shards,
             hasher: foldhash::fast::RandomState::default(),
             clock,
-            digest: DigestTree::default(),
             // A node with no peers collects tombstones at once; the
             // replication layer lowers this as soon as it knows of any.
             tombstone_horizon: AtomicU64::new(u64::MAX),
@@ -160,8 +156,16 @@ impl Store {
         self.hasher.hash_one(key)
     }
 
-    fn shard_of(hash: u64) -> usize {
-        (hash >> SHARD_SHIFT) as usize & (SHARDS - 1)
+    /// A key's shard: the top bits of its stable digest hash, so that the
+    /// shard also holds the key's digest leaf. The index inside the shard
+    /// uses the randomly seeded [`Store::hash`], so keys chosen to share a
+    /// shard cost lock contention, not a degenerate hash table.
+    fn shard_of(key: &[u8]) -> usize {
+        (digest::key_hash(key) >> (64 - SHARDS.trailing_zeros())) as usize
+    }
+
+    fn shard(&self, shard_no: usize) -> parking_lot::MutexGuard<'_, Shard> {
+        self.shards[shard_no].0.lock()
     }
 
     /// Runs `f` with exclusive access to one key (lazy expiry already done);
@@ -195,7 +199,7 @@ impl Store {
         f: impl FnOnce(&mut KeyAccess<'_>) -> R,
     ) -> R {
         let hash = self.hash(key);
-        let shard_no = Self::shard_of(hash);
+        let shard_no = Self::shard_of(key);
         let mut shard = self.shards[shard_no].0.lock();
         let result = f(&mut KeyAccess::new(
             self, &mut shard, key, hash, now_ms, touch,
@@ -217,10 +221,7 @@ impl Store {
         now_ms: u64,
         f: impl FnOnce(&mut MultiAccess<'_>) -> R,
     ) -> R {
-        let mut wanted: Vec<usize> = keys
-            .iter()
-            .map(|key| Self::shard_of(self.hash(key)))
-            .collect();
+        let mut wanted: Vec<usize> = keys.iter().map(|key| Self::shard_of(key)).collect();
         wanted.sort_unstable();
         wanted.dedup();
         // Sorted by shard: MultiAccess::key finds a guard by binary search.
@@ -304,7 +305,7 @@ impl Store {
                 let e = shard.slab.get(slot);
                 if e.state() != SlotState::Free {
                     let hash = self.hash(e.key());
-                    shard.purge(self, slot, hash);
+                    shard.purge(slot, hash);
                 }
             }
         }
@@ -487,8 +488,8 @@ impl Store {
 
     /// The digest tree over keys and versions (tombstones included) that
     /// anti-entropy compares.
-    pub fn digest_tree(&self) -> &DigestTree {
-        &self.digest
+    pub fn digest_tree(&self) -> DigestTree<'_> {
+        DigestTree { store: self }
     }
 
     /// Starts or stops queueing local writes for peers.

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use hashbrown::HashTable;
 
+use super::digest::{ShardLeaves, key_hash};
 use super::entry::{Entry, NO_EXPIRY, Slab, SlotState};
 use super::{Change, Store};
 use crate::clock::Version;
@@ -20,15 +21,17 @@ pub(super) struct Shard {
     pub sweep_cursor: u32,
     /// Local writes not yet taken by replication (only while replicating).
     pub outbox: Vec<Change>,
+    /// This shard's part of the digest tree.
+    pub digest: ShardLeaves,
 }
 
 /// Keeps the digest tree in step when an entry changes from version `old`
 /// to `new` (None: no entry).
-fn redigest(store: &Store, key: &[u8], old: Option<Version>, new: Option<Version>) {
+fn redigest(digest: &mut ShardLeaves, key: &[u8], old: Option<Version>, new: Option<Version>) {
     match (old, new) {
-        (Some(a), Some(b)) if a != b => store.digest.replace(key, a, b),
-        (Some(a), None) => store.digest.toggle(key, a),
-        (None, Some(b)) => store.digest.toggle(key, b),
+        (Some(a), Some(b)) if a != b => digest.replace(key_hash(key), a, b),
+        (Some(a), None) => digest.toggle(key_hash(key), a),
+        (None, Some(b)) => digest.toggle(key_hash(key), b),
         _ => {}
     }
 }
@@ -81,7 +84,7 @@ impl Shard {
 
     /// Places a new entry for a key the shard does not hold.
     pub fn insert(&mut self, store: &Store, hash: u64, entry: Entry) -> u32 {
-        redigest(store, entry.key(), None, live_version(&entry));
+        redigest(&mut self.digest, entry.key(), None, live_version(&entry));
         let w = weight(&entry);
         let slot = self.slab.insert(entry);
         let slab = &self.slab;
@@ -92,12 +95,12 @@ impl Shard {
     }
 
     /// Forgets an entry entirely (tombstone collection, truncation).
-    pub fn purge(&mut self, store: &Store, slot: u32, hash: u64) {
+    pub fn purge(&mut self, slot: u32, hash: u64) {
         let e = self.slab.get(slot);
         if e.state() == SlotState::Free {
             return;
         }
-        redigest(store, e.key(), live_version(e), None);
+        redigest(&mut self.digest, e.key(), live_version(e), None);
         let w = weight(e);
         if let Ok(found) = self.index.find_entry(hash, |&i| i == slot) {
             found.remove();
@@ -107,16 +110,9 @@ impl Shard {
     }
 
     /// Gives an existing entry (live or tombstone) a live value.
-    pub fn set_live(
-        &mut self,
-        store: &Store,
-        slot: u32,
-        value: &[u8],
-        expires_at: u64,
-        version: Version,
-    ) {
+    pub fn set_live(&mut self, slot: u32, value: &[u8], expires_at: u64, version: Version) {
         let e = self.slab.get_mut(slot);
-        redigest(store, e.key(), live_version(e), Some(version));
+        redigest(&mut self.digest, e.key(), live_version(e), Some(version));
         let before = weight(e);
         e.set_value(value);
         e.expires_at = expires_at;
@@ -128,9 +124,9 @@ impl Shard {
 
     /// Turns an existing entry into a tombstone with `version`, which
     /// arrived (or was written) at `arrival_ms`.
-    pub fn set_tombstone(&mut self, store: &Store, slot: u32, version: Version, arrival_ms: u64) {
+    pub fn set_tombstone(&mut self, slot: u32, version: Version, arrival_ms: u64) {
         let e = self.slab.get_mut(slot);
-        redigest(store, e.key(), live_version(e), Some(version));
+        redigest(&mut self.digest, e.key(), live_version(e), Some(version));
         let before = weight(e);
         e.make_tombstone(version, arrival_ms);
         self.uncount(before);
@@ -138,9 +134,9 @@ impl Shard {
     }
 
     /// Changes a live entry's expiry under a new version.
-    pub fn set_expiry(&mut self, store: &Store, slot: u32, expires_at: u64, version: Version) {
+    pub fn set_expiry(&mut self, slot: u32, expires_at: u64, version: Version) {
         let e = self.slab.get_mut(slot);
-        redigest(store, e.key(), live_version(e), Some(version));
+        redigest(&mut self.digest, e.key(), live_version(e), Some(version));
         let before = weight(e);
         e.expires_at = expires_at;
         e.version = version;
@@ -154,7 +150,7 @@ impl Shard {
     /// write.
     pub fn expire(&mut self, store: &Store, slot: u32, now_ms: u64) {
         let version = self.slab.get(slot).version;
-        self.set_tombstone(store, slot, version, now_ms);
+        self.set_tombstone(slot, version, now_ms);
         store.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -190,7 +186,7 @@ impl Shard {
                     if e.tombstone_arrival() < horizon.0 && e.version.millis() < horizon.1 =>
                 {
                     let hash = store.hash(e.key());
-                    self.purge(store, slot, hash);
+                    self.purge(slot, hash);
                 }
                 _ => {}
             }
@@ -206,7 +202,7 @@ impl Shard {
             let e = self.slab.get(slot);
             if e.state() != SlotState::Free && e.version < marker {
                 let hash = store.hash(e.key());
-                self.purge(store, slot, hash);
+                self.purge(slot, hash);
                 dropped += 1;
             }
         }
