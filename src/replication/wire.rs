@@ -5,7 +5,8 @@
 //! before any allocation, and a frame that fails to decode or has another
 //! version closes the link (the caller counts it).
 
-use serde::{Deserialize, Serialize};
+use serde::ser::{SerializeSeq, SerializeStruct, SerializeStructVariant};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::clock::Version;
 use crate::store::Change;
@@ -27,6 +28,19 @@ pub struct WireEntry {
     pub version: Version,
 }
 
+/// [`WireEntry`] borrowing its key and value: the same bytes on the wire,
+/// without copying them into vectors of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEntryRef<'a> {
+    #[serde(borrow, with = "serde_bytes")]
+    pub key: &'a [u8],
+    /// None for a delete (tombstone).
+    #[serde(borrow, with = "serde_bytes")]
+    pub value: Option<&'a [u8]>,
+    pub expires_at: u64,
+    pub version: Version,
+}
+
 /// A key and the version a node holds of it (sync summaries).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyVersion {
@@ -36,6 +50,10 @@ pub struct KeyVersion {
     /// False for a tombstone.
     pub live: bool,
 }
+
+/// Postcard encodes an enum variant as its index: [`Message::Updates`]'s,
+/// which [`encode_updates`] writes by hand (a test holds them equal).
+const UPDATES_INDEX: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
@@ -129,8 +147,22 @@ pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
     Ok(frame.message)
 }
 
-impl WireEntry {
-    pub fn from_change(change: &Change) -> Option<Self> {
+/// The Updates frame for `changes` (a chunk of the push path), encoded
+/// straight from them: the same bytes as [`encode`] of
+/// `Message::Updates { entries, truncates, last_seq }` built from them,
+/// without copying every key and value into a [`WireEntry`] first.
+pub fn encode_updates(changes: &[Change], last_seq: u64) -> Result<Vec<u8>, postcard::Error> {
+    let frame = UpdatesFrame { changes, last_seq };
+    // Sized first: one allocation, instead of a vector that doubles (and
+    // copies itself) ~log2(frame size) times while it is written.
+    let size = postcard::serialize_with_flavor(&frame, postcard::ser_flavors::Size::default())?;
+    let out = Vec::with_capacity(size);
+    postcard::to_extend(&frame, out)
+}
+
+impl<'a> WireEntryRef<'a> {
+    /// The entry a change sends; None for a FLUSHALL marker.
+    pub fn from_change(change: &'a Change) -> Option<Self> {
         match change {
             Change::Entry {
                 key,
@@ -139,15 +171,76 @@ impl WireEntry {
                 version,
                 ..
             } => Some(Self {
-                key: key.to_vec(),
-                value: value
-                    .as_ref()
-                    .map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
+                key,
+                value: value.as_deref(),
                 expires_at: *expires_at,
                 version: *version,
             }),
             Change::Truncate { .. } => None,
         }
+    }
+}
+
+/// Serializes as `Frame { version, message: Message::Updates { .. } }`
+/// does, field for field.
+struct UpdatesFrame<'a> {
+    changes: &'a [Change],
+    last_seq: u64,
+}
+
+impl Serialize for UpdatesFrame<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut frame = serializer.serialize_struct("Frame", 2)?;
+        frame.serialize_field("version", &PROTOCOL_VERSION)?;
+        frame.serialize_field("message", &UpdatesMessage(self))?;
+        frame.end()
+    }
+}
+
+struct UpdatesMessage<'a>(&'a UpdatesFrame<'a>);
+
+impl Serialize for UpdatesMessage<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let UpdatesFrame { changes, last_seq } = *self.0;
+        let mut message =
+            serializer.serialize_struct_variant("Message", UPDATES_INDEX, "Updates", 3)?;
+        message.serialize_field("entries", &Entries(changes))?;
+        message.serialize_field("truncates", &Truncates(changes))?;
+        message.serialize_field("last_seq", &last_seq)?;
+        message.end()
+    }
+}
+
+/// The entries among changes, as a sequence of [`WireEntry`].
+struct Entries<'a>(&'a [Change]);
+
+impl Serialize for Entries<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let entries = || self.0.iter().filter_map(WireEntryRef::from_change);
+        let mut seq = serializer.serialize_seq(Some(entries().count()))?;
+        for entry in entries() {
+            seq.serialize_element(&entry)?;
+        }
+        seq.end()
+    }
+}
+
+/// The FLUSHALL markers among changes, as a sequence of versions.
+struct Truncates<'a>(&'a [Change]);
+
+impl Serialize for Truncates<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let versions = || {
+            self.0.iter().filter_map(|c| match c {
+                Change::Truncate { version, .. } => Some(version),
+                Change::Entry { .. } => None,
+            })
+        };
+        let mut seq = serializer.serialize_seq(Some(versions().count()))?;
+        for version in versions() {
+            seq.serialize_element(version)?;
+        }
+        seq.end()
     }
 }
 
@@ -169,6 +262,73 @@ mod tests {
         };
         let bytes = encode(message.clone()).unwrap();
         assert_eq!(decode(&bytes).unwrap(), message);
+    }
+
+    fn changes() -> Vec<Change> {
+        let version = |hlc| Version { hlc, node_id: 3 };
+        let entry = |seq, key: &[u8], value: Option<&[u8]>, expires_at| Change::Entry {
+            seq,
+            key: key.into(),
+            value: value.map(Into::into),
+            expires_at,
+            version: version(100 + seq),
+        };
+        let big = vec![0xab; 300];
+        vec![
+            entry(1, b"k", Some(b"v"), crate::store::NO_EXPIRY),
+            entry(2, b"gone", None, 0),
+            Change::Truncate {
+                seq: 3,
+                version: version(1 << 40),
+            },
+            entry(4, b"empty", Some(b""), 1_700_000_000_000),
+            entry(5, b"", Some(&big), 7),
+            Change::Truncate {
+                seq: 6,
+                version: version(u64::MAX),
+            },
+            entry(7, &big, None, u64::MAX),
+        ]
+    }
+
+    /// What the push path sent before `encode_updates`: the changes copied
+    /// into a `Message::Updates`.
+    fn updates_message(changes: &[Change], last_seq: u64) -> Message {
+        Message::Updates {
+            entries: changes
+                .iter()
+                .filter_map(WireEntryRef::from_change)
+                .map(|e| WireEntry {
+                    key: e.key.to_vec(),
+                    value: e.value.map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
+                    expires_at: e.expires_at,
+                    version: e.version,
+                })
+                .collect(),
+            truncates: changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Truncate { version, .. } => Some(*version),
+                    Change::Entry { .. } => None,
+                })
+                .collect(),
+            last_seq,
+        }
+    }
+
+    /// Fuzz seeds and nodes of earlier builds read the push path's frames:
+    /// they must not change by a byte.
+    #[test]
+    fn updates_encode_to_the_same_bytes_as_the_message() {
+        let all = changes();
+        let cases: [&[Change]; 5] = [&all, &all[..1], &all[1..2], &all[2..3], &[]];
+        for (i, changes) in cases.into_iter().enumerate() {
+            let last_seq = changes.last().map_or(0, Change::seq);
+            let expected = encode(updates_message(changes, last_seq)).unwrap();
+            let got = encode_updates(changes, last_seq).unwrap();
+            assert_eq!(got, expected, "case {i}");
+            assert_eq!(got.capacity(), got.len(), "case {i}: sized exactly");
+        }
     }
 
     #[test]
