@@ -4,6 +4,11 @@
 //! Decoding never trusts the peer: the frame length is checked by the codec
 //! before any allocation, and a frame that fails to decode or has another
 //! version closes the link (the caller counts it).
+//!
+//! The push path, most of the traffic, skips the owned [`Message`]: its
+//! Updates frames are encoded straight from the store's changes
+//! ([`encode_updates`]) and decoded with keys and values borrowed from the
+//! frame ([`decode_inbound`]), in exactly the bytes of `Message::Updates`.
 
 use serde::ser::{SerializeSeq, SerializeStruct, SerializeStructVariant};
 use serde::{Deserialize, Serialize, Serializer};
@@ -118,6 +123,25 @@ pub enum Message {
     SyncDone { session: u64 },
 }
 
+/// The fields of [`Message::Updates`], with every entry's key and value
+/// borrowed from the frame they arrived in.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct UpdatesRef<'a> {
+    #[serde(borrow)]
+    pub entries: Vec<WireEntryRef<'a>>,
+    pub truncates: Vec<Version>,
+    pub last_seq: u64,
+}
+
+/// A frame as the inbound side reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound<'a> {
+    /// The push path, most of the traffic: applied straight from the frame.
+    Updates(UpdatesRef<'a>),
+    /// Anything else (never `Message::Updates`).
+    Other(Message),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     pub version: u16,
@@ -160,7 +184,58 @@ pub fn encode_updates(changes: &[Change], last_seq: u64) -> Result<Vec<u8>, post
     postcard::to_extend(&frame, out)
 }
 
+/// Decodes a frame as [`decode`] does, except that an Updates frame's keys
+/// and values stay in `bytes` rather than being copied out entry by entry.
+/// Accepts and refuses exactly the frames [`decode`] does.
+pub fn decode_inbound(bytes: &[u8]) -> Result<Inbound<'_>, WireError> {
+    // A Frame is its version, then the message's variant index, then the
+    // message's fields, in that order; anything that does not start as an
+    // Updates frame goes to the owned decoder (which refuses it if it must).
+    match postcard::take_from_bytes::<(u16, u32)>(bytes) {
+        Ok(((version, UPDATES_INDEX), fields)) => {
+            let updates: UpdatesRef<'_> = postcard::from_bytes(fields)?;
+            if version != PROTOCOL_VERSION {
+                return Err(WireError::Version(version));
+            }
+            Ok(Inbound::Updates(updates))
+        }
+        _ => decode(bytes).map(Inbound::Other),
+    }
+}
+
+impl UpdatesRef<'_> {
+    /// The same message, owned (tests and the fuzz harness compare the two
+    /// decoders with it).
+    pub fn to_message(&self) -> Message {
+        Message::Updates {
+            entries: self.entries.iter().map(WireEntryRef::to_entry).collect(),
+            truncates: self.truncates.clone(),
+            last_seq: self.last_seq,
+        }
+    }
+}
+
+impl WireEntry {
+    pub fn borrowed(&self) -> WireEntryRef<'_> {
+        WireEntryRef {
+            key: &self.key,
+            value: self.value.as_deref().map(|v| &v[..]),
+            expires_at: self.expires_at,
+            version: self.version,
+        }
+    }
+}
+
 impl<'a> WireEntryRef<'a> {
+    pub fn to_entry(&self) -> WireEntry {
+        WireEntry {
+            key: self.key.to_vec(),
+            value: self.value.map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
+            expires_at: self.expires_at,
+            version: self.version,
+        }
+    }
+
     /// The entry a change sends; None for a FLUSHALL marker.
     pub fn from_change(change: &'a Change) -> Option<Self> {
         match change {
@@ -298,12 +373,7 @@ mod tests {
             entries: changes
                 .iter()
                 .filter_map(WireEntryRef::from_change)
-                .map(|e| WireEntry {
-                    key: e.key.to_vec(),
-                    value: e.value.map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
-                    expires_at: e.expires_at,
-                    version: e.version,
-                })
+                .map(|e| e.to_entry())
                 .collect(),
             truncates: changes
                 .iter()
@@ -332,6 +402,30 @@ mod tests {
     }
 
     #[test]
+    fn updates_decode_borrowed_as_the_message_decodes_owned() {
+        let all = changes();
+        for changes in [&all[..], &all[..1], &[]] {
+            let bytes = encode_updates(changes, 9).unwrap();
+            let Ok(Inbound::Updates(updates)) = decode_inbound(&bytes) else {
+                panic!("{:?}", decode_inbound(&bytes));
+            };
+            assert_eq!(updates.to_message(), decode(&bytes).unwrap());
+            assert_eq!(updates.to_message(), updates_message(changes, 9));
+        }
+        let ack = encode(Message::Ack { last_seq: 4 }).unwrap();
+        assert_eq!(
+            decode_inbound(&ack).unwrap(),
+            Inbound::Other(Message::Ack { last_seq: 4 })
+        );
+    }
+
+    /// Both decoders accept the same frames, and agree on what they hold
+    /// (the peer_frames fuzz target checks the same on every frame).
+    fn decoders_agree(bytes: &[u8]) {
+        let _ = crate::fuzzing::peer_frame_inbound(bytes);
+    }
+
+    #[test]
     fn other_versions_and_garbage_are_refused() {
         let bytes = postcard::to_allocvec(&Frame {
             version: PROTOCOL_VERSION + 1,
@@ -341,6 +435,15 @@ mod tests {
         assert!(matches!(decode(&bytes), Err(WireError::Version(_))));
         assert!(decode(&[0xff, 0xff, 0xff, 0xff, 0x0f, 9]).is_err());
         assert!(decode(&[]).is_err());
+        let mut updates = encode_updates(&changes(), 1).unwrap();
+        updates[0] = 2;
+        assert!(matches!(
+            decode_inbound(&updates),
+            Err(WireError::Version(2))
+        ));
+        for bytes in [&[][..], &[1], &[1, 1], &[1, 1, 1], &[0xff; 8]] {
+            assert!(decode_inbound(bytes).is_err(), "{bytes:?}");
+        }
     }
 
     mod prop {
@@ -351,6 +454,34 @@ mod tests {
             #[test]
             fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
                 let _ = decode(&bytes);
+                decoders_agree(&bytes);
+            }
+
+            /// Arbitrary bytes after an Updates frame's head, which random
+            /// bytes above seldom start with.
+            #[test]
+            fn arbitrary_updates_never_panic(
+                version in 0u8..3,
+                tail in proptest::collection::vec(any::<u8>(), 0..256),
+            ) {
+                decoders_agree(&[&[version, 1][..], &tail].concat());
+            }
+
+            /// Real Updates frames, damaged: a byte changed, cut short, or
+            /// with bytes added.
+            #[test]
+            fn damaged_updates_never_panic(
+                at in any::<proptest::sample::Index>(),
+                byte in any::<u8>(),
+                cut in any::<proptest::sample::Index>(),
+                extra in proptest::collection::vec(any::<u8>(), 0..8),
+            ) {
+                let frame = encode_updates(&changes(), 7).unwrap();
+                let mut changed = frame.clone();
+                changed[at.index(frame.len())] = byte;
+                decoders_agree(&changed);
+                decoders_agree(&frame[..cut.index(frame.len())]);
+                decoders_agree(&[&frame[..], &extra].concat());
             }
         }
     }
