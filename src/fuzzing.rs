@@ -24,7 +24,7 @@ use crate::membership::{self, Kind, MemberId};
 use crate::node::{Node, NodeHandle, NodeState};
 use crate::replication::framing::{FrameDecoder, READ_AHEAD_MIN};
 use crate::replication::sync;
-use crate::replication::wire::{self, Message, WireError};
+use crate::replication::wire::{self, Inbound, Message, WireError};
 use crate::resp::{Decoded, Decoder, Limits, ProtocolError, Reply, Source};
 use crate::server::client::ClientInfo;
 use crate::store::Store;
@@ -320,16 +320,16 @@ pub fn default_frame_limit() -> usize {
         .saturating_add(1 << 20)
 }
 
-/// Splits a peer link's byte stream into frames with the production codec
-/// and decodes each as a message, as the link and inbound tasks do. Returns
-/// the messages and the error that would close the link (as text), if any.
-/// Panics if decoding a frame reserves memory the peer has not sent yet
-/// beyond the codec's read size and its bounded read-ahead (at most as
-/// much again as has arrived, at least `READ_AHEAD_MIN`).
-pub fn peer_decode(input: &[u8], max_frame: usize) -> (Vec<Message>, Option<String>) {
+/// Splits a peer link's byte stream into frames with the production codec.
+/// Returns the frames' payloads and the codec error that would close the
+/// link (as text), if any. Panics if splitting reserves memory the peer
+/// has not sent yet beyond the codec's read size and its bounded
+/// read-ahead (at most as much again as has arrived, at least
+/// `READ_AHEAD_MIN`).
+pub fn peer_frames(input: &[u8], max_frame: usize) -> (Vec<BytesMut>, Option<String>) {
     let mut codec = FrameDecoder::new(max_frame);
     let mut buf = BytesMut::new();
-    let mut messages = Vec::new();
+    let mut frames = Vec::new();
     // Bytes arrive in reads of up to this size (tokio's FramedRead reads
     // into at least 8 KiB of spare capacity).
     const READ: usize = 8 * 1024;
@@ -344,21 +344,62 @@ pub fn peer_decode(input: &[u8], max_frame: usize) -> (Vec<Message>, Option<Stri
                 input.len()
             );
             match frame {
-                Ok(Some(frame)) => match wire::decode(&frame) {
-                    Ok(message) => messages.push(message),
-                    Err(e) => return (messages, Some(e.to_string())),
-                },
+                Ok(Some(frame)) => frames.push(frame),
                 Ok(None) => break,
-                Err(e) => return (messages, Some(e.to_string())),
+                Err(e) => return (frames, Some(e.to_string())),
             }
         }
     }
-    (messages, None)
+    (frames, None)
+}
+
+/// Splits a peer link's byte stream into frames (see [`peer_frames`]) and
+/// decodes each as a message with the owned decoder the link task uses.
+/// Returns the messages and the error that would close the link (as text),
+/// if any.
+pub fn peer_decode(input: &[u8], max_frame: usize) -> (Vec<Message>, Option<String>) {
+    let (frames, error) = peer_frames(input, max_frame);
+    let mut messages = Vec::new();
+    for frame in frames {
+        match wire::decode(&frame) {
+            Ok(message) => messages.push(message),
+            Err(e) => return (messages, Some(e.to_string())),
+        }
+    }
+    (messages, error)
 }
 
 /// Decodes one frame's payload (what follows the length prefix).
 pub fn peer_frame(payload: &[u8]) -> Result<Message, WireError> {
     wire::decode(payload)
+}
+
+/// Decodes one frame's payload as the inbound task does (Updates borrowed
+/// from it), and panics unless the owned decoder, which defines the
+/// format, accepts the same frame and reads the same message from it.
+pub fn peer_frame_inbound(payload: &[u8]) -> Result<Inbound<'_>, WireError> {
+    let inbound = wire::decode_inbound(payload);
+    match (&inbound, wire::decode(payload)) {
+        (Ok(Inbound::Updates(updates)), Ok(owned)) => assert_eq!(updates.to_message(), owned),
+        (Ok(Inbound::Other(other)), Ok(owned)) => {
+            assert!(!matches!(other, Message::Updates { .. }), "{other:?}");
+            assert_eq!(*other, owned);
+        }
+        (Err(_), Err(_)) => {}
+        (inbound, owned) => panic!("the decoders disagree: {inbound:?}, owned {owned:?}"),
+    }
+    inbound
+}
+
+/// Applies a frame the inbound task decoded: Updates straight from the
+/// frame, as that task does, anything else as [`peer_apply`] does.
+pub fn peer_apply_inbound(store: &Store, inbound: Inbound<'_>) {
+    match inbound {
+        Inbound::Updates(updates) => {
+            sync::apply_updates(store, updates);
+        }
+        Inbound::Other(message) => peer_apply(store, message),
+    }
 }
 
 /// Applies `message` to `store` as the node does when it arrives on a link:
@@ -373,7 +414,7 @@ pub fn peer_apply(store: &Store, message: Message) {
             for marker in truncates {
                 store.truncate(marker);
             }
-            sync::apply(store, &entries);
+            sync::apply(store, entries.iter().map(wire::WireEntry::borrowed));
         }
         Message::SyncRoot { truncated, .. } => {
             store.truncate(truncated);
@@ -414,13 +455,17 @@ pub fn peer_apply(store: &Store, message: Message) {
 }
 
 /// The peer-frames target: the input is a peer link's byte stream; every
-/// frame that decodes is applied to a fresh store, and a local write
-/// follows (the clock must still move forward).
+/// frame up to the first that fails to decode (which closes the link) is
+/// decoded as the inbound task does and applied to a fresh store, and a
+/// local write follows (the clock must still move forward).
 pub fn peer_target(data: &[u8]) {
-    let (messages, _) = peer_decode(data, default_frame_limit());
+    let (frames, _) = peer_frames(data, default_frame_limit());
     let store = Store::new(Arc::new(Hlc::new(1)));
-    for message in messages {
-        peer_apply(&store, message);
+    for frame in &frames {
+        let Ok(inbound) = peer_frame_inbound(frame) else {
+            break;
+        };
+        peer_apply_inbound(&store, inbound);
     }
     let before = store.clock().current();
     let after = store.next_version();
@@ -823,6 +868,7 @@ fn datagram_seeds() -> Vec<(String, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Change;
 
     #[test]
     fn seeds_reach_past_the_decoders() {
@@ -839,6 +885,16 @@ mod tests {
         for (_, name, bytes) in of("peer_frames") {
             let (messages, error) = peer_decode(bytes, default_frame_limit());
             assert!(error.is_none() && !messages.is_empty(), "{name}: {error:?}");
+            // The inbound decoder reads them all too, Updates borrowed.
+            let (frames, _) = peer_frames(bytes, default_frame_limit());
+            let mut updates = 0;
+            for frame in &frames {
+                let inbound = peer_frame_inbound(frame);
+                assert!(inbound.is_ok(), "{name}: {inbound:?}");
+                updates += usize::from(matches!(inbound, Ok(Inbound::Updates(_))));
+            }
+            assert_eq!(updates, usize::from(name == "updates" || name == "link"));
+            peer_target(bytes);
         }
         let swim: Vec<_> = of("membership").collect();
         assert!(
@@ -892,6 +948,45 @@ mod tests {
             node_id: 9,
         });
         assert_eq!(store.next_version().hlc, u64::MAX);
+    }
+
+    /// The committed Updates seed was written by `wire::encode` before the
+    /// push path encoded from the store's changes: that encoder must still
+    /// produce it byte for byte (nodes of earlier builds read these frames).
+    #[test]
+    fn the_push_path_encodes_the_committed_updates_seed_byte_for_byte() {
+        let seed = include_bytes!("../fuzz/seeds/peer_frames/seed-updates");
+        let payload = &seed[4..];
+        assert_eq!(seed[..4], (payload.len() as u32).to_be_bytes());
+        let Ok(Message::Updates {
+            entries,
+            truncates,
+            last_seq,
+        }) = wire::decode(payload)
+        else {
+            panic!("{:?}", wire::decode(payload));
+        };
+        assert!(entries.iter().any(|e| e.value.is_none()) && !truncates.is_empty());
+        let changes: Vec<Change> = entries
+            .iter()
+            .map(|e| Change::Entry {
+                seq: 0,
+                key: e.key.as_slice().into(),
+                value: e.value.as_deref().map(|v| v[..].into()),
+                expires_at: e.expires_at,
+                version: e.version,
+            })
+            .chain(
+                truncates
+                    .iter()
+                    .map(|&version| Change::Truncate { seq: 0, version }),
+            )
+            .collect();
+        assert_eq!(wire::encode_updates(&changes, last_seq).unwrap(), payload);
+        let Ok(Inbound::Updates(updates)) = peer_frame_inbound(payload) else {
+            panic!("{:?}", peer_frame_inbound(payload));
+        };
+        assert_eq!(updates.entries.len(), entries.len());
     }
 
     #[test]

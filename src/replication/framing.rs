@@ -315,8 +315,9 @@ async fn next_frame(reader: &mut Reader) -> Result<Option<BytesMut>, PeerError> 
     }
 }
 
-/// The next message, or None when the peer closed the link cleanly.
-pub async fn receive(reader: &mut Reader) -> Result<Option<Message>, PeerError> {
+/// The next frame's payload (opened, if the link is keyed), for the caller
+/// to decode; None when the peer closed the link cleanly.
+pub async fn receive_frame(reader: &mut Reader) -> Result<Option<BytesMut>, PeerError> {
     let Some(mut frame) = next_frame(reader).await? else {
         return Ok(None);
     };
@@ -326,7 +327,15 @@ pub async fn receive(reader: &mut Reader) -> Result<Option<Message>, PeerError> 
             reader.set_max_frame(full);
         }
     }
-    Ok(Some(wire::decode(&frame)?))
+    Ok(Some(frame))
+}
+
+/// The next message, or None when the peer closed the link cleanly.
+pub async fn receive(reader: &mut Reader) -> Result<Option<Message>, PeerError> {
+    match receive_frame(reader).await? {
+        Some(frame) => Ok(Some(wire::decode(&frame)?)),
+        None => Ok(None),
+    }
 }
 
 impl Writer {

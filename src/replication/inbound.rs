@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::framing::{self, PeerError};
-use super::wire::{CHUNK_ENTRIES, KeyVersion, Message};
+use super::wire::{self, CHUNK_ENTRIES, Inbound, KeyVersion, Message, WireEntry};
 use super::{Replication, sync};
 use crate::clock::{Version, unix_millis};
 
@@ -65,27 +65,27 @@ async fn serve(
     // When the reconciliation the peer is running with us started.
     let mut sync_start_ms = 0;
     loop {
-        let message = tokio::select! {
+        let frame = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            message = framing::receive(&mut reader) => message?,
+            frame = framing::receive_frame(&mut reader) => frame?,
         };
-        let Some(message) = message else {
+        let Some(frame) = frame else {
             return Ok(());
         };
         let store = &replication.store;
-        match message {
-            Message::Updates {
-                entries,
-                truncates,
-                last_seq,
-            } => {
-                for marker in truncates {
-                    store.truncate(marker);
-                }
-                let applied = sync::apply(store, &entries);
+        let message = match wire::decode_inbound(&frame)? {
+            Inbound::Updates(updates) => {
+                let ack = Message::Ack {
+                    last_seq: updates.last_seq,
+                };
+                let applied = sync::apply_updates(store, updates);
                 Replication::count(&replication.stats.entries_received, applied as u64);
-                framing::send(&mut writer, Message::Ack { last_seq }, sent).await?;
+                framing::send(&mut writer, ack, sent).await?;
+                continue;
             }
+            Inbound::Other(message) => message,
+        };
+        match message {
             Message::SyncRoot {
                 session,
                 root,
@@ -142,7 +142,7 @@ async fn serve(
                 }
             }
             Message::SyncEntries { entries, .. } => {
-                let applied = sync::apply(store, &entries);
+                let applied = sync::apply(store, entries.iter().map(WireEntry::borrowed));
                 Replication::count(&replication.stats.entries_received, applied as u64);
             }
             Message::SyncWant {
@@ -157,7 +157,10 @@ async fn serve(
                     replication.sync_completed(node_id, sync_start_ms);
                 }
             }
+            // Updates come as Inbound::Updates (decode_inbound never hands
+            // them over owned).
             Message::Hello { .. }
+            | Message::Updates { .. }
             | Message::Ack { .. }
             | Message::SyncEqual { .. }
             | Message::SyncBusy { .. }

@@ -32,7 +32,6 @@ use crate::crypto::Keyring;
 use crate::membership::{MemberState, MembershipHandle};
 use crate::store::{Change, Store};
 use link::{Batch, LinkHandle};
-use wire::{Message, WireEntry};
 
 /// How long a node that started empty may defer its peers' reconciliations
 /// while it pulls its initial copy.
@@ -320,21 +319,12 @@ fn push_pending(replication: &Replication, changes: &mut Vec<Change>) {
     changes.clear();
     replication.store.drain_changes(changes);
     for chunk in changes.chunks(wire::CHUNK_ENTRIES) {
-        let entries: Vec<WireEntry> = chunk.iter().filter_map(WireEntry::from_change).collect();
-        let truncates = chunk
-            .iter()
-            .filter_map(|c| match c {
-                Change::Truncate { version, .. } => Some(*version),
-                Change::Entry { .. } => None,
-            })
-            .collect();
         let last_seq = chunk.last().map_or(0, Change::seq);
-        let count = entries.len() as u64;
-        let Ok(frame) = wire::encode(Message::Updates {
-            entries,
-            truncates,
-            last_seq,
-        }) else {
+        let count = chunk
+            .iter()
+            .filter(|c| matches!(c, Change::Entry { .. }))
+            .count() as u64;
+        let Ok(frame) = wire::encode_updates(chunk, last_seq) else {
             continue;
         };
         let batch = Arc::new(Batch {

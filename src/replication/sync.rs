@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::wire::{KeyVersion, WireEntry};
+use super::wire::{KeyVersion, UpdatesRef, WireEntry, WireEntryRef};
 use crate::clock::Version;
 use crate::store::digest::{FANOUT, LEAVES, bucket_of};
 use crate::store::{Entry, Store};
@@ -206,17 +206,23 @@ pub fn apply_and_rebut(store: &Store, entries: &[WireEntry]) -> (usize, Vec<Wire
     (applied, ours)
 }
 
+/// Applies a batch a peer pushed: its FLUSHALL markers, then its entries,
+/// straight from the frame they arrived in; returns how many entries took
+/// effect.
+pub fn apply_updates(store: &Store, updates: UpdatesRef<'_>) -> usize {
+    for &marker in &updates.truncates {
+        store.truncate(marker);
+    }
+    apply(store, updates.entries)
+}
+
 /// Applies entries from a peer under the conflict rule; returns how many
 /// took effect.
-pub fn apply(store: &Store, entries: &[WireEntry]) -> usize {
+pub fn apply<'a>(store: &Store, entries: impl IntoIterator<Item = WireEntryRef<'a>>) -> usize {
     let now = crate::clock::unix_millis();
     let applied = entries
-        .iter()
-        .filter(|e| {
-            store.with_key(&e.key, now, |k| {
-                k.apply(e.value.as_deref().map(|v| &v[..]), e.expires_at, e.version)
-            })
-        })
+        .into_iter()
+        .filter(|e| store.with_key(e.key, now, |k| k.apply(e.value, e.expires_at, e.version)))
         .count();
     // Never refused for maxmemory: applied, then room is made (evict.rs).
     store.after_peer_writes(applied, now);
