@@ -209,7 +209,9 @@ pub struct Config {
     )]
     pub clock_offset_ms: i64,
 
-    /// Runtime worker threads; 0 means one per CPU core.
+    /// Threads that serve clients and peers; 1 runs everything on one
+    /// thread (as Redis); 0 picks one thread up to 2 cores, one per core
+    /// above.
     #[arg(long, env = "KRIMINODB_THREADS", default_value_t = 0)]
     pub threads: usize,
 }

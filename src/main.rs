@@ -26,15 +26,38 @@ fn main() -> anyhow::Result<()> {
         );
         kriminodb::clock::set_clock_offset_ms(config.clock_offset_ms);
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.threads > 0 {
-        runtime.worker_threads(config.threads);
-    }
+    let mut runtime = match runtime_threads(config.threads) {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut multi = tokio::runtime::Builder::new_multi_thread();
+            multi.worker_threads(n);
+            multi
+        }
+    };
     let runtime = runtime
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(run(config))
+}
+
+/// Threads that run the node for `--threads` (0: automatic). One thread
+/// runs everything on a single-threaded runtime, as Redis does. That is the
+/// automatic choice up to two cores: on the 2-core benchmark machine, where
+/// the clients share the cores, it beat one worker per core on every row
+/// (SET -P16 1.26M vs 1.21M rps, MSET 129k vs 109k, a 3-node cluster's
+/// SET -P16 700k vs 590k with 1.9 vs 2.7 us of CPU per write), because
+/// the multi-threaded runtime woke its second worker for nearly every
+/// request: 45,000 context switches in 2.5 s of SET -P1 against 13,000.
+/// With more cores, one worker per core.
+fn runtime_threads(requested: usize) -> usize {
+    match requested {
+        0 => match std::thread::available_parallelism().map_or(1, usize::from) {
+            cores @ 3.. => cores,
+            _ => 1,
+        },
+        n => n,
+    }
 }
 
 /// File descriptors the node needs besides its clients (listeners, peer
