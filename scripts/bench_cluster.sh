@@ -58,7 +58,7 @@
 #                         kept when the script fails
 #   BENCH_MAX_LAG_P99_MS, BENCH_MIN_RPS_RATIO, BENCH_MAX_JOIN_RATIO,
 #   BENCH_MAX_IDLE_BPS
-#                         targets (10, 0.8, 2, 1024)
+#                         targets (10, 1.0, 2, 1024)
 #   KRIMINODB_BIN, LAG_BIN  binaries to run (both set: skips `cargo build`)
 #   REDIS_SERVER_BIN      redis-server to compare with (default: from PATH)
 #

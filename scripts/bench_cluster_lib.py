@@ -30,7 +30,9 @@ from bench_lib import _fmt, _num, _ratio, _table, gen_sets  # noqa: E402
 
 # Targets (overridable from bench_cluster.sh via the environment).
 MAX_LAG_P99_MS = float(os.environ.get("BENCH_MAX_LAG_P99_MS", "10"))
-MIN_RPS_RATIO = float(os.environ.get("BENCH_MIN_RPS_RATIO", "0.8"))
+# Issue 6 row 8 (one node of a 3-node cluster at least as fast as redis
+# with two replicas); issue 4 had asked for 0.8.
+MIN_RPS_RATIO = float(os.environ.get("BENCH_MIN_RPS_RATIO", "1.0"))
 MAX_JOIN_RATIO = float(os.environ.get("BENCH_MAX_JOIN_RATIO", "2"))
 MAX_IDLE_BPS = float(os.environ.get("BENCH_MAX_IDLE_BPS", "1024"))
 
@@ -212,7 +214,7 @@ def report(path):
     # Reported, not judged: on one machine the three nodes of the cluster
     # share the cores that the single node has to itself.
     row("  ratio cluster / single kriminodb", _fmt(rc, ".2f"), "", None)
-    row("  ratio cluster / redis with 2 replicas", _fmt(rr, ".2f"), f">= {MIN_RPS_RATIO:g}",
+    row("  ratio cluster / redis with 2 replicas (issue 6 row 8)", _fmt(rr, ".2f"), f">= {MIN_RPS_RATIO:g}",
         rr >= MIN_RPS_RATIO)
     if "converged_s" in fig:
         conv = fig["converged_s"]

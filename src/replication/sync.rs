@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::wire::{KeyVersion, UpdatesRef, WireEntry, WireEntryRef};
 use crate::clock::Version;
-use crate::store::digest::{FANOUT, LEAVES, bucket_of};
+use crate::store::digest::{FANOUT, LEAVES};
 use crate::store::{Entry, Store};
 
 pub const GROUPS: usize = LEAVES / FANOUT;
@@ -67,16 +67,6 @@ pub fn to_wire(e: &Entry) -> WireEntry {
     }
 }
 
-fn leaf_set(leaves: &[u16]) -> Vec<bool> {
-    let mut set = vec![false; LEAVES];
-    for &leaf in leaves {
-        if let Some(slot) = set.get_mut(usize::from(leaf)) {
-            *slot = true;
-        }
-    }
-    set
-}
-
 /// Whether a tombstone is worth handing to a peer that holds nothing for
 /// its key. A recent one is: that peer may still receive the deleted value
 /// late (a push delayed behind this reconciliation) and must be able to
@@ -90,30 +80,24 @@ pub fn worth_sending(e: &Entry, recent_since_ms: u64) -> bool {
 /// Every entry in `leaves` worth sending to a peer that holds nothing
 /// there.
 pub fn entries_in(store: &Store, leaves: &[u16], recent_since_ms: u64) -> Vec<WireEntry> {
-    let set = leaf_set(leaves);
     let mut out = Vec::new();
-    store.for_each_entry(|e| {
-        if set[bucket_of(e.key())] && worth_sending(e, recent_since_ms) {
+    store.for_each_entry_in_leaves(leaves, |e| {
+        if worth_sending(e, recent_since_ms) {
             out.push(to_wire(e));
         }
-        true
     });
     out
 }
 
 /// Key versions of every entry in `leaves`.
 pub fn summary_of(store: &Store, leaves: &[u16]) -> Vec<KeyVersion> {
-    let set = leaf_set(leaves);
     let mut out = Vec::new();
-    store.for_each_entry(|e| {
-        if set[bucket_of(e.key())] {
-            out.push(KeyVersion {
-                key: e.key().to_vec(),
-                version: e.version,
-                live: e.is_live(),
-            });
-        }
-        true
+    store.for_each_entry_in_leaves(leaves, |e| {
+        out.push(KeyVersion {
+            key: e.key().to_vec(),
+            version: e.version,
+            live: e.is_live(),
+        });
     });
     out
 }
@@ -128,21 +112,17 @@ pub fn plan(
     theirs: &HashMap<Vec<u8>, (Version, bool)>,
     recent_since_ms: u64,
 ) -> (Vec<Vec<u8>>, Vec<WireEntry>) {
-    let set = leaf_set(leaves);
     let mut ours_seen = HashSet::new();
     let mut push = Vec::new();
-    store.for_each_entry(|e| {
-        if set[bucket_of(e.key())] {
-            ours_seen.insert(e.key().to_vec());
-            let newer = match theirs.get(e.key()) {
-                Some((version, _)) => *version < e.version,
-                None => worth_sending(e, recent_since_ms),
-            };
-            if newer {
-                push.push(to_wire(e));
-            }
+    store.for_each_entry_in_leaves(leaves, |e| {
+        ours_seen.insert(e.key().to_vec());
+        let newer = match theirs.get(e.key()) {
+            Some((version, _)) => *version < e.version,
+            None => worth_sending(e, recent_since_ms),
+        };
+        if newer {
+            push.push(to_wire(e));
         }
-        true
     });
     let want = theirs
         .iter()

@@ -336,6 +336,32 @@ impl Store {
         }
     }
 
+    /// Calls `f` for every entry, tombstones included, whose digest leaf is
+    /// one of `leaves` (out-of-range leaves are ignored). Only the shards
+    /// holding those leaves are visited, one lock at a time: a repair of a
+    /// few leaves reads a few shards rather than the whole keyspace.
+    pub fn for_each_entry_in_leaves(&self, leaves: &[u16], mut f: impl FnMut(&Entry)) {
+        let mut wanted = vec![false; digest::LEAVES];
+        let mut shards = Vec::new();
+        for &leaf in leaves {
+            if let Some(slot) = wanted.get_mut(usize::from(leaf)) {
+                *slot = true;
+                shards.push(usize::from(leaf) / digest::FANOUT);
+            }
+        }
+        shards.sort_unstable();
+        shards.dedup();
+        for shard_no in shards {
+            let shard = self.shard(shard_no);
+            for i in 0..shard.slab.len() {
+                let e = shard.slab.get(i);
+                if e.state() != SlotState::Free && wanted[digest::bucket_of(e.key())] {
+                    f(e);
+                }
+            }
+        }
+    }
+
     /// Every entry, tombstones included, sorted by key: (key, value or None
     /// for a tombstone, expiry, version). For comparing replicas.
     #[allow(clippy::type_complexity)]
@@ -667,6 +693,34 @@ mod tests {
         assert_eq!(a.digest(0), b.digest(0));
         b.with_key(b"x", 0, |k| k.set(b"3", Expiry::Persist));
         assert_ne!(a.digest(0), b.digest(0));
+    }
+
+    #[test]
+    fn entries_in_leaves_are_exactly_those_whose_leaf_is_asked_for() {
+        let s = store();
+        let keys: Vec<Vec<u8>> = (0..2000).map(|i| format!("key:{i}").into_bytes()).collect();
+        for key in &keys {
+            s.with_key(key, 0, |k| k.set(b"v", Expiry::Persist));
+        }
+        s.with_key(&keys[7], 0, |k| k.delete());
+        let leaves = [
+            digest::bucket_of(&keys[7]) as u16,
+            digest::bucket_of(&keys[1500]) as u16,
+        ];
+        let mut seen = Vec::new();
+        s.for_each_entry_in_leaves(&leaves, |e| seen.push(e.key().to_vec()));
+        seen.sort();
+        let mut expected: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| leaves.contains(&(digest::bucket_of(k) as u16)))
+            .cloned()
+            .collect();
+        expected.sort();
+        assert_eq!(seen, expected, "the tombstone of key:7 included");
+        assert!(seen.contains(&keys[7]) && seen.contains(&keys[1500]));
+        let mut none = 0;
+        s.for_each_entry_in_leaves(&[], |_| none += 1);
+        assert_eq!(none, 0);
     }
 
     mod merge_laws {
