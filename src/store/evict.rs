@@ -52,7 +52,7 @@ const MAX_EVICTIONS_PER_CALL: usize = 4096;
 /// in what an eviction frees: the tombstone goes once the cluster has seen
 /// it, and overestimating what was freed errs towards evicting too little
 /// for a few milliseconds rather than too much for good.
-const ENTRY_OVERHEAD: u64 = 48 + 16;
+const ENTRY_OVERHEAD: u64 = std::mem::size_of::<super::Entry>() as u64 + 16;
 /// Candidates the eviction pool keeps between rounds (Redis's
 /// `EVPOOL_SIZE`).
 const POOL_SIZE: usize = 16;
