@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{
-    closed_by_server, eventually_ok, info_field, patient_client_at, restart_at, start_node_with,
+    closed_by_server, eventually_ok, fast_config as config, info_field, patient_client_at,
+    restart_at, start_node_with,
 };
 use kriminodb::clock::Version;
 use kriminodb::membership::MemberState;
@@ -37,21 +38,6 @@ const CONVERGE: Duration = Duration::from_secs(30);
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// A node named `name` on free ports, with fast membership and
-/// anti-entropy timings spelled out.
-fn config(name: &str) -> Config {
-    Config {
-        name: Some(name.to_owned()),
-        probe_period: ms(200),
-        probe_rtt: ms(100),
-        suspect_timeout: ms(1000),
-        gossip_interval: ms(100),
-        remove_down_after: ms(2000),
-        sync_interval: ms(200),
-        ..Config::ephemeral()
-    }
 }
 
 fn joining(name: &str, seed: &NodeHandle) -> Config {

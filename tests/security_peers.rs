@@ -41,15 +41,8 @@ fn ms(n: u64) -> Duration {
 /// A node named `name` on free ports with fast timings and `key`.
 fn config(name: &str, key: Option<&str>) -> Config {
     Config {
-        name: Some(name.to_owned()),
-        probe_period: ms(200),
-        probe_rtt: ms(100),
-        suspect_timeout: ms(1000),
-        gossip_interval: ms(100),
-        remove_down_after: ms(2000),
-        sync_interval: ms(200),
         cluster_key: key.map(Into::into),
-        ..Config::ephemeral()
+        ..common::fast_config(name)
     }
 }
 

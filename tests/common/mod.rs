@@ -9,6 +9,23 @@ use std::time::Duration;
 
 use kriminodb::{Config, Node, NodeHandle};
 
+/// A node named `name` on free ports, with fast membership and
+/// anti-entropy timings spelled out, so cluster tests converge in well
+/// under a second on an idle machine.
+pub fn fast_config(name: &str) -> Config {
+    let ms = Duration::from_millis;
+    Config {
+        name: Some(name.to_owned()),
+        probe_period: ms(200),
+        probe_rtt: ms(100),
+        suspect_timeout: ms(1000),
+        gossip_interval: ms(100),
+        remove_down_after: ms(2000),
+        sync_interval: ms(200),
+        ..Config::ephemeral()
+    }
+}
+
 /// Starts a node on an OS-assigned port with default settings.
 pub async fn start_node() -> NodeHandle {
     start_node_with(Config::ephemeral()).await
