@@ -6,7 +6,7 @@ use parking_lot::MutexGuard;
 use super::entry::{Entry, NO_EXPIRY};
 use super::evict::lru_clock;
 use super::shard::Shard;
-use super::{Change, Expiry, Store};
+use super::{Change, Expiry, KeyHashes, Store};
 use crate::clock::Version;
 
 /// Exclusive access to one key while its shard is locked.
@@ -14,7 +14,7 @@ pub struct KeyAccess<'a> {
     store: &'a Store,
     shard: &'a mut Shard,
     key: &'a [u8],
-    hash: u64,
+    hashes: KeyHashes,
     /// Slot of this key's entry (live or tombstone), if any.
     slot: Option<u32>,
     /// The batch's clock reading; versions are ticked from it rather than
@@ -27,15 +27,15 @@ impl<'a> KeyAccess<'a> {
         store: &'a Store,
         shard: &'a mut Shard,
         key: &'a [u8],
-        hash: u64,
+        hashes: KeyHashes,
         now_ms: u64,
         touch: bool,
     ) -> Self {
-        let slot = shard.find(hash, key);
+        let slot = shard.find(hashes.index, key);
         if let Some(i) = slot {
             let e = shard.slab.get_mut(i);
             if e.is_expired(now_ms) {
-                shard.expire(store, i, now_ms);
+                shard.expire(store, i, hashes.digest, now_ms);
             } else if touch {
                 // The entry's line is in cache from the key comparison.
                 e.touch(lru_clock(now_ms));
@@ -45,7 +45,7 @@ impl<'a> KeyAccess<'a> {
             store,
             shard,
             key,
-            hash,
+            hashes,
             slot,
             now_ms,
         }
@@ -116,11 +116,13 @@ impl<'a> KeyAccess<'a> {
             Expiry::At(t) => t,
         };
         match self.slot {
-            Some(i) => self.shard.set_live(i, value, expires_at, version),
+            Some(i) => self
+                .shard
+                .set_live(i, self.hashes.digest, value, expires_at, version),
             None => {
                 let mut entry = Entry::live(self.key, value, expires_at, version);
                 entry.touch(lru_clock(self.now_ms));
-                self.slot = Some(self.shard.insert(self.store, self.hash, entry));
+                self.slot = Some(self.shard.insert(self.store, self.hashes, entry));
             }
         }
         expires_at
@@ -140,7 +142,8 @@ impl<'a> KeyAccess<'a> {
         let Some(i) = self.slot.filter(|&i| self.shard.slab.get(i).is_live()) else {
             return false;
         };
-        self.shard.set_tombstone(i, version, self.now_ms);
+        self.shard
+            .set_tombstone(i, self.hashes.digest, version, self.now_ms);
         self.publish(None, NO_EXPIRY, version);
         true
     }
@@ -155,7 +158,8 @@ impl<'a> KeyAccess<'a> {
             return self.delete();
         }
         let version = self.store.clock.tick_at(self.now_ms);
-        self.shard.set_expiry(i, expires_at, version);
+        self.shard
+            .set_expiry(i, self.hashes.digest, expires_at, version);
         if self.store.is_replicating() {
             let value = self.shard.slab.get(i).value();
             let change = self
@@ -185,10 +189,13 @@ impl<'a> KeyAccess<'a> {
                 };
                 self.put(value, expiry, version);
             }
-            (None, Some(i)) => self.shard.set_tombstone(i, version, self.now_ms),
+            (None, Some(i)) => {
+                self.shard
+                    .set_tombstone(i, self.hashes.digest, version, self.now_ms)
+            }
             (None, None) => {
                 let entry = Entry::tombstone(self.key, version, self.now_ms);
-                self.slot = Some(self.shard.insert(self.store, self.hash, entry));
+                self.slot = Some(self.shard.insert(self.store, self.hashes, entry));
             }
         }
         true
@@ -214,14 +221,14 @@ impl MultiAccess<'_> {
     /// # Panics
     /// If `key` was not among them (a bug in the caller, not input).
     pub fn key<'k>(&'k mut self, key: &'k [u8]) -> KeyAccess<'k> {
-        let hash = self.store.hash(key);
-        let shard_no = Store::shard_of(key);
+        let hashes = self.store.hashes(key);
+        let shard_no = Store::shard_of(hashes.digest);
         let at = self
             .guards
             .binary_search_by_key(&shard_no, |(i, _)| *i)
             .expect("MultiAccess::key called with a key it was not created with");
         let guard = &mut *self.guards[at].1;
-        KeyAccess::new(self.store, guard, key, hash, self.now_ms, true)
+        KeyAccess::new(self.store, guard, key, hashes, self.now_ms, true)
     }
 }
 

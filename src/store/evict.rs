@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 
 use super::entry::{Entry, LRU_MAX, NO_EXPIRY, SlotState};
 use super::shard::Shard;
-use super::{SHARDS, Store};
+use super::{SHARDS, Store, digest};
 use crate::clock::Version;
 
 /// How stale the cached memory figure may get, in milliseconds.
@@ -465,12 +465,12 @@ impl Store {
         let bytes = e.heap_size() as u64 + ENTRY_OVERHEAD;
         if e.is_expired(now_ms) {
             // Expired already: every replica drops it on its own.
-            shard.expire(self, slot, now_ms);
+            shard.expire(self, slot, digest::key_hash(e.key()), now_ms);
             return bytes;
         }
         let version = self.clock.tick();
         let key: Box<[u8]> = e.key().into();
-        shard.set_tombstone(slot, version, now_ms);
+        shard.set_tombstone(slot, digest::key_hash(&key), version, now_ms);
         let replicating = self.is_replicating();
         if replicating {
             shard

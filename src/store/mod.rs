@@ -52,6 +52,15 @@ const SWEEP_STEP: u32 = 64;
 #[repr(align(128))]
 struct Padded<T>(T);
 
+/// A key's two hashes: `index` (randomly seeded) places it in its shard's
+/// hash index; `digest` (stable across nodes) picks its shard and its
+/// digest leaf.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeyHashes {
+    pub index: u64,
+    pub digest: u64,
+}
+
 /// What a write does to the key's time to live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {
@@ -156,12 +165,20 @@ impl Store {
         self.hasher.hash_one(key)
     }
 
-    /// A key's shard: the top bits of its stable digest hash, so that the
-    /// shard also holds the key's digest leaf. The index inside the shard
-    /// uses the randomly seeded [`Store::hash`], so keys chosen to share a
-    /// shard cost lock contention, not a degenerate hash table.
-    fn shard_of(key: &[u8]) -> usize {
-        (digest::key_hash(key) >> (64 - SHARDS.trailing_zeros())) as usize
+    /// Both hashes of a key, each computed once per access.
+    fn hashes(&self, key: &[u8]) -> KeyHashes {
+        KeyHashes {
+            index: self.hash(key),
+            digest: digest::key_hash(key),
+        }
+    }
+
+    /// The shard of a key with stable hash `key_hash` (its top bits), so
+    /// that the shard also holds the key's digest leaf. The index inside
+    /// the shard uses the randomly seeded [`Store::hash`], so keys chosen
+    /// to share a shard cost lock contention, not a degenerate hash table.
+    fn shard_of(key_hash: u64) -> usize {
+        (key_hash >> (64 - SHARDS.trailing_zeros())) as usize
     }
 
     fn shard(&self, shard_no: usize) -> parking_lot::MutexGuard<'_, Shard> {
@@ -198,11 +215,11 @@ impl Store {
         touch: bool,
         f: impl FnOnce(&mut KeyAccess<'_>) -> R,
     ) -> R {
-        let hash = self.hash(key);
-        let shard_no = Self::shard_of(key);
+        let hashes = self.hashes(key);
+        let shard_no = Self::shard_of(hashes.digest);
         let mut shard = self.shards[shard_no].0.lock();
         let result = f(&mut KeyAccess::new(
-            self, &mut shard, key, hash, now_ms, touch,
+            self, &mut shard, key, hashes, now_ms, touch,
         ));
         let queued = !shard.outbox.is_empty();
         drop(shard);
@@ -221,7 +238,10 @@ impl Store {
         now_ms: u64,
         f: impl FnOnce(&mut MultiAccess<'_>) -> R,
     ) -> R {
-        let mut wanted: Vec<usize> = keys.iter().map(|key| Self::shard_of(key)).collect();
+        let mut wanted: Vec<usize> = keys
+            .iter()
+            .map(|key| Self::shard_of(digest::key_hash(key)))
+            .collect();
         wanted.sort_unstable();
         wanted.dedup();
         // Sorted by shard: MultiAccess::key finds a guard by binary search.
@@ -442,7 +462,7 @@ impl Store {
                 let e = shard.slab.get(i);
                 if e.is_live() {
                     if e.is_expired(now_ms) {
-                        shard.expire(self, i, now_ms);
+                        shard.expire(self, i, digest::key_hash(e.key()), now_ms);
                         continue;
                     }
                     return Some(e.key().to_vec());

@@ -8,7 +8,7 @@ use hashbrown::HashTable;
 
 use super::digest::{ShardLeaves, key_hash};
 use super::entry::{Entry, NO_EXPIRY, Slab, SlotState};
-use super::{Change, Store};
+use super::{Change, KeyHashes, Store};
 use crate::clock::Version;
 
 #[derive(Default)]
@@ -25,13 +25,15 @@ pub(super) struct Shard {
     pub digest: ShardLeaves,
 }
 
-/// Keeps the digest tree in step when an entry changes from version `old`
-/// to `new` (None: no entry).
-fn redigest(digest: &mut ShardLeaves, key: &[u8], old: Option<Version>, new: Option<Version>) {
+/// Keeps the digest tree in step when the entry of the key whose stable
+/// hash is `key_hash` changes from version `old` to `new` (None: no
+/// entry). Key accesses pass the hash they picked the shard with; the
+/// mutators below take it rather than hash the key again under the lock.
+fn redigest(digest: &mut ShardLeaves, key_hash: u64, old: Option<Version>, new: Option<Version>) {
     match (old, new) {
-        (Some(a), Some(b)) if a != b => digest.replace(key_hash(key), a, b),
-        (Some(a), None) => digest.toggle(key_hash(key), a),
-        (None, Some(b)) => digest.toggle(key_hash(key), b),
+        (Some(a), Some(b)) if a != b => digest.replace(key_hash, a, b),
+        (Some(a), None) => digest.toggle(key_hash, a),
+        (None, Some(b)) => digest.toggle(key_hash, b),
         _ => {}
     }
 }
@@ -83,13 +85,13 @@ impl Shard {
     }
 
     /// Places a new entry for a key the shard does not hold.
-    pub fn insert(&mut self, store: &Store, hash: u64, entry: Entry) -> u32 {
-        redigest(&mut self.digest, entry.key(), None, live_version(&entry));
+    pub fn insert(&mut self, store: &Store, hashes: KeyHashes, entry: Entry) -> u32 {
+        redigest(&mut self.digest, hashes.digest, None, live_version(&entry));
         let w = weight(&entry);
         let slot = self.slab.insert(entry);
         let slab = &self.slab;
         self.index
-            .insert_unique(hash, slot, |&j| store.hash(slab.get(j).key()));
+            .insert_unique(hashes.index, slot, |&j| store.hash(slab.get(j).key()));
         self.count(w);
         slot
     }
@@ -100,7 +102,7 @@ impl Shard {
         if e.state() == SlotState::Free {
             return;
         }
-        redigest(&mut self.digest, e.key(), live_version(e), None);
+        redigest(&mut self.digest, key_hash(e.key()), live_version(e), None);
         let w = weight(e);
         if let Ok(found) = self.index.find_entry(hash, |&i| i == slot) {
             found.remove();
@@ -110,9 +112,16 @@ impl Shard {
     }
 
     /// Gives an existing entry (live or tombstone) a live value.
-    pub fn set_live(&mut self, slot: u32, value: &[u8], expires_at: u64, version: Version) {
+    pub fn set_live(
+        &mut self,
+        slot: u32,
+        key_hash: u64,
+        value: &[u8],
+        expires_at: u64,
+        version: Version,
+    ) {
         let e = self.slab.get_mut(slot);
-        redigest(&mut self.digest, e.key(), live_version(e), Some(version));
+        redigest(&mut self.digest, key_hash, live_version(e), Some(version));
         let before = weight(e);
         e.set_value(value);
         e.expires_at = expires_at;
@@ -124,9 +133,9 @@ impl Shard {
 
     /// Turns an existing entry into a tombstone with `version`, which
     /// arrived (or was written) at `arrival_ms`.
-    pub fn set_tombstone(&mut self, slot: u32, version: Version, arrival_ms: u64) {
+    pub fn set_tombstone(&mut self, slot: u32, key_hash: u64, version: Version, arrival_ms: u64) {
         let e = self.slab.get_mut(slot);
-        redigest(&mut self.digest, e.key(), live_version(e), Some(version));
+        redigest(&mut self.digest, key_hash, live_version(e), Some(version));
         let before = weight(e);
         e.make_tombstone(version, arrival_ms);
         self.uncount(before);
@@ -134,9 +143,9 @@ impl Shard {
     }
 
     /// Changes a live entry's expiry under a new version.
-    pub fn set_expiry(&mut self, slot: u32, expires_at: u64, version: Version) {
+    pub fn set_expiry(&mut self, slot: u32, key_hash: u64, expires_at: u64, version: Version) {
         let e = self.slab.get_mut(slot);
-        redigest(&mut self.digest, e.key(), live_version(e), Some(version));
+        redigest(&mut self.digest, key_hash, live_version(e), Some(version));
         let before = weight(e);
         e.expires_at = expires_at;
         e.version = version;
@@ -148,9 +157,9 @@ impl Shard {
     /// An expired entry becomes a tombstone with its own version: every
     /// replica expires it at the same instant, so they agree without a new
     /// write.
-    pub fn expire(&mut self, store: &Store, slot: u32, now_ms: u64) {
+    pub fn expire(&mut self, store: &Store, slot: u32, key_hash: u64, now_ms: u64) {
         let version = self.slab.get(slot).version;
-        self.set_tombstone(slot, version, now_ms);
+        self.set_tombstone(slot, key_hash, version, now_ms);
         store.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -179,7 +188,7 @@ impl Shard {
             let e = self.slab.get(slot);
             match e.state() {
                 SlotState::Live if e.is_expired(now_ms) => {
-                    self.expire(store, slot, now_ms);
+                    self.expire(store, slot, key_hash(e.key()), now_ms);
                     expired += 1;
                 }
                 SlotState::Tombstone
