@@ -22,8 +22,11 @@ run: ## one node: clients on 3000, peers on 4000
 	$(CARGO) run --release -- --port 3000 --peer-port 4000
 
 # The whole suite, in the order that fails fastest. cargo test comes last and
-# its closing lines are the last thing printed (CI reads them).
-test: ## cargo fmt --check, clippy -D warnings, cargo test
+# its closing lines are the last thing printed (CI reads them). First it
+# installs what the suite needs and the machine lacks (nftables, iproute2,
+# redis-tools, redis-server, rustfmt, clippy), when run as root.
+test: ## install missing test deps (as root), cargo fmt --check, clippy -D warnings, cargo test
+	bash scripts/test_deps.sh
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
@@ -45,7 +48,7 @@ fuzz-smoke: ## 30 s per fuzz target (CI runs it after make test)
 	bash scripts/fuzz.sh 30
 
 fuzz-seeds: ## rewrite the seed corpus in fuzz/seeds after a wire-format change
-	$(CARGO) test --lib fuzzing::tests::write_seed_corpus -- --ignored
+	$(CARGO) test --lib fuzzing::seeds::tests::write_seed_corpus -- --ignored
 
 bench: ## kriminodb vs redis-server (scripts/bench.sh; BENCH_* env vars)
 	bash scripts/bench.sh

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+use crate::crypto::{KeyError, Keyring};
+use crate::store::Policy;
+
 /// Redis's default `proto-max-bulk-len`: the largest single argument accepted.
 pub const DEFAULT_PROTO_MAX_BULK_LEN: u64 = 512 * 1024 * 1024;
 /// Redis's default `client-query-buffer-limit`.
@@ -118,7 +121,7 @@ pub struct Config {
         hide_env_values = true,
         conflicts_with = "cluster_key_file"
     )]
-    pub cluster_key: Option<crate::crypto::Secret>,
+    pub cluster_key: Option<Secret>,
 
     /// File holding the cluster key (one trailing newline is ignored).
     #[arg(long, env = "KRIMINODB_CLUSTER_KEY_FILE")]
@@ -132,7 +135,7 @@ pub struct Config {
         hide_env_values = true,
         conflicts_with = "cluster_key_secondary_file"
     )]
-    pub cluster_key_secondary: Option<crate::crypto::Secret>,
+    pub cluster_key_secondary: Option<Secret>,
 
     /// File holding the secondary cluster key.
     #[arg(long, env = "KRIMINODB_CLUSTER_KEY_SECONDARY_FILE")]
@@ -150,8 +153,8 @@ pub struct Config {
     /// recently used (`allkeys-lru`, `volatile-lru`), random ones
     /// (`allkeys-random`, `volatile-random`) or the one expiring first
     /// (`volatile-ttl`); `volatile-*` only consider keys with a TTL.
-    #[arg(long, env = "KRIMINODB_MAXMEMORY_POLICY", value_enum, default_value_t = crate::store::Policy::NoEviction)]
-    pub maxmemory_policy: crate::store::Policy,
+    #[arg(long, env = "KRIMINODB_MAXMEMORY_POLICY", value_parser = policy_parser(), default_value = "noeviction")]
+    pub maxmemory_policy: Policy,
 
     /// Keys sampled per eviction (Redis's maxmemory-samples): more is
     /// closer to exact LRU/TTL order and slower.
@@ -214,6 +217,44 @@ pub struct Config {
     /// above.
     #[arg(long, env = "KRIMINODB_THREADS", default_value_t = 0)]
     pub threads: usize,
+}
+
+/// `--maxmemory-policy` by Redis's names (listed in `--help`), parsed by
+/// the store's own [`Policy::parse`], so the store need not know clap.
+fn policy_parser() -> impl clap::builder::TypedValueParser<Value = Policy> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Policy::NAMES)
+        .map(|name| Policy::parse(name.as_bytes()).unwrap_or_default())
+}
+
+/// A secret from the command line, environment or config file; never
+/// shown by `Debug`, so it cannot end up in a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
 }
 
 /// A password setting. Its `Debug` form hides it, so logging a `Config`
@@ -319,6 +360,48 @@ impl Config {
     }
 
     /// The node's name as shown to clients and peers.
+    /// The keyring this configuration asks for, None without a cluster key. A key
+    /// file's content is the secret, less one trailing newline.
+    pub fn keyring(&self) -> Result<Option<Keyring>, KeyError> {
+        let config = self;
+        let read = |path: &PathBuf| -> Result<Vec<u8>, KeyError> {
+            let mut bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+            }
+            Ok(bytes)
+        };
+        let primary = match (&config.cluster_key, &config.cluster_key_file) {
+            (Some(secret), _) => Some(secret.expose().to_vec()),
+            (None, Some(path)) => Some(read(path)?),
+            (None, None) => None,
+        };
+        let secondary = match (
+            &config.cluster_key_secondary,
+            &config.cluster_key_secondary_file,
+        ) {
+            (Some(secret), _) => Some(secret.expose().to_vec()),
+            (None, Some(path)) => Some(read(path)?),
+            (None, None) => None,
+        };
+        match (primary, secondary) {
+            (Some(p), s) => Keyring::new(&p, s.as_deref()).map(Some),
+            (None, Some(_)) => Err(KeyError::SecondaryWithoutPrimary),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Whether this configuration names a cluster key (without reading any file).
+    pub fn has_cluster_key(&self) -> bool {
+        self.cluster_key.is_some() || self.cluster_key_file.is_some()
+    }
+
     pub fn node_name(&self, port: u16) -> String {
         self.name
             .clone()
@@ -404,6 +487,12 @@ fn file_to_args(path: &std::path::Path, text: &str) -> Result<Vec<OsString>, Con
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let s: Secret = "super secret value".parse().unwrap();
+        assert!(!format!("{s:?}").contains("super"));
+    }
 
     #[test]
     fn defaults_match_the_documented_ports() {

@@ -28,8 +28,6 @@ use chacha20poly1305::{ChaCha20Poly1305, Tag, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use crate::config::Config;
-
 /// Shortest secret accepted, in bytes. The KDF is fast, so a short or
 /// guessable secret could be brute-forced from one captured datagram.
 pub const MIN_SECRET_LEN: usize = 16;
@@ -45,30 +43,6 @@ const UDP_INFO: &[u8] = b"kriminodb membership datagrams v1";
 const TCP_INFO: &[u8] = b"kriminodb replication links v1";
 const INITIATOR_INFO: &[u8] = b"kriminodb link initiator to responder v1";
 const RESPONDER_INFO: &[u8] = b"kriminodb link responder to initiator v1";
-
-/// A secret from the command line, environment or config file; never
-/// shown by `Debug`, so it cannot end up in a log line.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -139,47 +113,6 @@ impl Keyring {
             keys.push(check("secondary", secondary)?);
         }
         Ok(Self { keys })
-    }
-
-    /// The keyring `config` asks for, None without a cluster key. A key
-    /// file's content is the secret, less one trailing newline.
-    pub fn from_config(config: &Config) -> Result<Option<Self>, KeyError> {
-        let read = |path: &PathBuf| -> Result<Vec<u8>, KeyError> {
-            let mut bytes = std::fs::read(path).map_err(|source| KeyError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            if bytes.last() == Some(&b'\n') {
-                bytes.pop();
-                if bytes.last() == Some(&b'\r') {
-                    bytes.pop();
-                }
-            }
-            Ok(bytes)
-        };
-        let primary = match (&config.cluster_key, &config.cluster_key_file) {
-            (Some(secret), _) => Some(secret.0.as_bytes().to_vec()),
-            (None, Some(path)) => Some(read(path)?),
-            (None, None) => None,
-        };
-        let secondary = match (
-            &config.cluster_key_secondary,
-            &config.cluster_key_secondary_file,
-        ) {
-            (Some(secret), _) => Some(secret.0.as_bytes().to_vec()),
-            (None, Some(path)) => Some(read(path)?),
-            (None, None) => None,
-        };
-        match (primary, secondary) {
-            (Some(p), s) => Self::new(&p, s.as_deref()).map(Some),
-            (None, Some(_)) => Err(KeyError::SecondaryWithoutPrimary),
-            (None, None) => Ok(None),
-        }
-    }
-
-    /// Whether `config` names a cluster key (without reading any file).
-    pub fn configured(config: &Config) -> bool {
-        config.cluster_key.is_some() || config.cluster_key_file.is_some()
     }
 
     fn primary(&self) -> &ClusterKey {
@@ -592,11 +525,5 @@ mod tests {
             );
         }
         assert!(g.len() <= MAX_STREAMS);
-    }
-
-    #[test]
-    fn secrets_do_not_show_in_debug_output() {
-        let s: Secret = "super secret value".parse().unwrap();
-        assert!(!format!("{s:?}").contains("super"));
     }
 }

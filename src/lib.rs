@@ -27,4 +27,9 @@ pub mod stats;
 pub mod store;
 
 pub use config::Config;
+
+/// The library's own unit tests measure memory as the binary does.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub use node::{Node, NodeHandle, StartError};

@@ -5,6 +5,11 @@ use anyhow::Context as _;
 use kriminodb::{Config, Node};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, as in Redis: INFO's `used_memory` and `--maxmemory` read its
+/// statistics (`kriminodb::stats::used_memory`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let config = match Config::from_env_and_args() {
         Ok(c) => c,

@@ -12,7 +12,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::{Hlc, unix_millis};
 use crate::config::Config;
-use crate::crypto::Keyring;
 use crate::membership::{self, MembershipHandle};
 use crate::replication::{self, Replication};
 use crate::server;
@@ -144,7 +143,7 @@ impl Node {
     /// Binds the client port and starts the node's tasks on the current
     /// tokio runtime.
     pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
-        let keyring = Keyring::from_config(&config)?.map(Arc::new);
+        let keyring = config.keyring()?.map(Arc::new);
         let listeners = bind_client_ports(&config).await?;
         let tls_addr = match &listeners.tls {
             Some((l, _)) => Some(local_addr(l, config.bind)?),

@@ -2,12 +2,12 @@
 //!
 //! jemalloc is the allocator (as in Redis), which also makes `used_memory`
 //! the same measure Redis reports: bytes allocated by the process, read from
-//! jemalloc's own statistics at no per-allocation cost.
+//! jemalloc's own statistics at no per-allocation cost. The binary installs
+//! it (`main.rs`), and so do the test binaries; a program that embeds the
+//! library with another allocator reads jemalloc's figures, which are then
+//! near zero, and `--maxmemory` cannot work there.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Debug, Default)]
 pub struct Stats {

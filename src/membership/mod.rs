@@ -94,7 +94,7 @@ pub fn protocol_config(config: &Config, cluster_size: usize) -> foca::Config {
     let max_tx = (4.0 * ((cluster_size + 1) as f64).log10()).clamp(4.0, 255.0) as u8;
     c.max_transmissions = NonZeroU8::new(max_tx).unwrap_or(NonZeroU8::MIN);
     c.remove_down_after = Some(config.remove_down_after);
-    let envelope = if Keyring::configured(config) {
+    let envelope = if config.has_cluster_key() {
         SEALED_OVERHEAD
     } else {
         ENVELOPE_LEN

@@ -61,31 +61,35 @@ const POOL_SIZE: usize = 16;
 const WARN_EVERY_MS: u64 = 10_000;
 
 /// What happens to writes once used memory exceeds `maxmemory`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Policy {
     /// Writes that may grow memory get `-OOM`; nothing is evicted.
     #[default]
-    #[value(name = "noeviction")]
     NoEviction,
     /// Evict the least recently used of sampled keys.
-    #[value(name = "allkeys-lru")]
     AllKeysLru,
     /// Evict random keys.
-    #[value(name = "allkeys-random")]
     AllKeysRandom,
     /// Evict the least recently used of sampled keys that have a TTL.
-    #[value(name = "volatile-lru")]
     VolatileLru,
     /// Evict random keys that have a TTL.
-    #[value(name = "volatile-random")]
     VolatileRandom,
     /// Evict, of sampled keys that have a TTL, the one expiring first.
-    #[value(name = "volatile-ttl")]
     VolatileTtl,
 }
 
 impl Policy {
+    /// Redis's names, in [`Self::ALL`]'s order.
+    pub const NAMES: [&'static str; 6] = [
+        "noeviction",
+        "allkeys-lru",
+        "allkeys-random",
+        "volatile-lru",
+        "volatile-random",
+        "volatile-ttl",
+    ];
+
     const ALL: [Self; 6] = [
         Self::NoEviction,
         Self::AllKeysLru,
@@ -97,14 +101,7 @@ impl Policy {
 
     /// Redis's name for it.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::NoEviction => "noeviction",
-            Self::AllKeysLru => "allkeys-lru",
-            Self::AllKeysRandom => "allkeys-random",
-            Self::VolatileLru => "volatile-lru",
-            Self::VolatileRandom => "volatile-random",
-            Self::VolatileTtl => "volatile-ttl",
-        }
+        Self::NAMES[self as usize]
     }
 
     /// Parses Redis's name, ignoring ASCII case.

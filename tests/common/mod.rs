@@ -9,6 +9,11 @@ use std::time::Duration;
 
 use kriminodb::{Config, Node, NodeHandle};
 
+/// The allocator the binary uses: in-process nodes measure memory
+/// (`used_memory`, `--maxmemory`) from its statistics.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A node named `name` on free ports, with fast membership and
 /// anti-entropy timings spelled out, so cluster tests converge in well
 /// under a second on an idle machine.

@@ -62,7 +62,7 @@ pub fn require_prerequisites() {
     assert!(
         ok,
         "FAULT TESTS CANNOT RUN: nftables is missing ({text}); \
-         `apt-get install -y nftables` (.ci/run does it)"
+         `make test` installs it when run as root (scripts/test_deps.sh)"
     );
 }
 
