@@ -5,19 +5,18 @@
 //! command does it (`cargo bench --bench store`).
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kriminodb::clock::{Hlc, Version, unix_millis};
+use kriminodb::clock::{Clock, Version};
 use kriminodb::store::{Change, Expiry, Store};
 
 const KEYS: usize = 100_000;
 const VALUE: &[u8] = b"0123456789abcdef";
 
 fn loaded_store() -> Store {
-    let store = Store::new(Arc::new(Hlc::new(1)));
+    let store = Store::new(Clock::system(1));
     store.set_replicating(true);
-    let now = unix_millis();
+    let now = store.clock().wall_ms();
     for i in 0..KEYS {
         store.with_key(&key(i), now, |k| k.set(VALUE, Expiry::Persist));
     }
@@ -38,7 +37,7 @@ fn pick(n: usize) -> usize {
 fn store_ops(c: &mut Criterion) {
     let store = loaded_store();
     let keys: Vec<Vec<u8>> = (0..KEYS).map(key).collect();
-    let now = unix_millis();
+    let now = store.clock().wall_ms();
     let mut drained: Vec<Change> = Vec::with_capacity(16 * 1024);
     let mut n = 0usize;
     let mut drain = |store: &Store, n: usize| {

@@ -29,7 +29,6 @@ fn main() -> anyhow::Result<()> {
             offset_ms = config.clock_offset_ms,
             "test-only clock offset in effect"
         );
-        kriminodb::clock::set_clock_offset_ms(config.clock_offset_ms);
     }
     let mut runtime = match runtime_threads(config.threads) {
         1 => {

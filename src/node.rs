@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::{Hlc, unix_millis};
+use crate::clock::{Clock, TimeSource};
 use crate::config::Config;
 use crate::membership::{self, MembershipHandle};
 use crate::replication::{self, Replication};
@@ -30,6 +30,9 @@ pub struct NodeState {
     /// 40 hex characters, new on every start (INFO `run_id`).
     pub run_id: String,
     pub store: Arc<Store>,
+    /// The node's clock (also inside the store, replication and
+    /// membership).
+    pub clock: Clock,
     pub stats: Stats,
     pub clients: Registry,
     pub shutdown: CancellationToken,
@@ -47,7 +50,7 @@ pub struct NodeState {
 
 impl NodeState {
     pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
+        self.clock.since(self.started)
     }
 }
 
@@ -141,8 +144,20 @@ pub struct Node;
 
 impl Node {
     /// Binds the client port and starts the node's tasks on the current
-    /// tokio runtime.
+    /// tokio runtime, on the system clock (skewed by `--clock-offset-ms`).
     pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
+        let time = TimeSource::System {
+            offset_ms: config.clock_offset_ms,
+        };
+        Self::start_with_time(config, time).await
+    }
+
+    /// [`Node::start`] with time from `time`: a test's manual clock, or a
+    /// skewed system clock for one node of several in a process.
+    pub async fn start_with_time(
+        config: Config,
+        time: TimeSource,
+    ) -> Result<NodeHandle, StartError> {
         let keyring = config.keyring()?.map(Arc::new);
         let listeners = bind_client_ports(&config).await?;
         let tls_addr = match &listeners.tls {
@@ -156,7 +171,7 @@ impl Node {
         };
 
         let node_id = fastrand::u64(1..);
-        let clock = Arc::new(Hlc::new(node_id));
+        let clock = Clock::new(time, node_id);
         let name = config.node_name(client_addr.port());
         let shutdown = CancellationToken::new();
         let halt = CancellationToken::new();
@@ -167,6 +182,7 @@ impl Node {
             &config,
             keyring.clone(),
             udp,
+            clock.clone(),
             node_id,
             name.clone(),
             client_addr,
@@ -174,7 +190,7 @@ impl Node {
             halt.clone(),
         );
         let tracker = TaskTracker::new();
-        let store = Arc::new(Store::new(clock));
+        let store = Arc::new(Store::new(clock.clone()));
         store.memory().set_maxmemory(config.maxmemory);
         store.memory().set_policy(config.maxmemory_policy);
         store.memory().set_samples(config.maxmemory_samples);
@@ -197,7 +213,8 @@ impl Node {
             stats: Stats::default(),
             clients: Registry::default(),
             shutdown,
-            started: Instant::now(),
+            started: clock.now(),
+            clock,
             client_addr,
             tls_addr,
             membership,
@@ -229,13 +246,12 @@ impl Node {
 }
 
 async fn active_expiry(state: Arc<NodeState>) {
-    let mut tick = tokio::time::interval(EXPIRE_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = state.clock.ticker(EXPIRE_PERIOD);
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
             _ = tick.tick() => {
-                let now = unix_millis();
+                let now = state.clock.wall_ms();
                 state.store.active_expire(now);
                 state.store.evict_in_background(now);
             }
@@ -272,6 +288,11 @@ impl NodeHandle {
 
     pub fn node_id(&self) -> u64 {
         self.state.node_id
+    }
+
+    /// The node's clock: its time source, wall clock and HLC.
+    pub fn clock(&self) -> &Clock {
+        &self.state.clock
     }
 
     pub fn name(&self) -> &str {

@@ -373,7 +373,7 @@ fn invalid_datagrams(announce: &[u8], forged_leave: Vec<u8>) -> Vec<(&'static st
     let header = SealedHeader {
         stream: 1,
         counter: 1,
-        sent_ms: kriminodb::clock::unix_millis(),
+        sent_ms: common::wall_ms(),
         receiver: ANY_RECEIVER,
     };
     let mut sealed = Vec::new();

@@ -100,7 +100,7 @@ async fn wait_ready(nodes: &[&NodeHandle]) {
 type Live = Vec<(Vec<u8>, Vec<u8>, u64, Version)>;
 
 fn live(node: &NodeHandle) -> Live {
-    let now = kriminodb::clock::unix_millis();
+    let now = node.clock().wall_ms();
     node.state()
         .store
         .dump()

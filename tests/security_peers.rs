@@ -16,11 +16,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::wall_ms;
 use common::{
     closed_by_server, cluster_members, eventually_ok, info_field, patient_client_at, restart_at,
     start_node_with, used_memory,
 };
-use kriminodb::clock::{Version, unix_millis};
+use kriminodb::clock::Version;
 use kriminodb::crypto::{Keyring, LINK_NONCE_LEN, link_nonce};
 use kriminodb::membership::{ANY_RECEIVER, Kind, MemberState, SealedHeader, seal, seal_keyed};
 use kriminodb::replication::wire::{self, Message, WireEntry};
@@ -336,7 +337,7 @@ fn inject(key: &str) -> Vec<u8> {
             value: Some(serde_bytes::ByteBuf::from(b"injected".to_vec())),
             expires_at: 0,
             version: Version {
-                hlc: unix_millis() << 16,
+                hlc: wall_ms() << 16,
                 node_id: 4242,
             },
         }],
@@ -598,12 +599,12 @@ async fn replayed_and_reflected_datagrams_are_rejected() {
         seal_keyed(&key, &header, Kind::Leave, &notice, &mut d);
         d
     };
-    let fresh = leave(1, unix_millis());
+    let fresh = leave(1, wall_ms());
     deliver(&fake_seed, target, &[&fresh]).await;
     assert_eq!(target.membership().replayed_packets(), 5, "a fresh one");
     deliver(&fake_seed, target, &[&fresh]).await;
     assert_eq!(target.membership().replayed_packets(), 6, "the same again");
-    let stale = leave(2, unix_millis() - 10 * 60 * 1000);
+    let stale = leave(2, wall_ms() - 10 * 60 * 1000);
     deliver(&fake_seed, target, &[&stale]).await;
     assert_eq!(target.membership().replayed_packets(), 7, "ten minutes old");
     let info = info_field(&mut con, "membership", "replayed_packets").await;
@@ -645,7 +646,7 @@ async fn a_datagram_captured_on_its_way_to_one_node_is_refused_by_another() {
         let header = SealedHeader {
             stream: 78,
             counter,
-            sent_ms: unix_millis(),
+            sent_ms: wall_ms(),
             receiver,
         };
         let notice = postcard::to_allocvec(&(1u64, 1u64)).unwrap();
@@ -694,7 +695,7 @@ async fn hostile_input_to_a_keyed_node_is_dropped_counted_and_changes_nothing() 
     let header = SealedHeader {
         stream: 99,
         counter: 1,
-        sent_ms: unix_millis(),
+        sent_ms: wall_ms(),
         receiver: ANY_RECEIVER,
     };
     let mut wrong_key = Vec::new();

@@ -34,7 +34,10 @@ pub fn cluster(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 reply.int(m.id.incarnation as i64);
                 reply.bulk(b"last_heard_ms");
                 // -1: this node itself, or never heard from directly.
-                reply.int(m.last_heard.map_or(-1, |t| t.elapsed().as_millis() as i64));
+                reply.int(
+                    m.last_heard
+                        .map_or(-1, |t| ctx.node.clock.since(t).as_millis() as i64),
+                );
                 reply.bulk(b"myself");
                 reply.int(i64::from(m.is_self));
             }

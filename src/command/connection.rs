@@ -170,7 +170,7 @@ pub fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         b"info" => {
             sub_arity(args, "client", "info", 2)?;
-            ctx.reply.verbatim(&ctx.client.describe());
+            ctx.reply.verbatim(&ctx.client.describe(&ctx.node.clock));
         }
         b"list" => {
             sub_arity(args, "client", "list", -2)?;
@@ -181,7 +181,7 @@ pub fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 .snapshot()
                 .iter()
                 .filter(|c| wanted.as_ref().is_none_or(|ids| ids.contains(&c.id)))
-                .map(|c| c.describe())
+                .map(|c| c.describe(&ctx.node.clock))
                 .collect();
             ctx.reply.verbatim(&text);
         }

@@ -330,12 +330,10 @@ pub fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 pub fn time(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let micros = ctx.node.clock.wall_micros();
     ctx.reply.array(2);
-    ctx.reply.bulk_int(now.as_secs() as i64);
-    ctx.reply.bulk_int(i64::from(now.subsec_micros()));
+    ctx.reply.bulk_int((micros / 1_000_000) as i64);
+    ctx.reply.bulk_int((micros % 1_000_000) as i64);
     Ok(())
 }
 

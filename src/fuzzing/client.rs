@@ -144,6 +144,7 @@ impl CommandNode {
             state.client_addr,
             -1,
             tokio_util::sync::CancellationToken::new(),
+            &state.clock,
         );
         let mut decoder = Decoder::new(Limits {
             max_bulk_len: state.config.proto_max_bulk_len,
@@ -156,7 +157,7 @@ impl CommandNode {
         // SHUTDOWN closes without a reply, as in Redis; QUIT replies first.
         let mut closed = false;
         loop {
-            let now_ms = crate::clock::unix_millis();
+            let now_ms = state.clock.wall_ms();
             let after = match decoder.decode(&input[pos..]) {
                 Ok(Decoded::Command { consumed, source }) => {
                     let base: &[u8] = match source {

@@ -1,12 +1,10 @@
 //! The peer-link targets: frames split by the production codec, decoded
 //! as the link tasks decode them and applied as a node applies them.
 
-use std::sync::Arc;
-
 use bytes::BytesMut;
 use tokio_util::codec::Decoder as _;
 
-use crate::clock::{Hlc, Version};
+use crate::clock::{Clock, Version};
 use crate::config::Config;
 use crate::replication::framing::{FrameDecoder, READ_AHEAD_MIN};
 use crate::replication::sync;
@@ -108,7 +106,9 @@ pub fn peer_apply_inbound(store: &Store, inbound: Inbound<'_>) {
 /// responders send. Replies are computed and dropped.
 pub fn peer_apply(store: &Store, message: Message) {
     match message {
-        Message::Hello { node_id, hlc, .. } => store.clock().observe(Version { hlc, node_id }),
+        Message::Hello { node_id, hlc, .. } => {
+            store.clock().hlc().observe(Version { hlc, node_id })
+        }
         Message::Updates {
             entries, truncates, ..
         } => {
@@ -161,14 +161,14 @@ pub fn peer_apply(store: &Store, message: Message) {
 /// local write follows (the clock must still move forward).
 pub fn peer_target(data: &[u8]) {
     let (frames, _) = peer_frames(data, default_frame_limit());
-    let store = Store::new(Arc::new(Hlc::new(1)));
+    let store = Store::new(Clock::system(1));
     for frame in &frames {
         let Ok(inbound) = peer_frame_inbound(frame) else {
             break;
         };
         peer_apply_inbound(&store, inbound);
     }
-    let before = store.clock().current();
+    let before = store.clock().hlc().current();
     let after = store.next_version();
     assert!(
         after.hlc > before || before == u64::MAX,
@@ -209,8 +209,8 @@ mod tests {
             panic!("{messages:?}");
         };
         peer_target(input);
-        let store = Store::new(Arc::new(Hlc::new(1)));
-        store.clock().observe(Version {
+        let store = Store::new(Clock::system(1));
+        store.clock().hlc().observe(Version {
             hlc: u64::MAX,
             node_id: 9,
         });

@@ -15,16 +15,16 @@ use std::time::Duration;
 use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     Kind, MAX_DATAGRAM, MemberId, MemberState, MemberView, MembershipHandle, MembershipStats,
     SealedError, SealedHeader, SuspicionTimer, open, open_keyed, protocol_config, seal, seal_keyed,
 };
-use crate::clock::unix_millis;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::{Keyring, Replay, ReplayGuard};
 
@@ -50,6 +50,7 @@ pub fn start(
     config: &Config,
     keyring: Option<Arc<Keyring>>,
     socket: UdpSocket,
+    clock: Clock,
     node_id: u64,
     name: String,
     client: SocketAddr,
@@ -89,7 +90,7 @@ pub fn start(
     };
     let me = MemberId {
         node_id,
-        incarnation: crate::clock::unix_millis(),
+        incarnation: clock.wall_ms(),
         name,
         peer: SocketAddr::new(advertised_ip, bound.port()),
         client,
@@ -121,11 +122,12 @@ pub fn start(
         previous: HashMap::new(),
         suspicion: SuspicionTimer::default(),
         known_peers: HashMap::new(),
-        last_reconnect: Instant::now(),
-        epoch: Instant::now(),
+        last_reconnect: clock.now(),
+        epoch: clock.now(),
         publish,
         stats,
         send_buf: Vec::with_capacity(MAX_DATAGRAM),
+        clock,
         sealing: keyring.map(|keyring| Sealing {
             keyring,
             stream: rand::random(),
@@ -173,6 +175,8 @@ struct Driver {
     publish: watch::Sender<Arc<Vec<MemberView>>>,
     stats: Arc<MembershipStats>,
     send_buf: Vec<u8>,
+    /// Every reading of time, and the timers.
+    clock: Clock,
     /// Present with a cluster key.
     sealing: Option<Sealing>,
 }
@@ -187,9 +191,9 @@ struct Sealing {
     replay: ReplayGuard,
 }
 
-async fn sleep_until_some(deadline: Option<Instant>) {
+async fn sleep_until_some(clock: &Clock, deadline: Option<Instant>) {
     match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some(at) => clock.sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -200,11 +204,11 @@ impl Driver {
         // such instead of silently truncated.
         let mut datagram = vec![0u8; MAX_DATAGRAM + 1];
         let seeds = self.config.join.clone();
-        let mut join_at = (!seeds.is_empty()).then(Instant::now);
+        let mut join_at = (!seeds.is_empty()).then(|| self.clock.now());
         let mut join_backoff = JOIN_BACKOFF_MIN;
         let mut join_attempts = 0u32;
-        let mut refresh = tokio::time::interval(REFRESH);
-        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refresh = self.clock.ticker(REFRESH);
+        let clock = self.clock.clone();
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
             let alone = self.foca.num_members() == 0;
@@ -219,8 +223,8 @@ impl Driver {
                     Ok((len, from)) => self.on_datagram(&datagram[..len], from),
                     Err(e) => tracing::debug!(error = %e, "peer socket receive failed"),
                 },
-                _ = sleep_until_some(next_timer) => self.fire_due_timers(),
-                _ = sleep_until_some(join_at.filter(|_| alone)) => {
+                _ = sleep_until_some(&clock, next_timer) => self.fire_due_timers(),
+                _ = sleep_until_some(&clock, join_at.filter(|_| alone)) => {
                     join_attempts += 1;
                     if join_attempts > 1 {
                         tracing::warn!(seeds = ?seeds, retry_in = ?join_backoff, "no answer from the seeds yet; retrying");
@@ -228,12 +232,12 @@ impl Driver {
                         tracing::info!(seeds = ?seeds, "joining the cluster");
                     }
                     self.announce_to(&seeds).await;
-                    join_at = Some(Instant::now() + join_backoff);
+                    join_at = Some(self.clock.now() + join_backoff);
                     join_backoff = (join_backoff * 2).min(JOIN_BACKOFF_MAX);
                 }
                 _ = refresh.tick() => {
-                    if self.last_reconnect.elapsed() >= RECONNECT_EVERY {
-                        self.last_reconnect = Instant::now();
+                    if self.clock.since(self.last_reconnect) >= RECONNECT_EVERY {
+                        self.last_reconnect = self.clock.now();
                         self.reconnect(&seeds).await;
                     }
                 }
@@ -269,9 +273,12 @@ impl Driver {
             let checked = if header.stream == sealing.stream || !header.is_for(self.me.node_id) {
                 Err(Replay::Repeated)
             } else {
-                sealing
-                    .replay
-                    .check(header.stream, header.counter, header.sent_ms, unix_millis())
+                sealing.replay.check(
+                    header.stream,
+                    header.counter,
+                    header.sent_ms,
+                    self.clock.wall_ms(),
+                )
             };
             if let Err(replay) = checked {
                 self.stats.replayed_packets.fetch_add(1, Ordering::Relaxed);
@@ -296,7 +303,7 @@ impl Driver {
         match kind {
             Kind::Swim => match self.foca.handle_data(payload, &mut self.runtime) {
                 Ok(()) => {
-                    self.last_heard.insert(from, Instant::now());
+                    self.last_heard.insert(from, self.clock.now());
                 }
                 Err(e) => self.bad_packet(from, &e.to_string()),
             },
@@ -315,7 +322,7 @@ impl Driver {
                 let header = SealedHeader {
                     stream: sealing.stream,
                     counter: sealing.counter,
-                    sent_ms: unix_millis(),
+                    sent_ms: self.clock.wall_ms(),
                     receiver,
                 };
                 seal_keyed(&sealing.keyring, &header, kind, payload, &mut self.send_buf);
@@ -347,7 +354,7 @@ impl Driver {
     }
 
     fn fire_due_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         while let Some(Reverse((at, _, _))) = self.timers.peek() {
             if *at > now {
                 break;
@@ -364,7 +371,7 @@ impl Driver {
     /// Announces to every address we have known a member at (for up to
     /// `--forget-after`) and to every seed, unless a member is there now.
     async fn reconnect(&mut self, seeds: &[String]) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let forget = self.config.forget_after;
         self.known_peers
             .retain(|_, seen| now.duration_since(*seen) <= forget);
@@ -445,7 +452,7 @@ impl Driver {
     /// cluster size changed, and publishes the member list.
     async fn flush(&mut self) {
         self.send_pending().await;
-        let now = Instant::now();
+        let now = self.clock.now();
         while let Some((after, timer)) = self.runtime.to_schedule() {
             self.timer_seq += 1;
             self.timers
@@ -486,7 +493,7 @@ impl Driver {
         let limit = protocol_config(&self.config, self.cluster_size).suspect_to_down_after;
         let overdue = self.suspicion.overdue(
             self.foca.iter_membership_state(),
-            self.epoch.elapsed(),
+            self.clock.since(self.epoch),
             limit,
         );
         if !overdue.is_empty()
@@ -513,7 +520,7 @@ impl Driver {
             };
             seen.insert(id.peer, (id.clone(), state));
             if state != MemberState::Down {
-                self.known_peers.insert(id.peer, Instant::now());
+                self.known_peers.insert(id.peer, self.clock.now());
             }
             views.push(MemberView {
                 id: id.clone(),

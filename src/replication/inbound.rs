@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::framing::{self, PeerError};
 use super::wire::{self, CHUNK_ENTRIES, Inbound, KeyVersion, Message, WireEntry};
 use super::{Replication, sync};
-use crate::clock::{Version, unix_millis};
+use crate::clock::Version;
 
 pub async fn run(
     listener: TcpListener,
@@ -60,7 +60,7 @@ async fn serve(
     let Message::Hello { node_id, hlc, .. } = first else {
         return Err(PeerError::NoHello);
     };
-    replication.store.clock().observe(Version { hlc, node_id });
+    replication.clock.hlc().observe(Version { hlc, node_id });
     let sent = &replication.stats.sync_bytes_sent;
     // When the reconciliation the peer is running with us started.
     let mut sync_start_ms = 0;
@@ -92,7 +92,7 @@ async fn serve(
                 truncated,
             } => {
                 replication.before_sync();
-                sync_start_ms = unix_millis();
+                sync_start_ms = replication.clock.wall_ms();
                 store.truncate(truncated);
                 let equal = root == store.digest_tree().root() && truncated == store.truncated();
                 let reply = if !equal && replication.pulling_initial_copy() {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::framing::{self, PeerError, Writer};
 use super::wire::{CHUNK_ENTRIES, Message};
 use super::{Replication, sync};
-use crate::clock::{Version, unix_millis};
+use crate::clock::Version;
 use crate::membership::MemberId;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -201,7 +201,7 @@ impl Link {
         let hello = Message::Hello {
             node_id: self.replication.node_id,
             incarnation: self.replication.incarnation,
-            hlc: self.replication.store.clock().current(),
+            hlc: self.replication.clock.hlc().current(),
         };
         framing::send(&mut writer, hello, &self.replication.stats.sync_bytes_sent).await?;
         tracing::debug!(peer = %self.peer.name, "replication link up");
@@ -328,7 +328,7 @@ impl Link {
         let session = Session {
             id,
             started: tokio::time::Instant::now(),
-            start_ms: unix_millis(),
+            start_ms: self.replication.clock.wall_ms(),
             start_seq: store.last_seq(),
             leaves: Vec::new(),
             theirs: HashMap::new(),

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::unix_millis;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::membership::{MemberState, MembershipHandle};
@@ -48,6 +48,8 @@ const LINK_QUEUE_BATCHES: usize = 4096;
 /// What the links, the inbound side and WAIT share.
 pub struct Replication {
     store: Arc<Store>,
+    /// The store's clock: every reading of time here.
+    clock: Clock,
     config: Config,
     /// With a cluster key, links are encrypted and authenticated.
     keyring: Option<Arc<Keyring>>,
@@ -140,7 +142,7 @@ impl Replication {
     /// time, so a node that cannot finish never refuses its peers for long).
     fn pulling_initial_copy(&self) -> bool {
         self.initial_pull.load(Ordering::Acquire) == PULL_IN_FLIGHT
-            && self.started.elapsed() < FRESH_FOR_AT_MOST
+            && self.clock.since(self.started) < FRESH_FOR_AT_MOST
     }
 
     /// Asks whether a link may start a reconciliation now: the first one of
@@ -149,7 +151,7 @@ impl Replication {
     fn claim_initial_pull(&self) -> (bool, bool) {
         match self.initial_pull.load(Ordering::Acquire) {
             PULL_DONE => (true, false),
-            PULL_IN_FLIGHT => (self.started.elapsed() >= FRESH_FOR_AT_MOST, false),
+            PULL_IN_FLIGHT => (self.clock.since(self.started) >= FRESH_FOR_AT_MOST, false),
             _ if !self.store.is_empty() => {
                 self.initial_pull.store(PULL_DONE, Ordering::Release);
                 (true, false)
@@ -185,7 +187,9 @@ impl Replication {
     /// reconciled (and got the tombstone) long before it closes.
     fn recent_tombstones_since(&self) -> u64 {
         let window = (self.config.sync_interval * 10).max(MIN_RECENT_TOMBSTONE_WINDOW);
-        unix_millis().saturating_sub(window.as_millis() as u64)
+        self.clock
+            .wall_ms()
+            .saturating_sub(window.as_millis() as u64)
     }
 
     /// Largest frame accepted from a peer: one entry of the largest value
@@ -205,8 +209,9 @@ impl Replication {
         let mut book = self.book.lock();
         let record = book.entry(node_id).or_default();
         record.last_sync_start_ms = record.last_sync_start_ms.max(start_ms);
-        record.last_seen_ms = unix_millis();
-        self.last_contact_ms.store(unix_millis(), Ordering::Release);
+        record.last_seen_ms = self.clock.wall_ms();
+        self.last_contact_ms
+            .store(self.clock.wall_ms(), Ordering::Release);
         Self::count(&self.stats.syncs_completed, 1);
         self.stats.initial_sync_done.store(true, Ordering::Release);
         drop(book);
@@ -216,7 +221,7 @@ impl Replication {
     /// Tombstones that arrived before every known node's last completed
     /// reconciliation with us have been seen by all of them.
     fn update_horizon(&self) {
-        let now = unix_millis();
+        let now = self.clock.wall_ms();
         let forget = self.config.forget_after.as_millis() as u64;
         let mut book = self.book.lock();
         book.retain(|_, r| now.saturating_sub(r.last_seen_ms) <= forget);
@@ -245,13 +250,14 @@ impl Replication {
     fn before_sync(&self) {
         let last = self.last_contact_ms.load(Ordering::Acquire);
         let forget = self.config.forget_after.as_millis() as u64;
-        if last != 0 && unix_millis().saturating_sub(last) > forget {
+        if last != 0 && self.clock.wall_ms().saturating_sub(last) > forget {
             tracing::warn!(
-                cut_off_for_s = unix_millis().saturating_sub(last) / 1000,
+                cut_off_for_s = self.clock.wall_ms().saturating_sub(last) / 1000,
                 "cut off from the cluster longer than --forget-after: discarding local data and resyncing"
             );
             self.store.discard_all();
-            self.last_contact_ms.store(unix_millis(), Ordering::Release);
+            self.last_contact_ms
+                .store(self.clock.wall_ms(), Ordering::Release);
         }
     }
 }
@@ -267,7 +273,10 @@ pub fn start(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Arc<Replication> {
+    let clock = store.clock().clone();
     let replication = Arc::new(Replication {
+        started: clock.now(),
+        clock,
         store,
         config: config.clone(),
         keyring,
@@ -278,7 +287,6 @@ pub fn start(
         last_contact_ms: AtomicU64::new(0),
         acks: tokio::sync::Notify::new(),
         initial_pull: std::sync::atomic::AtomicU8::new(PULL_NOT_STARTED),
-        started: std::time::Instant::now(),
         stats: ReplicationStats::default(),
     });
     replication.update_horizon();
@@ -347,8 +355,7 @@ async fn manage_links(
     mut membership: MembershipHandle,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(replication.config.sync_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = replication.clock.ticker(replication.config.sync_interval);
     let mut rotation = 0usize;
     loop {
         reconcile_links(&replication, &membership);
@@ -373,7 +380,7 @@ async fn manage_links(
 
 fn reconcile_links(replication: &Arc<Replication>, membership: &MembershipHandle) {
     let members = membership.members();
-    let now = unix_millis();
+    let now = replication.clock.wall_ms();
     {
         let mut book = replication.book.lock();
         for m in members.iter().filter(|m| !m.is_self) {

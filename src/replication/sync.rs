@@ -139,12 +139,12 @@ pub fn plan(
 }
 
 fn store_version(store: &Store, key: &[u8]) -> Option<Version> {
-    store.with_key_untouched(key, crate::clock::unix_millis(), |k| k.version())
+    store.with_key_untouched(key, store.clock().wall_ms(), |k| k.version())
 }
 
 /// Our entries for `keys` (what a peer asked for).
 pub fn entries_for(store: &Store, keys: &[serde_bytes::ByteBuf]) -> Vec<WireEntry> {
-    let now = crate::clock::unix_millis();
+    let now = store.clock().wall_ms();
     keys.iter()
         .filter_map(|key| {
             store.with_key_untouched(key, now, |k| {
@@ -165,7 +165,7 @@ pub fn entries_for(store: &Store, keys: &[serde_bytes::ByteBuf]) -> Vec<WireEntr
 /// delete reaches a peer that sent us whole buckets we hold only
 /// tombstones in).
 pub fn apply_and_rebut(store: &Store, entries: &[WireEntry]) -> (usize, Vec<WireEntry>) {
-    let now = crate::clock::unix_millis();
+    let now = store.clock().wall_ms();
     let mut applied = 0;
     let mut ours = Vec::new();
     for e in entries {
@@ -199,7 +199,7 @@ pub fn apply_updates(store: &Store, updates: UpdatesRef<'_>) -> usize {
 /// Applies entries from a peer under the conflict rule; returns how many
 /// took effect.
 pub fn apply<'a>(store: &Store, entries: impl IntoIterator<Item = WireEntryRef<'a>>) -> usize {
-    let now = crate::clock::unix_millis();
+    let now = store.clock().wall_ms();
     let applied = entries
         .into_iter()
         .filter(|e| store.with_key(e.key, now, |k| k.apply(e.value, e.expires_at, e.version)))

@@ -10,6 +10,8 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
+
 #[derive(Debug, Default)]
 struct Mutable {
     name: Option<String>,
@@ -53,14 +55,15 @@ impl ClientInfo {
         laddr: SocketAddr,
         fd: i32,
         kill: CancellationToken,
+        clock: &Clock,
     ) -> Self {
         Self {
             id,
             addr,
             laddr,
             fd,
-            created: Instant::now(),
-            last_active_ms: AtomicU64::new(crate::clock::unix_millis()),
+            created: clock.now(),
+            last_active_ms: AtomicU64::new(clock.wall_ms()),
             resp3: AtomicBool::new(false),
             last_command: AtomicUsize::new(NO_COMMAND),
             mutable: Mutex::new(Mutable::default()),
@@ -121,16 +124,18 @@ impl ClientInfo {
         self.last_active_ms.store(now_ms, Ordering::Relaxed);
     }
 
-    /// Milliseconds since the client last sent bytes or took a reply.
-    pub fn idle_ms(&self) -> u64 {
-        crate::clock::unix_millis().saturating_sub(self.last_active_ms.load(Ordering::Relaxed))
+    /// Milliseconds since the client last sent bytes or took a reply, at
+    /// `now_ms` (unix ms).
+    pub fn idle_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.last_active_ms.load(Ordering::Relaxed))
     }
 
-    /// One line of CLIENT LIST, in Redis 7's field order.
-    pub fn describe(&self) -> String {
+    /// One line of CLIENT LIST, in Redis 7's field order, as of `clock`'s
+    /// time.
+    pub fn describe(&self, clock: &Clock) -> String {
         let m = self.mutable.lock();
-        let age = self.created.elapsed();
-        let idle_ms = self.idle_ms();
+        let age = clock.since(self.created);
+        let idle_ms = self.idle_ms(clock.wall_ms());
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 \
              multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 \

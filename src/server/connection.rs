@@ -19,7 +19,6 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::clock::unix_millis;
 use crate::command::transaction::{self, Transaction};
 use crate::command::{After, Args, Ctx, dispatch};
 use crate::node::NodeState;
@@ -58,6 +57,7 @@ pub async fn serve<S>(
         laddr,
         fd,
         state.shutdown.child_token(),
+        &state.clock,
     ));
     state.clients.add(client.clone());
     let auth_pending = state.config.requirepass.is_some();
@@ -132,7 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if self.input.len() < needed {
                 // A partial command is activity too (execute_buffered
                 // stamps the others), so a slow sender is not "idle".
-                self.client.touch(unix_millis());
+                self.client.touch(self.state.clock.wall_ms());
                 continue;
             }
             let (mut after, mut next_needed) = self.execute_buffered();
@@ -198,7 +198,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // Field borrows: the guard holds `self.state` while the other
         // fields are used (no Arc clone).
         let _alone = self.state.exec_gate.write();
-        let now_ms = unix_millis();
+        let now_ms = self.state.clock.wall_ms();
         let (queued, watched) = self.tx.take();
         let mut idle = Transaction::default();
         let mut ctx = Ctx::new(
@@ -228,7 +228,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // Shared side of the transaction gate, once per batch (borrowing the
         // field: an Arc clone here would bounce its count between cores).
         let _gate = self.state.exec_gate.read();
-        let now_ms = unix_millis();
+        let now_ms = self.state.clock.wall_ms();
         let mut pos = 0;
         let mut commands = 0u64;
         let mut after = After::Continue;
@@ -304,7 +304,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // One write per batch; the flush is a no-op for TCP and pushes out
         // what TLS still holds. A client that stops reading stays here
         // until it is killed (idle timeout, shutdown).
-        let (stream, buf, client) = (&mut self.stream, &self.reply.buf, &self.client);
+        let (stream, buf, client, clock) = (
+            &mut self.stream,
+            &self.reply.buf,
+            &self.client,
+            &self.state.clock,
+        );
         let write = async move {
             if buf.len() < LONG_WRITE {
                 stream.write_all(buf).await?;
@@ -318,7 +323,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         0 => return Err(std::io::ErrorKind::WriteZero.into()),
                         n => written += n,
                     }
-                    client.touch(unix_millis());
+                    client.touch(clock.wall_ms());
                 }
             }
             stream.flush().await
@@ -388,7 +393,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
         };
         client.set_blocked(false);
-        client.touch(unix_millis());
+        client.touch(state.clock.wall_ms());
         Ok(acked)
     }
 }

@@ -52,8 +52,9 @@ pub mod listener {
         let timeout_ms = state.config.timeout.saturating_mul(1000);
         // Idle clients are found by a sweep, as Redis's clientsCron does,
         // rather than a timer per read on the hot path.
-        let mut sweep = tokio::time::interval(Duration::from_millis(timeout_ms.clamp(1, 1000)));
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = state
+            .clock
+            .ticker(Duration::from_millis(timeout_ms.clamp(1, 1000)));
         let mut connections = JoinSet::new();
         loop {
             let (accepted, acceptor) = tokio::select! {
@@ -153,8 +154,9 @@ pub mod listener {
     /// Closes clients idle for longer than `timeout_ms` (Redis's `timeout`),
     /// except those blocked in WAIT.
     fn close_idle(state: &NodeState, timeout_ms: u64) {
+        let now_ms = state.clock.wall_ms();
         for client in state.clients.snapshot() {
-            if client.idle_ms() > timeout_ms && !client.is_blocked() {
+            if client.idle_ms(now_ms) > timeout_ms && !client.is_blocked() {
                 tracing::debug!(client = client.id, addr = %client.addr, "closing idle client");
                 client.kill.cancel();
             }

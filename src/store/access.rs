@@ -95,7 +95,7 @@ impl<'a> KeyAccess<'a> {
 
     /// Writes `value` with a new version; returns that version.
     pub fn set(&mut self, value: &[u8], expiry: Expiry) -> Version {
-        let version = self.store.clock.tick_at(self.now_ms);
+        let version = self.store.clock.hlc().tick_at(self.now_ms);
         self.set_at(value, expiry, version);
         version
     }
@@ -133,7 +133,7 @@ impl<'a> KeyAccess<'a> {
         if !self.exists() {
             return false;
         }
-        let version = self.store.clock.tick_at(self.now_ms);
+        let version = self.store.clock.hlc().tick_at(self.now_ms);
         self.delete_at(version)
     }
 
@@ -157,7 +157,7 @@ impl<'a> KeyAccess<'a> {
         if expires_at != NO_EXPIRY && expires_at <= self.now_ms {
             return self.delete();
         }
-        let version = self.store.clock.tick_at(self.now_ms);
+        let version = self.store.clock.hlc().tick_at(self.now_ms);
         self.shard
             .set_expiry(i, self.hashes.digest, expires_at, version);
         if self.store.is_replicating() {
@@ -176,7 +176,7 @@ impl<'a> KeyAccess<'a> {
     /// is idempotent and order-independent. `value` None is a delete.
     /// Returns whether it took effect.
     pub fn apply(&mut self, value: Option<&[u8]>, expires_at: u64, version: Version) -> bool {
-        self.store.clock.observe(version);
+        self.store.clock.hlc().observe(version);
         if self.version().is_some_and(|held| held >= version) || version < self.store.truncated() {
             return false;
         }
@@ -213,7 +213,7 @@ impl MultiAccess<'_> {
     /// `n` consecutive fresh versions, returned as the first: one clock
     /// update for a multi-key write, taken while its shards are locked.
     pub fn tick_n(&self, n: u64) -> Version {
-        self.store.clock.tick_n_at(self.now_ms, n)
+        self.store.clock.hlc().tick_n_at(self.now_ms, n)
     }
 
     /// Access to one of the keys this multi-access was created with.

@@ -465,7 +465,7 @@ impl Store {
             shard.expire(self, slot, digest::key_hash(e.key()), now_ms);
             return bytes;
         }
-        let version = self.clock.tick();
+        let version = self.clock.hlc().tick_at(now_ms);
         let key: Box<[u8]> = e.key().into();
         shard.set_tombstone(slot, digest::key_hash(&key), version, now_ms);
         let replicating = self.is_replicating();

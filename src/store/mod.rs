@@ -20,12 +20,11 @@ pub mod evict;
 pub mod glob;
 mod shard;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::clock::{Hlc, Version};
+use crate::clock::{Clock, Version};
 pub use access::{KeyAccess, MultiAccess};
 pub use digest::DigestTree;
 pub use entry::{Entry, NO_EXPIRY, SlotState};
@@ -104,7 +103,7 @@ pub struct StoreStats {
 pub struct Store {
     shards: Box<[Padded<Mutex<Shard>>]>,
     hasher: foldhash::fast::RandomState,
-    clock: Arc<Hlc>,
+    clock: Clock,
     /// Tombstones that arrived before this unix-ms time may be collected.
     tombstone_horizon: AtomicU64,
     /// ...and were written before this unix-ms time (by their version).
@@ -126,7 +125,7 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(clock: Arc<Hlc>) -> Self {
+    pub fn new(clock: Clock) -> Self {
         let shards = (0..SHARDS)
             .map(|_| Padded(Mutex::new(Shard::default())))
             .collect();
@@ -156,7 +155,7 @@ impl Store {
         self.clock.tick()
     }
 
-    pub fn clock(&self) -> &Hlc {
+    pub fn clock(&self) -> &Clock {
         &self.clock
     }
 
@@ -302,7 +301,7 @@ impl Store {
     /// Applies a truncate marker (local or replicated); returns whether it
     /// was newer than the last one.
     pub fn truncate(&self, marker: Version) -> bool {
-        self.clock.observe(marker);
+        self.clock.hlc().observe(marker);
         {
             let mut truncated = self.truncated.lock();
             if *truncated >= marker {
@@ -613,7 +612,7 @@ mod tests {
     use super::*;
 
     pub(super) fn store() -> Store {
-        Store::new(Arc::new(Hlc::new(1)))
+        Store::new(Clock::system(1))
     }
 
     #[test]
@@ -820,7 +819,7 @@ mod tests {
                 for hlc in hlcs {
                     let remote = Version { hlc, node_id: 9 };
                     s.with_key(b"k", 0, |k| k.apply(Some(b"v"), NO_EXPIRY, remote));
-                    let local = s.clock().tick_at(0);
+                    let local = s.clock().hlc().tick_at(0);
                     prop_assert!(local > remote && local > last);
                     last = local;
                 }

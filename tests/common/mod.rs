@@ -57,6 +57,14 @@ pub async fn raw(addr: SocketAddr) -> tokio::net::TcpStream {
         .expect("connects")
 }
 
+/// The system's wall clock in unix ms, for crafting peer messages with a
+/// current timestamp (nodes read time through their own clock).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Polls `check` until it returns true or `deadline` passes; returns the
 /// last result so the caller asserts on behaviour, not on timing.
 pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
