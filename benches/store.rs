@@ -1,6 +1,6 @@
 //! The keyspace with what a clustered node does on every write: digest
-//! tree updates (always on) and changes queued for peers (replicating on,
-//! drained every 1,024 operations as the push path would). SET and GET of
+//! tree updates (always on) and changes published to the change log for
+//! the peers (read every 1,024 operations, as the push path would). SET and GET of
 //! 16-byte values over 100,000 existing keys, and MSET of 10 keys as the
 //! command does it (`cargo bench --bench store`).
 
@@ -8,20 +8,20 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kriminodb::clock::{Clock, Version};
-use kriminodb::store::{Change, Expiry, Store};
+use kriminodb::store::{Cause, Causes, ChangeReader, Expiry, Store};
 
 const KEYS: usize = 100_000;
 const VALUE: &[u8] = b"0123456789abcdef";
 
-fn loaded_store() -> Store {
+fn loaded_store() -> (Store, ChangeReader) {
     let store = Store::new(Clock::system(1));
-    store.set_replicating(true);
+    let pusher = store.subscribe(Causes::of(&[Cause::Local]));
     let now = store.clock().wall_ms();
     for i in 0..KEYS {
         store.with_key(&key(i), now, |k| k.set(VALUE, Expiry::Persist));
     }
-    store.drain_changes(&mut Vec::new());
-    store
+    let _ = store.read_changes(&pusher);
+    (store, pusher)
 }
 
 fn key(i: usize) -> Vec<u8> {
@@ -35,15 +35,13 @@ fn pick(n: usize) -> usize {
 }
 
 fn store_ops(c: &mut Criterion) {
-    let store = loaded_store();
+    let (store, pusher) = loaded_store();
     let keys: Vec<Vec<u8>> = (0..KEYS).map(key).collect();
     let now = store.clock().wall_ms();
-    let mut drained: Vec<Change> = Vec::with_capacity(16 * 1024);
     let mut n = 0usize;
-    let mut drain = |store: &Store, n: usize| {
+    let drain = |store: &Store, n: usize| {
         if n.is_multiple_of(1024) {
-            store.drain_changes(&mut drained);
-            drained.clear();
+            black_box(store.read_changes(&pusher).map(|b| b.last_seq()).ok());
         }
     };
 

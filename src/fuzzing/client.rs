@@ -191,6 +191,7 @@ impl CommandNode {
                 // WAIT never blocks here: it answers with what is
                 // acknowledged now, as inside a transaction.
                 After::Wait { .. } => {
+                    state.store.collect_changes();
                     reply.int(state.replication.acked_by(state.store.last_seq()) as i64)
                 }
                 After::Exec => exec(state, &client, &mut reply, &mut tx, now_ms),

@@ -180,7 +180,7 @@ pub fn peer_target(data: &[u8]) {
 mod tests {
     use super::*;
     use crate::fuzzing::seed_corpus;
-    use crate::store::Change;
+    use crate::store::{Cause, Change, ChangeKind};
 
     /// Found by the peer_frames target: a 4-byte frame head declaring
     /// 172 MB made tokio-util's codec reserve all of it before a byte of
@@ -236,8 +236,7 @@ mod tests {
         assert!(entries.iter().any(|e| e.value.is_none()) && !truncates.is_empty());
         let changes: Vec<Change> = entries
             .iter()
-            .map(|e| Change::Entry {
-                seq: 0,
+            .map(|e| ChangeKind::Entry {
                 key: e.key.as_slice().into(),
                 value: e.value.as_deref().map(|v| v[..].into()),
                 expires_at: e.expires_at,
@@ -246,9 +245,11 @@ mod tests {
             .chain(
                 truncates
                     .iter()
-                    .map(|&version| Change::Truncate { seq: 0, version }),
+                    .map(|&version| ChangeKind::Truncate { version }),
             )
+            .map(|kind| Change::new(Cause::Local, kind))
             .collect();
+        let changes: Vec<&Change> = changes.iter().collect();
         assert_eq!(wire::encode_updates(&changes, last_seq).unwrap(), payload);
         let Ok(Inbound::Updates(updates)) = peer_frame_inbound(payload) else {
             panic!("{:?}", peer_frame_inbound(payload));

@@ -94,6 +94,14 @@ impl LinkHandle {
         false
     }
 
+    /// The changes this link should have carried are lost (the change log
+    /// dropped them before the push path read them): repair by
+    /// reconciliation, as after a queue overflow.
+    pub fn repair(&self) {
+        self.state.repair.store(true, Ordering::Release);
+        self.state.wake.notify_one();
+    }
+
     pub fn request_sync(&self) {
         self.state.sync_requested.store(true, Ordering::Release);
         self.state.wake.notify_one();

@@ -30,7 +30,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::membership::{MemberState, MembershipHandle};
-use crate::store::{Change, Store};
+use crate::store::{Cause, Causes, Change, ChangeKind, ChangeReader, Lagged, Store};
 use link::{Batch, LinkHandle};
 
 /// How long a node that started empty may defer its peers' reconciliations
@@ -48,6 +48,9 @@ const LINK_QUEUE_BATCHES: usize = 4096;
 /// What the links, the inbound side and WAIT share.
 pub struct Replication {
     store: Arc<Store>,
+    /// The push path's reader of the store's change log (paused while
+    /// there is no link).
+    pusher: ChangeReader,
     /// The store's clock: every reading of time here.
     clock: Clock,
     config: Config,
@@ -274,7 +277,9 @@ pub fn start(
     tracker: &TaskTracker,
 ) -> Arc<Replication> {
     let clock = store.clock().clone();
+    let pusher = store.subscribe(Causes::NONE);
     let replication = Arc::new(Replication {
+        pusher,
         started: clock.now(),
         clock,
         store,
@@ -306,31 +311,46 @@ pub fn start(
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
 const LINK_DRAIN_GRACE: Duration = Duration::from_secs(1);
 
-/// Hands every batch of local changes to every link; at shutdown, hands
-/// over the last ones and lets the links send them before they close.
+/// What peers need of the change log: this node's own writes (its
+/// evictions included). Replicated writes came from the peer that made
+/// them, which sent them to every node itself; expiries happen on every
+/// node on their own.
+const PUSHED: Causes = Causes::of(&[Cause::Local, Cause::Evicted]);
+
+/// The push path's reader of the change log: hands every batch of local
+/// changes to every link; at shutdown, hands over the last ones and lets
+/// the links send them before they close.
 async fn distribute(replication: Arc<Replication>, shutdown: CancellationToken) {
-    let mut changes: Vec<Change> = Vec::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = replication.store.changes_queued() => {}
+            _ = replication.pusher.ready() => {}
         }
-        push_pending(&replication, &mut changes);
+        push_pending(&replication);
     }
     tokio::time::sleep(SHUTDOWN_GRACE).await;
-    push_pending(&replication, &mut changes);
+    push_pending(&replication);
     let links: Vec<LinkHandle> = replication.links.lock().drain().map(|(_, l)| l).collect();
     futures_util::future::join_all(links.into_iter().map(|l| l.finish(LINK_DRAIN_GRACE))).await;
 }
 
-fn push_pending(replication: &Replication, changes: &mut Vec<Change>) {
-    changes.clear();
-    replication.store.drain_changes(changes);
+fn push_pending(replication: &Replication) {
+    let batch = match replication.store.read_changes(&replication.pusher) {
+        Ok(batch) => batch,
+        Err(Lagged) => {
+            // What was dropped is in the store only: repair every link.
+            for link in replication.links.lock().values() {
+                link.repair();
+            }
+            return;
+        }
+    };
+    let changes: Vec<&Change> = batch.iter().collect();
     for chunk in changes.chunks(wire::CHUNK_ENTRIES) {
-        let last_seq = chunk.last().map_or(0, Change::seq);
+        let last_seq = chunk.last().map_or(0, |c| c.seq);
         let count = chunk
             .iter()
-            .filter(|c| matches!(c, Change::Entry { .. }))
+            .filter(|c| matches!(c.kind, ChangeKind::Entry { .. }))
             .count() as u64;
         let Ok(frame) = wire::encode_updates(chunk, last_seq) else {
             continue;
@@ -407,5 +427,15 @@ fn reconcile_links(replication: &Arc<Replication>, membership: &MembershipHandle
             .entry(node_id)
             .or_insert_with(|| LinkHandle::start(id, replication.clone(), LINK_QUEUE_BATCHES));
     }
-    replication.store.set_replicating(!links.is_empty());
+    // With nobody to push to, the push path reads nothing, so writes on a
+    // lone node stage nothing for it; a new link starts with a
+    // reconciliation, which covers what was written meanwhile.
+    let pushed = if links.is_empty() {
+        Causes::NONE
+    } else {
+        PUSHED
+    };
+    replication
+        .store
+        .set_reader_causes(&replication.pusher, pushed);
 }

@@ -14,7 +14,7 @@ use serde::ser::{SerializeSeq, SerializeStruct, SerializeStructVariant};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::clock::Version;
-use crate::store::Change;
+use crate::store::{Change, ChangeKind};
 
 /// Bumped whenever a message changes incompatibly.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -175,7 +175,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
 /// straight from them: the same bytes as [`encode`] of
 /// `Message::Updates { entries, truncates, last_seq }` built from them,
 /// without copying every key and value into a [`WireEntry`] first.
-pub fn encode_updates(changes: &[Change], last_seq: u64) -> Result<Vec<u8>, postcard::Error> {
+pub fn encode_updates(changes: &[&Change], last_seq: u64) -> Result<Vec<u8>, postcard::Error> {
     let frame = UpdatesFrame { changes, last_seq };
     // Sized first: one allocation, instead of a vector that doubles (and
     // copies itself) ~log2(frame size) times while it is written.
@@ -238,20 +238,19 @@ impl<'a> WireEntryRef<'a> {
 
     /// The entry a change sends; None for a FLUSHALL marker.
     pub fn from_change(change: &'a Change) -> Option<Self> {
-        match change {
-            Change::Entry {
+        match &change.kind {
+            ChangeKind::Entry {
                 key,
                 value,
                 expires_at,
                 version,
-                ..
             } => Some(Self {
                 key,
                 value: value.as_deref(),
                 expires_at: *expires_at,
                 version: *version,
             }),
-            Change::Truncate { .. } => None,
+            ChangeKind::Truncate { .. } | ChangeKind::Discard => None,
         }
     }
 }
@@ -259,7 +258,7 @@ impl<'a> WireEntryRef<'a> {
 /// Serializes as `Frame { version, message: Message::Updates { .. } }`
 /// does, field for field.
 struct UpdatesFrame<'a> {
-    changes: &'a [Change],
+    changes: &'a [&'a Change],
     last_seq: u64,
 }
 
@@ -287,11 +286,11 @@ impl Serialize for UpdatesMessage<'_> {
 }
 
 /// The entries among changes, as a sequence of [`WireEntry`].
-struct Entries<'a>(&'a [Change]);
+struct Entries<'a>(&'a [&'a Change]);
 
 impl Serialize for Entries<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let entries = || self.0.iter().filter_map(WireEntryRef::from_change);
+        let entries = || self.0.iter().filter_map(|c| WireEntryRef::from_change(c));
         let mut seq = serializer.serialize_seq(Some(entries().count()))?;
         for entry in entries() {
             seq.serialize_element(&entry)?;
@@ -301,14 +300,14 @@ impl Serialize for Entries<'_> {
 }
 
 /// The FLUSHALL markers among changes, as a sequence of versions.
-struct Truncates<'a>(&'a [Change]);
+struct Truncates<'a>(&'a [&'a Change]);
 
 impl Serialize for Truncates<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let versions = || {
-            self.0.iter().filter_map(|c| match c {
-                Change::Truncate { version, .. } => Some(version),
-                Change::Entry { .. } => None,
+            self.0.iter().filter_map(|c| match &c.kind {
+                ChangeKind::Truncate { version } => Some(version),
+                ChangeKind::Entry { .. } | ChangeKind::Discard => None,
             })
         };
         let mut seq = serializer.serialize_seq(Some(versions().count()))?;
@@ -341,45 +340,50 @@ mod tests {
 
     fn changes() -> Vec<Change> {
         let version = |hlc| Version { hlc, node_id: 3 };
-        let entry = |seq, key: &[u8], value: Option<&[u8]>, expires_at| Change::Entry {
-            seq,
-            key: key.into(),
-            value: value.map(Into::into),
-            expires_at,
-            version: version(100 + seq),
+        let entry = |seq, key: &[u8], value: Option<&[u8]>, expires_at| {
+            logged(
+                seq,
+                ChangeKind::Entry {
+                    key: key.into(),
+                    value: value.map(Into::into),
+                    expires_at,
+                    version: version(100 + seq),
+                },
+            )
         };
+        let truncate = |seq, version| logged(seq, ChangeKind::Truncate { version });
         let big = vec![0xab; 300];
         vec![
             entry(1, b"k", Some(b"v"), crate::store::NO_EXPIRY),
             entry(2, b"gone", None, 0),
-            Change::Truncate {
-                seq: 3,
-                version: version(1 << 40),
-            },
+            truncate(3, version(1 << 40)),
             entry(4, b"empty", Some(b""), 1_700_000_000_000),
             entry(5, b"", Some(&big), 7),
-            Change::Truncate {
-                seq: 6,
-                version: version(u64::MAX),
-            },
+            truncate(6, version(u64::MAX)),
             entry(7, &big, None, u64::MAX),
         ]
     }
 
+    fn logged(seq: u64, kind: ChangeKind) -> Change {
+        let mut change = Change::new(crate::store::Cause::Local, kind);
+        change.seq = seq;
+        change
+    }
+
     /// What the push path sent before `encode_updates`: the changes copied
     /// into a `Message::Updates`.
-    fn updates_message(changes: &[Change], last_seq: u64) -> Message {
+    fn updates_message(changes: &[&Change], last_seq: u64) -> Message {
         Message::Updates {
             entries: changes
                 .iter()
-                .filter_map(WireEntryRef::from_change)
+                .filter_map(|c| WireEntryRef::from_change(c))
                 .map(|e| e.to_entry())
                 .collect(),
             truncates: changes
                 .iter()
-                .filter_map(|c| match c {
-                    Change::Truncate { version, .. } => Some(*version),
-                    Change::Entry { .. } => None,
+                .filter_map(|c| match c.kind {
+                    ChangeKind::Truncate { version } => Some(version),
+                    ChangeKind::Entry { .. } | ChangeKind::Discard => None,
                 })
                 .collect(),
             last_seq,
@@ -390,10 +394,11 @@ mod tests {
     /// they must not change by a byte.
     #[test]
     fn updates_encode_to_the_same_bytes_as_the_message() {
-        let all = changes();
-        let cases: [&[Change]; 5] = [&all, &all[..1], &all[1..2], &all[2..3], &[]];
+        let owned = changes();
+        let all: Vec<&Change> = owned.iter().collect();
+        let cases: [&[&Change]; 5] = [&all, &all[..1], &all[1..2], &all[2..3], &[]];
         for (i, changes) in cases.into_iter().enumerate() {
-            let last_seq = changes.last().map_or(0, Change::seq);
+            let last_seq = changes.last().map_or(0, |c| c.seq);
             let expected = encode(updates_message(changes, last_seq)).unwrap();
             let got = encode_updates(changes, last_seq).unwrap();
             assert_eq!(got, expected, "case {i}");
@@ -403,7 +408,8 @@ mod tests {
 
     #[test]
     fn updates_decode_borrowed_as_the_message_decodes_owned() {
-        let all = changes();
+        let owned = changes();
+        let all: Vec<&Change> = owned.iter().collect();
         for changes in [&all[..], &all[..1], &[]] {
             let bytes = encode_updates(changes, 9).unwrap();
             let Ok(Inbound::Updates(updates)) = decode_inbound(&bytes) else {
@@ -435,7 +441,9 @@ mod tests {
         assert!(matches!(decode(&bytes), Err(WireError::Version(_))));
         assert!(decode(&[0xff, 0xff, 0xff, 0xff, 0x0f, 9]).is_err());
         assert!(decode(&[]).is_err());
-        let mut updates = encode_updates(&changes(), 1).unwrap();
+        let owned = changes();
+        let all: Vec<&Change> = owned.iter().collect();
+        let mut updates = encode_updates(&all, 1).unwrap();
         updates[0] = 2;
         assert!(matches!(
             decode_inbound(&updates),
@@ -476,7 +484,9 @@ mod tests {
                 cut in any::<proptest::sample::Index>(),
                 extra in proptest::collection::vec(any::<u8>(), 0..8),
             ) {
-                let frame = encode_updates(&changes(), 7).unwrap();
+                let owned = changes();
+                let all: Vec<&Change> = owned.iter().collect();
+                let frame = encode_updates(&all, 7).unwrap();
                 let mut changed = frame.clone();
                 changed[at.index(frame.len())] = byte;
                 decoders_agree(&changed);

@@ -79,6 +79,7 @@ pub async fn serve<S>(
         client,
         state,
         last_write_seq: 0,
+        wrote_since: false,
         tx: Transaction::default(),
     };
     if let Err(e) = conn.run().await {
@@ -97,8 +98,11 @@ struct Connection<S> {
     reply: Reply,
     client: Arc<ClientInfo>,
     state: Arc<NodeState>,
-    /// Sequence of the last change this client's writes queued (WAIT).
+    /// Sequence of the change log as of this client's last write, once
+    /// known (WAIT waits for peers to acknowledge it).
     last_write_seq: u64,
+    /// The client wrote since `last_write_seq` was taken.
+    wrote_since: bool,
     tx: Transaction,
 }
 
@@ -208,15 +212,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             now_ms,
             &mut idle,
         );
-        let (state, last_write_seq) = (&self.state, &mut self.last_write_seq);
+        let (state, last_write_seq, wrote_since) =
+            (&self.state, &mut self.last_write_seq, &mut self.wrote_since);
         transaction::run_queued(&mut ctx, queued, &watched, |ctx| {
-            if ctx.wrote {
-                *last_write_seq = state.store.last_seq();
-            }
+            *wrote_since |= ctx.wrote;
             // WAIT cannot block inside a transaction: as in Redis it answers
             // with what is acknowledged already.
             if let After::Wait { .. } = std::mem::replace(&mut ctx.after, After::Continue) {
-                let acked = state.replication.acked_by(*last_write_seq);
+                let acked =
+                    state
+                        .replication
+                        .acked_by(write_seq(state, last_write_seq, wrote_since));
                 ctx.reply.int(acked as i64);
             }
         });
@@ -265,9 +271,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     );
                     dispatch(&mut ctx, &args);
                     after = ctx.after;
-                    if ctx.wrote {
-                        self.last_write_seq = self.state.store.last_seq();
-                    }
+                    self.wrote_since |= ctx.wrote;
                     if self.auth_pending && self.client.is_authenticated() {
                         self.auth_pending = false;
                         self.decoder.set_limits(Limits {
@@ -367,11 +371,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             client,
             state,
             last_write_seq,
+            wrote_since,
             ..
         } = self;
-        let waiting = state
-            .replication
-            .wait_for(*last_write_seq, replicas, timeout);
+        let target = write_seq(state, last_write_seq, wrote_since);
+        let waiting = state.replication.wait_for(target, replicas, timeout);
         tokio::pin!(waiting);
         client.set_blocked(true);
         let acked = loop {
@@ -396,6 +400,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         client.touch(state.clock.wall_ms());
         Ok(acked)
     }
+}
+
+/// The change log's sequence that covers this client's writes: taken
+/// afresh (after collecting what is staged) only when it wrote since.
+fn write_seq(state: &NodeState, last_write_seq: &mut u64, wrote_since: &mut bool) -> u64 {
+    if std::mem::take(wrote_since) {
+        state.store.collect_changes();
+        *last_write_seq = state.store.last_seq();
+    }
+    *last_write_seq
 }
 
 /// AUTH, HELLO (which can authenticate) and QUIT are the only commands an

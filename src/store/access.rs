@@ -1,12 +1,11 @@
 //! Key-level access for the command layer: read, write, delete, expire and
 //! apply replicated writes, all while the key's shard is locked.
 
-use parking_lot::MutexGuard;
-
+use super::changelog::Cause;
 use super::entry::{Entry, NO_EXPIRY};
 use super::evict::lru_clock;
-use super::shard::Shard;
-use super::{Change, Expiry, KeyHashes, Store};
+use super::shard::{Shard, ShardGuard};
+use super::{Expiry, KeyHashes, Store};
 use crate::clock::Version;
 
 /// Exclusive access to one key while its shard is locked.
@@ -84,12 +83,10 @@ impl<'a> KeyAccess<'a> {
         self.slot.map(|i| self.shard.slab.get(i).version)
     }
 
-    /// Queues a local change for the peers, when replicating.
-    fn publish(&mut self, value: Option<&[u8]>, expires_at: u64, version: Version) {
-        if self.store.is_replicating() {
-            self.shard
-                .outbox
-                .push(self.store.change(self.key, value, expires_at, version));
+    /// Publishes what the key holds now to the change log.
+    fn publish(&mut self, cause: Cause) {
+        if let Some(slot) = self.slot {
+            self.shard.publish_slot(&self.store.log, cause, slot);
         }
     }
 
@@ -103,8 +100,8 @@ impl<'a> KeyAccess<'a> {
     /// Writes `value` with a version the caller took from the clock (a
     /// RENAME stamps its delete and its write with one version).
     pub fn set_at(&mut self, value: &[u8], expiry: Expiry, version: Version) {
-        let expires_at = self.put(value, expiry, version);
-        self.publish(Some(value), expires_at, version);
+        self.put(value, expiry, version);
+        self.publish(Cause::Local);
     }
 
     /// Stores a live value with `version`; returns the expiry it got.
@@ -144,7 +141,7 @@ impl<'a> KeyAccess<'a> {
         };
         self.shard
             .set_tombstone(i, self.hashes.digest, version, self.now_ms);
-        self.publish(None, NO_EXPIRY, version);
+        self.publish(Cause::Local);
         true
     }
 
@@ -160,13 +157,7 @@ impl<'a> KeyAccess<'a> {
         let version = self.store.clock.hlc().tick_at(self.now_ms);
         self.shard
             .set_expiry(i, self.hashes.digest, expires_at, version);
-        if self.store.is_replicating() {
-            let value = self.shard.slab.get(i).value();
-            let change = self
-                .store
-                .change(self.key, Some(value), expires_at, version);
-            self.shard.outbox.push(change);
-        }
+        self.publish(Cause::Local);
         true
     }
 
@@ -198,6 +189,7 @@ impl<'a> KeyAccess<'a> {
                 self.slot = Some(self.shard.insert(self.store, self.hashes, entry));
             }
         }
+        self.publish(Cause::Replicated);
         true
     }
 }
@@ -205,7 +197,7 @@ impl<'a> KeyAccess<'a> {
 /// Several keys locked together (MSET, RENAME, COPY…).
 pub struct MultiAccess<'s> {
     pub(super) store: &'s Store,
-    pub(super) guards: Vec<(usize, MutexGuard<'s, Shard>)>,
+    pub(super) guards: Vec<(usize, ShardGuard<'s>)>,
     pub(super) now_ms: u64,
 }
 
@@ -229,22 +221,5 @@ impl MultiAccess<'_> {
             .expect("MultiAccess::key called with a key it was not created with");
         let guard = &mut *self.guards[at].1;
         KeyAccess::new(self.store, guard, key, hashes, self.now_ms, true)
-    }
-}
-
-/// A local change as peers receive it.
-pub(super) fn make_change(
-    seq: u64,
-    key: &[u8],
-    value: Option<&[u8]>,
-    expires_at: u64,
-    version: Version,
-) -> Change {
-    Change::Entry {
-        seq,
-        key: key.into(),
-        value: value.map(Into::into),
-        expires_at,
-        version,
     }
 }

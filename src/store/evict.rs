@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use super::changelog::Cause;
 use super::entry::{Entry, LRU_MAX, NO_EXPIRY, SlotState};
 use super::shard::Shard;
 use super::{SHARDS, Store, digest};
@@ -437,7 +438,7 @@ impl Store {
         let start = fastrand::usize(..SHARDS);
         (0..SHARDS).find_map(|step| {
             let shard_no = (start + step) % SHARDS;
-            let shard = self.shards[shard_no].0.lock();
+            let shard = self.shard(shard_no);
             if !has_candidates(&shard, policy) {
                 return None;
             }
@@ -452,7 +453,7 @@ impl Store {
     /// version, pushed to the peers like a DEL. Returns the bytes this is
     /// estimated to free (0: nothing evicted).
     fn evict_at(&self, c: &Candidate, now_ms: u64) -> u64 {
-        let mut guard = self.shards[c.shard].0.lock();
+        let mut guard = self.shard(c.shard);
         let shard = &mut *guard;
         let slot = c.slot;
         let e = shard.slab.get(slot);
@@ -466,19 +467,10 @@ impl Store {
             return bytes;
         }
         let version = self.clock.hlc().tick_at(now_ms);
-        let key: Box<[u8]> = e.key().into();
-        shard.set_tombstone(slot, digest::key_hash(&key), version, now_ms);
-        let replicating = self.is_replicating();
-        if replicating {
-            shard
-                .outbox
-                .push(self.change(&key, None, NO_EXPIRY, version));
-        }
+        let key_hash = digest::key_hash(e.key());
+        shard.set_tombstone(slot, key_hash, version, now_ms);
+        shard.publish_slot(&self.log, Cause::Evicted, slot);
         drop(guard);
-        if replicating {
-            // The drain only visits shards marked dirty.
-            self.outbox_queued(c.shard);
-        }
         self.memory.evicted_keys.fetch_add(1, Ordering::Relaxed);
         bytes
     }
@@ -493,7 +485,7 @@ pub(super) fn set_meter(limit: &mut MemoryLimit, meter: fn() -> u64) {
 mod tests {
     use super::*;
     use crate::store::tests::store;
-    use crate::store::{Change, Expiry};
+    use crate::store::{Causes, Change, ChangeKind, Expiry};
 
     fn fill(s: &Store, prefix: &str, n: usize, expiry: Expiry, now_ms: u64) {
         for i in 0..n {
@@ -585,19 +577,25 @@ mod tests {
     }
 
     #[test]
-    fn an_eviction_is_pushed_to_the_peers() {
+    fn an_eviction_is_published_as_a_delete() {
         let s = store();
-        s.set_replicating(true);
+        let reader = s.subscribe(Causes::ALL);
         s.with_key(b"k", 0, |a| a.set(b"v", Expiry::Persist));
-        let mut out = Vec::new();
-        s.drain_changes(&mut out);
-        assert_eq!(out.len(), 1, "the SET");
-        out.clear();
+        let batch = s.read_changes(&reader).unwrap();
+        assert_eq!(batch.iter().count(), 1, "the SET");
         assert!(s.evict_one(Policy::AllKeysRandom, 5, 0).is_some());
-        s.drain_changes(&mut out);
+        let batch = s.read_changes(&reader).unwrap();
+        let changes: Vec<&Change> = batch.iter().collect();
         assert!(
-            matches!(&out[..], [Change::Entry { value: None, .. }]),
-            "the eviction's delete is drained: {out:?}"
+            matches!(
+                changes[..],
+                [Change {
+                    cause: Cause::Evicted,
+                    kind: ChangeKind::Entry { value: None, .. },
+                    ..
+                }]
+            ),
+            "the eviction's delete is published: {changes:?}"
         );
     }
 

@@ -14,23 +14,27 @@
 //! does that through [`KeyAccess`].
 
 mod access;
+pub mod changelog;
 pub mod digest;
 mod entry;
 pub mod evict;
 pub mod glob;
 mod shard;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, Version};
 pub use access::{KeyAccess, MultiAccess};
+use changelog::ChangeLog;
+pub use changelog::{Cause, Causes, Change, ChangeBatch, ChangeKind, ChangeReader, Lagged};
 pub use digest::DigestTree;
 pub use entry::{Entry, NO_EXPIRY, SlotState};
 pub use evict::{MemoryLimit, OutOfMemory, Policy};
 pub use glob::Glob;
-use shard::Shard;
+use shard::{Shard, ShardGuard};
 
 /// Number of shards; a power of two. Two MSETs of 10 keys lock a common
 /// shard with odds 1 − (1 − 10/SHARDS)^10: 80 % with 64 shards, 32 % with
@@ -71,29 +75,6 @@ pub enum Expiry {
     At(u64),
 }
 
-/// A local change, in the order of `seq`, for the peers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// A key's new state: a value (with its expiry) or, None, a delete.
-    Entry {
-        seq: u64,
-        key: Box<[u8]>,
-        value: Option<Box<[u8]>>,
-        expires_at: u64,
-        version: Version,
-    },
-    /// FLUSHALL: everything older than `version` is gone.
-    Truncate { seq: u64, version: Version },
-}
-
-impl Change {
-    pub fn seq(&self) -> u64 {
-        match self {
-            Self::Entry { seq, .. } | Self::Truncate { seq, .. } => *seq,
-        }
-    }
-}
-
 /// Counters the store maintains for INFO.
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -110,15 +91,8 @@ pub struct Store {
     tombstone_written_before: AtomicU64,
     /// The last FLUSHALL's version: older writes are ignored.
     truncated: Mutex<Version>,
-    /// Whether local writes are queued for peers.
-    replicating: AtomicBool,
-    /// Sequence of the last queued change.
-    seq: AtomicU64,
-    /// Wakes the replication task when changes are queued.
-    changes_ready: tokio::sync::Notify,
-    /// One bit per shard whose outbox may hold changes, so a drain locks
-    /// those shards only rather than all of them.
-    outbox_dirty: Box<[AtomicU64]>,
+    /// Every change is published here (see `changelog`).
+    log: Arc<ChangeLog>,
     pub stats: StoreStats,
     /// `--maxmemory`: limit, policy, gauge and eviction counters.
     memory: MemoryLimit,
@@ -126,6 +100,11 @@ pub struct Store {
 
 impl Store {
     pub fn new(clock: Clock) -> Self {
+        Self::with_log_limit(clock, changelog::RETAIN)
+    }
+
+    /// A store whose change log retains at most `limit` unread changes.
+    pub fn with_log_limit(clock: Clock, limit: usize) -> Self {
         let shards = (0..SHARDS)
             .map(|_| Padded(Mutex::new(Shard::default())))
             .collect();
@@ -138,12 +117,7 @@ impl Store {
             tombstone_horizon: AtomicU64::new(u64::MAX),
             tombstone_written_before: AtomicU64::new(u64::MAX),
             truncated: Mutex::new(Version::default()),
-            replicating: AtomicBool::new(false),
-            seq: AtomicU64::new(0),
-            changes_ready: tokio::sync::Notify::new(),
-            outbox_dirty: (0..SHARDS.div_ceil(64))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            log: Arc::new(ChangeLog::new(SHARDS, limit)),
             stats: StoreStats::default(),
             memory: MemoryLimit::default(),
         }
@@ -180,8 +154,14 @@ impl Store {
         (key_hash >> (64 - SHARDS.trailing_zeros())) as usize
     }
 
-    fn shard(&self, shard_no: usize) -> parking_lot::MutexGuard<'_, Shard> {
-        self.shards[shard_no].0.lock()
+    /// Locks a shard. Every lock goes through here: when the guard goes,
+    /// the changes staged meanwhile are announced to the change log.
+    fn shard(&self, shard_no: usize) -> ShardGuard<'_> {
+        ShardGuard {
+            guard: self.shards[shard_no].0.lock(),
+            shard_no,
+            log: &self.log,
+        }
     }
 
     /// Runs `f` with exclusive access to one key (lazy expiry already done);
@@ -215,17 +195,10 @@ impl Store {
         f: impl FnOnce(&mut KeyAccess<'_>) -> R,
     ) -> R {
         let hashes = self.hashes(key);
-        let shard_no = Self::shard_of(hashes.digest);
-        let mut shard = self.shards[shard_no].0.lock();
-        let result = f(&mut KeyAccess::new(
+        let mut shard = self.shard(Self::shard_of(hashes.digest));
+        f(&mut KeyAccess::new(
             self, &mut shard, key, hashes, now_ms, touch,
-        ));
-        let queued = !shard.outbox.is_empty();
-        drop(shard);
-        if queued {
-            self.outbox_queued(shard_no);
-        }
-        result
+        ))
     }
 
     /// Locks every shard that holds one of `keys` (in shard order, so two
@@ -244,29 +217,17 @@ impl Store {
         wanted.sort_unstable();
         wanted.dedup();
         // Sorted by shard: MultiAccess::key finds a guard by binary search.
-        let guards = wanted
-            .into_iter()
-            .map(|i| (i, self.shards[i].0.lock()))
-            .collect();
-        let mut multi = MultiAccess {
+        let guards = wanted.into_iter().map(|i| (i, self.shard(i))).collect();
+        f(&mut MultiAccess {
             store: self,
             guards,
             now_ms,
-        };
-        let result = f(&mut multi);
-        for (shard_no, guard) in multi.guards {
-            let queued = !guard.outbox.is_empty();
-            drop(guard);
-            if queued {
-                self.outbox_queued(shard_no);
-            }
-        }
-        result
+        })
     }
 
     /// Number of live keys (expired keys not yet reclaimed included, as Redis).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().live).sum()
+        (0..SHARDS).map(|i| self.shard(i).live).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -275,32 +236,28 @@ impl Store {
 
     /// Live keys that carry an expiry.
     pub fn volatile_len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().volatile).sum()
+        (0..SHARDS).map(|i| self.shard(i).volatile).sum()
     }
 
     pub fn tombstone_len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().tombstones).sum()
+        (0..SHARDS).map(|i| self.shard(i).tombstones).sum()
     }
 
     /// FLUSHALL: a truncate marker with a new version; every older entry is
     /// dropped here, and on every peer when the marker reaches it.
     pub fn flush_all(&self) -> Version {
         let marker = self.clock.tick();
-        self.truncate(marker);
-        if self.is_replicating() {
-            let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-            self.shards[0].0.lock().outbox.push(Change::Truncate {
-                seq,
-                version: marker,
-            });
-            self.outbox_queued(0);
-        }
+        self.apply_truncate(marker, Cause::Local);
         marker
     }
 
-    /// Applies a truncate marker (local or replicated); returns whether it
+    /// Applies a peer's truncate marker (its FLUSHALL); returns whether it
     /// was newer than the last one.
     pub fn truncate(&self, marker: Version) -> bool {
+        self.apply_truncate(marker, Cause::Replicated)
+    }
+
+    fn apply_truncate(&self, marker: Version, cause: Cause) -> bool {
         self.clock.hlc().observe(marker);
         {
             let mut truncated = self.truncated.lock();
@@ -309,8 +266,14 @@ impl Store {
             }
             *truncated = marker;
         }
-        for shard in self.shards.iter() {
-            shard.0.lock().truncate(self, marker);
+        // Published before any shard is truncated, so that it precedes, in
+        // the log, every write that survives it.
+        self.shard(0)
+            .publish(&self.log, cause, |_| ChangeKind::Truncate {
+                version: marker,
+            });
+        for i in 0..SHARDS {
+            self.shard(i).truncate(self, marker);
         }
         true
     }
@@ -318,8 +281,10 @@ impl Store {
     /// Drops every entry, tombstones included, without a FLUSHALL marker:
     /// for a node that must pull everything again from its peers.
     pub fn discard_all(&self) {
-        for shard in self.shards.iter() {
-            let mut shard = shard.0.lock();
+        self.shard(0)
+            .publish(&self.log, Cause::Discarded, |_| ChangeKind::Discard);
+        for i in 0..SHARDS {
+            let mut shard = self.shard(i);
             for slot in 0..shard.slab.len() {
                 let e = shard.slab.get(slot);
                 if e.state() != SlotState::Free {
@@ -344,8 +309,8 @@ impl Store {
     /// Calls `f` for every entry, tombstones included; `f` returns false to
     /// stop. Holds one shard lock at a time.
     pub fn for_each_entry(&self, mut f: impl FnMut(&Entry) -> bool) {
-        for shard in self.shards.iter() {
-            let shard = shard.0.lock();
+        for shard_no in 0..SHARDS {
+            let shard = self.shard(shard_no);
             for i in 0..shard.slab.len() {
                 let e = shard.slab.get(i);
                 if e.state() != SlotState::Free && !f(e) {
@@ -452,7 +417,7 @@ impl Store {
     pub fn random_key(&self, now_ms: u64) -> Option<Vec<u8>> {
         let start = fastrand::usize(..SHARDS);
         for step in 0..SHARDS {
-            let mut guard = self.shards[(start + step) % SHARDS].0.lock();
+            let mut guard = self.shard((start + step) % SHARDS);
             let shard = &mut *guard;
             if shard.live == 0 {
                 continue;
@@ -480,8 +445,8 @@ impl Store {
             self.tombstone_written_before.load(Ordering::Relaxed),
         );
         let mut expired = 0;
-        for shard in self.shards.iter() {
-            let mut shard = shard.0.lock();
+        for shard_no in 0..SHARDS {
+            let mut shard = self.shard(shard_no);
             for _ in 0..16 {
                 if shard.volatile == 0 && shard.tombstones == 0 {
                     break;
@@ -537,62 +502,11 @@ impl Store {
         DigestTree { store: self }
     }
 
-    /// Starts or stops queueing local writes for peers.
-    pub fn set_replicating(&self, on: bool) {
-        self.replicating.store(on, Ordering::Release);
-    }
-
-    pub fn is_replicating(&self) -> bool {
-        self.replicating.load(Ordering::Acquire)
-    }
-
-    fn change(
-        &self,
-        key: &[u8],
-        value: Option<&[u8]>,
-        expires_at: u64,
-        version: Version,
-    ) -> Change {
-        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-        access::make_change(seq, key, value, expires_at, version)
-    }
-
-    /// Sequence number of the last change queued so far.
-    pub fn last_seq(&self) -> u64 {
-        self.seq.load(Ordering::Acquire)
-    }
-
-    /// Marks a shard's outbox as holding changes and wakes the drain.
-    pub(super) fn outbox_queued(&self, shard_no: usize) {
-        self.outbox_dirty[shard_no / 64].fetch_or(1 << (shard_no % 64), Ordering::AcqRel);
-        self.changes_ready.notify_one();
-    }
-
-    /// Moves every queued change into `out`, in sequence order.
-    pub fn drain_changes(&self, out: &mut Vec<Change>) {
-        let start = out.len();
-        for (word_no, word) in self.outbox_dirty.iter().enumerate() {
-            let mut bits = word.swap(0, Ordering::AcqRel);
-            while bits != 0 {
-                let shard_no = word_no * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                out.append(&mut self.shards[shard_no].0.lock().outbox);
-            }
-        }
-        out[start..].sort_unstable_by_key(Change::seq);
-    }
-
-    /// Resolves when changes may be waiting in the queues.
-    pub async fn changes_queued(&self) {
-        self.changes_ready.notified().await;
-    }
-
     /// Approximate bytes held by the keyspace's own structures.
     pub fn memory_estimate(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                let s = s.0.lock();
+        (0..SHARDS)
+            .map(|i| {
+                let s = self.shard(i);
                 s.slab.slot_bytes() + s.index.capacity() * (std::mem::size_of::<u32>() + 1)
             })
             .sum()

@@ -1,14 +1,19 @@
-//! One shard: a hash index over a slab of entries. Every change to an entry
-//! goes through the few methods here, which keep the shard's counters and
-//! the store's digest tree in step with the entries.
+//! One shard: a hash index over a slab of entries, and the lock guard every
+//! access takes. Every change to an entry goes through the few methods
+//! here, which keep the shard's counters and the store's digest tree in
+//! step with the entries; every change to the keyspace is published to the
+//! change log through [`Shard::publish`].
 
 use std::sync::atomic::Ordering;
 
 use hashbrown::HashTable;
 
+use parking_lot::MutexGuard;
+
+use super::changelog::{Cause, Change, ChangeKind, ChangeLog, STAGE_LIMIT};
 use super::digest::{ShardLeaves, key_hash};
 use super::entry::{Entry, NO_EXPIRY, Slab, SlotState};
-use super::{Change, KeyHashes, Store};
+use super::{KeyHashes, Store};
 use crate::clock::Version;
 
 #[derive(Default)]
@@ -19,8 +24,8 @@ pub(super) struct Shard {
     pub volatile: usize,
     pub tombstones: usize,
     pub sweep_cursor: u32,
-    /// Local writes not yet taken by replication (only while replicating).
-    pub outbox: Vec<Change>,
+    /// Changes published and not yet collected into the change log.
+    pub staged: Vec<Change>,
     /// This shard's part of the digest tree.
     pub digest: ShardLeaves,
 }
@@ -53,7 +58,74 @@ fn weight(e: &Entry) -> (usize, usize, usize) {
     }
 }
 
+/// A locked shard. When it is released, the changes staged meanwhile are
+/// announced to the change log (still under the lock: a collection that
+/// misses the mark then waits for the lock and finds the changes).
+pub(super) struct ShardGuard<'a> {
+    pub guard: MutexGuard<'a, Shard>,
+    pub shard_no: usize,
+    pub log: &'a ChangeLog,
+}
+
+impl std::ops::Deref for ShardGuard<'_> {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for ShardGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.guard
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        if !self.guard.staged.is_empty() {
+            self.log.staged(self.shard_no);
+        }
+    }
+}
+
 impl Shard {
+    /// The one publish path: every change to the keyspace (a write, a
+    /// replicated write, an expiry, an eviction, a flush) is staged here,
+    /// under the lock of the shard that holds it, for the change log's
+    /// readers. `kind` is only built when a reader wants `cause`.
+    pub fn publish(
+        &mut self,
+        log: &ChangeLog,
+        cause: Cause,
+        kind: impl FnOnce(&Self) -> ChangeKind,
+    ) {
+        if !log.wants(cause) {
+            return;
+        }
+        let change = log.stamped(Change::new(cause, kind(self)));
+        self.staged.push(change);
+        if self.staged.len() >= STAGE_LIMIT {
+            // No reader collects: bound the staging, let them lag.
+            log.append(std::mem::take(&mut self.staged));
+            log.wake();
+        }
+    }
+
+    /// Publishes what the entry in `slot` holds now (after a change): its
+    /// value and expiry, or, for a tombstone, the delete.
+    pub fn publish_slot(&mut self, log: &ChangeLog, cause: Cause, slot: u32) {
+        self.publish(log, cause, |shard| {
+            let e = shard.slab.get(slot);
+            let live = e.is_live();
+            ChangeKind::Entry {
+                key: e.key().into(),
+                value: live.then(|| e.value().into()),
+                expires_at: if live { e.expires_at } else { NO_EXPIRY },
+                version: e.version,
+            }
+        });
+    }
+
     /// Slots to try for a random pick: `probes` random ones (cheap when the
     /// slab is dense), then every slot from a random offset, so a sparse
     /// slab still yields one. Empty for an empty slab.
@@ -160,6 +232,7 @@ impl Shard {
     pub fn expire(&mut self, store: &Store, slot: u32, key_hash: u64, now_ms: u64) {
         let version = self.slab.get(slot).version;
         self.set_tombstone(slot, key_hash, version, now_ms);
+        self.publish_slot(&store.log, Cause::Expired, slot);
         store.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
     }
 
