@@ -12,12 +12,14 @@
 //! - [`replication`]: the push path and anti-entropy over TCP on the peer port.
 //! - [`crypto`]: the cluster key that seals both, and datagram anti-replay.
 
+pub mod clients;
 pub mod clock;
 pub mod command;
 pub mod config;
 pub mod crypto;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod info;
 pub mod membership;
 pub mod node;
 pub mod replication;

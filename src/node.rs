@@ -1,58 +1,31 @@
-//! The composition root: binds the listener, builds the shared state and
-//! starts every long-lived task, returning a [`NodeHandle`] that can stop
-//! them all.
+//! The composition root: binds the ports, builds the store, membership,
+//! replication and what commands share ([`Services`]), starts every
+//! long-lived task, and returns a [`NodeHandle`] that can stop them all.
+//! The one place that knows how the parts fit.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clients::Registry;
 use crate::clock::{Clock, TimeSource};
+use crate::command::{self, ClusterView, NodeInfo, Services};
 use crate::config::Config;
-use crate::membership::{self, MembershipHandle};
+use crate::info::InfoRegistry;
+use crate::membership::{self, MemberView, MembershipHandle};
 use crate::replication::{self, Replication};
 use crate::server;
-use crate::server::client::Registry;
 use crate::stats::Stats;
 use crate::store::Store;
 
 /// How often the active-expiry cycle runs (Redis's default `hz` is 10).
 const EXPIRE_PERIOD: Duration = Duration::from_millis(100);
-
-/// State shared by every task of a node.
-pub struct NodeState {
-    pub config: Config,
-    pub name: String,
-    pub node_id: u64,
-    /// 40 hex characters, new on every start (INFO `run_id`).
-    pub run_id: String,
-    pub store: Arc<Store>,
-    /// The node's clock (also inside the store, replication and
-    /// membership).
-    pub clock: Clock,
-    pub stats: Stats,
-    pub clients: Registry,
-    pub shutdown: CancellationToken,
-    pub started: Instant,
-    /// The plain client port's address, or the TLS port's when the plain
-    /// one is disabled.
-    pub client_addr: SocketAddr,
-    pub tls_addr: Option<SocketAddr>,
-    pub membership: MembershipHandle,
-    pub replication: Arc<Replication>,
-    /// Client batches run under its read side; EXEC takes it exclusively,
-    /// so no other client's command runs inside a transaction.
-    pub exec_gate: parking_lot::RwLock<()>,
-}
-
-impl NodeState {
-    pub fn uptime(&self) -> Duration {
-        self.clock.since(self.started)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -203,22 +176,29 @@ impl Node {
             shutdown.clone(),
             &tracker,
         );
-        let state = Arc::new(NodeState {
+        let node = NodeInfo {
             name,
             node_id,
             run_id: (0..40)
                 .map(|_| char::from_digit(fastrand::u32(..16), 16).unwrap_or('0'))
                 .collect(),
-            store,
-            stats: Stats::default(),
-            clients: Registry::default(),
-            shutdown,
-            started: clock.now(),
-            clock,
             client_addr,
             tls_addr,
-            membership,
-            replication,
+            peer_addr: membership.me.peer,
+            started: clock.now(),
+        };
+        let services = Arc::new(Services {
+            info: info_sections(&replication, &membership),
+            cluster: Arc::new(Cluster {
+                replication: replication.clone(),
+                membership: membership.clone(),
+            }),
+            store,
+            clock,
+            clients: Registry::default(),
+            node,
+            stats: Arc::new(Stats::default()),
+            shutdown,
             exec_gate: parking_lot::RwLock::new(()),
             config,
         });
@@ -226,42 +206,97 @@ impl Node {
         tracker.spawn(async move {
             let _ = membership_task.await;
         });
-        tracker.spawn(server::listener::run(listeners, state.clone()));
-        tracker.spawn(active_expiry(state.clone()));
+        tracker.spawn(server::listener::run(listeners, services.clone()));
+        tracker.spawn(active_expiry(services.clone()));
         tracker.close();
         tracing::info!(
-            name = %state.name,
+            name = %services.node.name,
             node_id = format_args!("{node_id:016x}"),
             %client_addr,
-            peer_addr = %state.membership.me.peer,
-            tls_addr = ?state.tls_addr,
+            peer_addr = %services.node.peer_addr,
+            tls_addr = ?services.node.tls_addr,
             "kriminodb node started"
         );
         Ok(NodeHandle {
-            state,
+            services,
+            replication,
+            membership,
             tracker,
             halt,
         })
     }
 }
 
-async fn active_expiry(state: Arc<NodeState>) {
-    let mut tick = state.clock.ticker(EXPIRE_PERIOD);
+/// INFO's sections, in Redis's order, each from the subsystem that owns
+/// its figures.
+fn info_sections(
+    replication: &Arc<Replication>,
+    membership: &MembershipHandle,
+) -> InfoRegistry<Services> {
+    let mut info = InfoRegistry::default();
+    info.register("server", "Server", command::server_info);
+    info.register("clients", "Clients", command::clients_info);
+    info.register("memory", "Memory", |s, w| s.store.memory_info(w));
+    info.register("stats", "Stats", |s, w| s.stats.info(w));
+    info.register("stats", "Stats", |s, w| s.store.stats_info(w));
+    let replication = replication.clone();
+    info.register("replication", "Replication", move |_, w| {
+        replication.info(w)
+    });
+    info.register("cpu", "CPU", command::cpu_info);
+    info.register("cluster", "Cluster", command::cluster_info);
+    let membership = membership.clone();
+    info.register("membership", "Membership", move |_, w| membership.info(w));
+    info.register("keyspace", "Keyspace", |s, w| s.store.keyspace_info(w));
+    info
+}
+
+/// What commands see of the cluster: WAIT's acknowledgements from
+/// replication, CLUSTER's members from membership.
+struct Cluster {
+    replication: Arc<Replication>,
+    membership: MembershipHandle,
+}
+
+impl ClusterView for Cluster {
+    fn acked_by(&self, seq: u64) -> usize {
+        self.replication.acked_by(seq)
+    }
+
+    fn wait_for(
+        &self,
+        seq: u64,
+        wanted: usize,
+        timeout: Option<Duration>,
+    ) -> Pin<Box<dyn Future<Output = usize> + Send + '_>> {
+        Box::pin(self.replication.wait_for(seq, wanted, timeout))
+    }
+
+    fn members(&self) -> Arc<Vec<MemberView>> {
+        self.membership.members()
+    }
+}
+
+async fn active_expiry(services: Arc<Services>) {
+    let mut tick = services.clock.ticker(EXPIRE_PERIOD);
     loop {
         tokio::select! {
-            _ = state.shutdown.cancelled() => return,
+            _ = services.shutdown.cancelled() => return,
             _ = tick.tick() => {
-                let now = state.clock.wall_ms();
-                state.store.active_expire(now);
-                state.store.evict_in_background(now);
+                let now = services.clock.wall_ms();
+                services.store.active_expire(now);
+                services.store.evict_in_background(now);
             }
         }
     }
 }
 
-/// A running node: its addresses, and the way to stop it.
+/// A running node: its addresses, its parts for in-process inspection by
+/// tests, and the way to stop it.
 pub struct NodeHandle {
-    state: Arc<NodeState>,
+    services: Arc<Services>,
+    replication: Arc<Replication>,
+    membership: MembershipHandle,
     tracker: TaskTracker,
     /// Stops every task at once, without telling peers (a crash, for tests).
     halt: CancellationToken,
@@ -269,66 +304,74 @@ pub struct NodeHandle {
 
 impl NodeHandle {
     pub fn client_addr(&self) -> SocketAddr {
-        self.state.client_addr
+        self.services.node.client_addr
     }
 
     /// The TLS client port's address, when TLS is on.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.state.tls_addr
+        self.services.node.tls_addr
     }
 
     /// The address peers reach this node at (UDP membership, TCP data).
     pub fn peer_addr(&self) -> SocketAddr {
-        self.state.membership.me.peer
+        self.services.node.peer_addr
     }
 
     pub fn membership(&self) -> &MembershipHandle {
-        &self.state.membership
+        &self.membership
+    }
+
+    pub fn replication(&self) -> &Arc<Replication> {
+        &self.replication
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.services.store
+    }
+
+    /// What the node's commands and client sessions share.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
     }
 
     pub fn node_id(&self) -> u64 {
-        self.state.node_id
+        self.services.node.node_id
     }
 
     /// The node's clock: its time source, wall clock and HLC.
     pub fn clock(&self) -> &Clock {
-        &self.state.clock
+        &self.services.clock
     }
 
     pub fn name(&self) -> &str {
-        &self.state.name
-    }
-
-    /// The node's shared state, for in-process inspection by tests.
-    pub fn state(&self) -> &Arc<NodeState> {
-        &self.state
+        &self.services.node.name
     }
 
     /// Resolves once the node has stopped, whether through
     /// [`NodeHandle::shutdown`] or a client's SHUTDOWN.
     pub async fn stopped(&self) {
-        self.state.shutdown.cancelled().await;
+        self.services.shutdown.cancelled().await;
         self.tracker.wait().await;
     }
 
     /// Graceful stop: no new connections, commands in flight finish, every
     /// task ends.
     pub async fn shutdown(self) {
-        self.state.shutdown.cancel();
+        self.services.shutdown.cancel();
         self.tracker.wait().await;
-        tracing::info!(name = %self.state.name, "kriminodb node stopped");
+        tracing::info!(name = %self.services.node.name, "kriminodb node stopped");
     }
 
     /// Stops the node as a crash would: peers are not told, they must
     /// detect it. For tests of failure detection.
     pub async fn kill(self) {
         self.halt.cancel();
-        self.state.shutdown.cancel();
+        self.services.shutdown.cancel();
         self.tracker.wait().await;
     }
 
     /// Starts a graceful stop without waiting for it.
     pub fn trigger_shutdown(&self) {
-        self.state.shutdown.cancel();
+        self.services.shutdown.cancel();
     }
 }

@@ -27,6 +27,22 @@ impl Stats {
         counter.load(Ordering::Relaxed)
     }
 
+    /// The connection counters of INFO stats.
+    pub fn info(&self, w: &mut crate::info::InfoWriter<'_>) {
+        for (name, counter) in [
+            (
+                "total_connections_received",
+                &self.total_connections_received,
+            ),
+            ("total_commands_processed", &self.total_commands_processed),
+            ("total_net_input_bytes", &self.net_input_bytes),
+            ("total_net_output_bytes", &self.net_output_bytes),
+            ("rejected_connections", &self.rejected_connections),
+        ] {
+            w.field(name, Self::get(counter));
+        }
+    }
+
     pub fn reset(&self) {
         for c in [
             &self.total_connections_received,

@@ -79,7 +79,7 @@ fn ready(nodes: &[&NodeHandle]) -> Result<(), String> {
         if ids != expected || members.iter().any(|m| m.state != MemberState::Alive) {
             return Err(format!("{} sees {states:?}", node.name()));
         }
-        let replication = &node.state().replication;
+        let replication = &node.replication();
         let linked = replication.connected_peers();
         if linked != nodes.len() - 1 {
             return Err(format!("{} has {linked} peer links", node.name()));
@@ -101,8 +101,7 @@ type Live = Vec<(Vec<u8>, Vec<u8>, u64, Version)>;
 
 fn live(node: &NodeHandle) -> Live {
     let now = node.clock().wall_ms();
-    node.state()
-        .store
+    node.store()
         .dump()
         .into_iter()
         .filter_map(|(key, value, expires_at, version)| {
@@ -815,8 +814,8 @@ async fn tombstones_are_collected_once_every_node_has_reconciled() {
     .await;
     collected.expect("deleted everywhere and every tombstone collected");
     for node in &nodes {
-        assert_eq!(node.state().store.tombstone_len(), 0);
-        assert!(node.state().store.dump().is_empty());
+        assert_eq!(node.store().tombstone_len(), 0);
+        assert!(node.store().dump().is_empty());
     }
     // Collecting the tombstones brought nothing back.
     let rounds = syncs_completed(&cons).await;
@@ -1021,7 +1020,7 @@ async fn a_key_set_with_px_is_replicated_with_its_ttl_and_expires_everywhere() {
             }
         }
         for node in &nodes {
-            if !node.state().store.is_empty() {
+            if !node.store().is_empty() {
                 return Err(format!("{} holds live entries", node.name()));
             }
         }

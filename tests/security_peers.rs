@@ -71,7 +71,7 @@ fn ready(nodes: &[&NodeHandle]) -> Result<(), String> {
             let seen: Vec<_> = members.iter().map(|m| (&m.id.name, m.state)).collect();
             return Err(format!("{} sees {seen:?}", node.name()));
         }
-        let replication = &node.state().replication;
+        let replication = &node.replication();
         if replication.connected_peers() != nodes.len() - 1 {
             return Err(format!("{} is not linked to every peer", node.name()));
         }
@@ -150,7 +150,7 @@ async fn replicates(from: &NodeHandle, nodes: &[&NodeHandle], key: &str, value: 
 
 /// Membership and replication authentication failures of a node.
 fn auth_failures(node: &NodeHandle) -> (u64, u64) {
-    let tcp = &node.state().replication.stats.auth_failures;
+    let tcp = &node.replication().stats.auth_failures;
     (
         node.membership().auth_failures(),
         tcp.load(std::sync::atomic::Ordering::Relaxed),
@@ -162,7 +162,7 @@ fn tcp_auth_failures(node: &NodeHandle) -> u64 {
 }
 
 fn bad_frames(node: &NodeHandle) -> u64 {
-    let bad = &node.state().replication.stats.bad_frames;
+    let bad = &node.replication().stats.bad_frames;
     bad.load(std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -263,7 +263,7 @@ async fn nodes_with_another_key_or_none_cannot_join_a_keyed_cluster() {
     for stranger in [&wrong, &keyless] {
         let seen = stranger.membership().members();
         assert_eq!(seen.len(), 1, "{} sees {seen:?}", stranger.name());
-        assert_eq!(stranger.state().replication.connected_peers(), 0);
+        assert_eq!(stranger.replication().connected_peers(), 0);
     }
     for node in [seed, other] {
         assert_eq!(get(&mut client(node).await, "from-stranger").await, None);

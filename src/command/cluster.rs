@@ -7,6 +7,15 @@
 
 use super::{Args, CmdError, CmdResult, Ctx, sub_arity};
 
+use super::CommandSpec;
+use super::table::spec;
+
+/// This family's rows of the command table.
+#[rustfmt::skip]
+pub(super) static FAMILY: &[CommandSpec] = &[
+    spec!("cluster", -2, cluster, [Admin, Loading, Stale], (0, 0, 0), "cluster", "3.0.0", "subcommand", "CLUSTER MEMBERS and MYID: gossip membership of this leaderless cluster."),
+];
+
 const CLUSTER_DISABLED: CmdError =
     CmdError::fixed("ERR This instance has cluster support disabled");
 
@@ -15,7 +24,7 @@ pub fn cluster(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     match sub.as_slice() {
         b"members" => {
             sub_arity(args, "cluster", "members", 2)?;
-            let members = ctx.node.membership.members();
+            let members = ctx.services.cluster.members();
             let reply = &mut *ctx.reply;
             reply.array(members.len());
             for m in members.iter() {
@@ -36,7 +45,7 @@ pub fn cluster(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 // -1: this node itself, or never heard from directly.
                 reply.int(
                     m.last_heard
-                        .map_or(-1, |t| ctx.node.clock.since(t).as_millis() as i64),
+                        .map_or(-1, |t| ctx.services.clock.since(t).as_millis() as i64),
                 );
                 reply.bulk(b"myself");
                 reply.int(i64::from(m.is_self));
@@ -45,7 +54,7 @@ pub fn cluster(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         b"myid" => {
             sub_arity(args, "cluster", "myid", 2)?;
             ctx.reply
-                .bulk(format!("{:016x}", ctx.node.node_id).as_bytes());
+                .bulk(format!("{:016x}", ctx.services.node.node_id).as_bytes());
         }
         b"help" => {
             let lines = [

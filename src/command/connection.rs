@@ -1,6 +1,22 @@
 //! Connection commands: PING, ECHO, QUIT, HELLO, SELECT, AUTH, CLIENT.
 
-use super::{After, Args, CmdError, CmdResult, Ctx, sub_arity};
+use super::{After, Args, COMMANDS, CmdError, CmdResult, Ctx, sub_arity};
+use crate::clients::ClientInfo;
+
+use super::CommandSpec;
+use super::table::spec;
+
+/// This family's rows of the command table.
+#[rustfmt::skip]
+pub(super) static FAMILY: &[CommandSpec] = &[
+    spec!("ping", -1, ping, [Fast, Stale], (0, 0, 0), "connection", "1.0.0", "[message]", "Returns the server's liveliness response."),
+    spec!("echo", 2, echo, [Fast], (0, 0, 0), "connection", "1.0.0", "message", "Returns the given string."),
+    spec!("quit", -1, quit, [Fast, NoAuth, Noscript, Stale, Loading, AllowBusy, TxControl], (0, 0, 0), "connection", "1.0.0", "", "Closes the connection."),
+    spec!("hello", -1, hello, [Fast, Noscript, Stale, Loading, NoAuth], (0, 0, 0), "connection", "6.0.0", "[protover [AUTH username password] [SETNAME clientname]]", "Handshakes with the server: protocol version, client name."),
+    spec!("select", 2, select, [Fast, Stale, Loading], (0, 0, 0), "connection", "1.0.0", "index", "Changes the selected database (only 0 exists)."),
+    spec!("auth", -2, auth, [Fast, Noscript, Stale, Loading, NoAuth], (0, 0, 0), "connection", "1.0.0", "[username] password", "Authenticates the connection."),
+    spec!("client", -2, client, [Admin, Noscript, Loading, Stale], (0, 0, 0), "connection", "2.4.0", "subcommand [argument...]", "CLIENT SETNAME, GETNAME, ID, LIST, INFO."),
+];
 
 /// The Redis version whose semantics kriminoDB follows; reported where
 /// clients look for a Redis version (HELLO, INFO) to choose features.
@@ -46,7 +62,7 @@ fn check_credentials(ctx: &Ctx<'_>, user: &[u8], password: &[u8]) -> CmdResult {
     if user != b"default" {
         return Err(CmdError::fixed(WRONG_PASS));
     }
-    if let Some(expected) = &ctx.node.config.requirepass
+    if let Some(expected) = &ctx.services.config.requirepass
         && !password_matches(password, expected.expose())
     {
         return Err(CmdError::fixed(WRONG_PASS));
@@ -67,7 +83,7 @@ fn password_matches(given: &[u8], expected: &str) -> bool {
 
 pub fn auth(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     match args.len() {
-        2 if ctx.node.config.requirepass.is_none() => Err(CmdError::fixed(NO_PASSWORD)),
+        2 if ctx.services.config.requirepass.is_none() => Err(CmdError::fixed(NO_PASSWORD)),
         2 => check_credentials(ctx, b"default", args.get(1)),
         3 => check_credentials(ctx, args.get(1), args.get(2)),
         _ => Err(CmdError::SYNTAX),
@@ -119,7 +135,7 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     // nothing changes unless they pass.
     match credentials {
         Some((user, password)) => check_credentials(ctx, user, password)?,
-        None if ctx.node.config.requirepass.is_some() && !ctx.client.is_authenticated() => {
+        None if ctx.services.config.requirepass.is_some() && !ctx.client.is_authenticated() => {
             return Err(CmdError::fixed(HELLO_NOAUTH));
         }
         None => {}
@@ -170,18 +186,21 @@ pub fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         b"info" => {
             sub_arity(args, "client", "info", 2)?;
-            ctx.reply.verbatim(&ctx.client.describe(&ctx.node.clock));
+            ctx.reply.verbatim(
+                &ctx.client
+                    .describe(&ctx.services.clock, last_command(ctx.client)),
+            );
         }
         b"list" => {
             sub_arity(args, "client", "list", -2)?;
             let wanted = client_list_filter(args)?;
             let text: String = ctx
-                .node
+                .services
                 .clients
                 .snapshot()
                 .iter()
                 .filter(|c| wanted.as_ref().is_none_or(|ids| ids.contains(&c.id)))
-                .map(|c| c.describe(&ctx.node.clock))
+                .map(|c| c.describe(&ctx.services.clock, last_command(c)))
                 .collect();
             ctx.reply.verbatim(&text);
         }
@@ -223,6 +242,11 @@ pub fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         _ => return Err(CmdError::unknown_subcommand(args.get(1), "client")),
     }
     Ok(())
+}
+
+/// The name of the last command `client` ran (CLIENT LIST's `cmd=`).
+fn last_command(client: &ClientInfo) -> Option<&'static str> {
+    client.last_command().map(|i| COMMANDS[i].name)
 }
 
 /// `CLIENT LIST [TYPE normal] [ID id ...]`: the client ids to show, if

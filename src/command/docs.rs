@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn every_command_syntax_parses() {
-        for c in super::super::COMMANDS {
+        for c in super::super::COMMANDS.iter() {
             let args = parse(c.syntax);
             assert_eq!(args.is_empty(), c.syntax.is_empty(), "{}", c.name);
             let mut reply = Reply::default();

@@ -4,10 +4,38 @@
 use super::{Args, CmdError, CmdResult, Ctx};
 use crate::store::{Expiry, Glob, NO_EXPIRY};
 
+use super::CommandSpec;
+use super::table::spec;
+
+/// This family's rows of the command table.
+#[rustfmt::skip]
+pub(super) static FAMILY: &[CommandSpec] = &[
+    spec!("del", -2, del, [Write], (1, -1, 1), "keyspace", "1.0.0", "key...", "Deletes keys."),
+    spec!("unlink", -2, del, [Write, Fast], (1, -1, 1), "keyspace", "4.0.0", "key...", "Deletes keys (memory is reclaimed at once; same as DEL)."),
+    spec!("exists", -2, exists, [Readonly, Fast], (1, -1, 1), "keyspace", "1.0.0", "key...", "Counts how many of the given keys exist."),
+    spec!("type", 2, type_, [Readonly, Fast], (1, 1, 1), "keyspace", "1.0.0", "key", "Returns the type of a key's value."),
+    spec!("keys", 2, keys, [Readonly], (0, 0, 0), "keyspace", "1.0.0", "pattern", "Returns the keys matching a pattern."),
+    spec!("scan", -2, scan, [Readonly], (0, 0, 0), "keyspace", "2.8.0", "cursor [MATCH pattern] [COUNT count] [TYPE type]", "Iterates over the keys incrementally."),
+    spec!("randomkey", 1, randomkey, [Readonly], (0, 0, 0), "keyspace", "1.0.0", "", "Returns a random key."),
+    spec!("rename", 3, rename, [Write], (1, 2, 1), "keyspace", "1.0.0", "key newkey", "Renames a key, overwriting the destination."),
+    spec!("renamenx", 3, renamenx, [Write, Fast], (1, 2, 1), "keyspace", "1.0.0", "key newkey", "Renames a key if the destination does not exist."),
+    spec!("copy", -3, copy, [Write, Denyoom], (1, 2, 1), "keyspace", "6.2.0", "source destination [DB destination-db] [REPLACE]", "Copies a key's value to another key."),
+    spec!("touch", -2, exists, [Readonly, Fast], (1, -1, 1), "keyspace", "3.2.1", "key...", "Counts the given keys that exist (and touches them)."),
+    spec!("expire", -3, expire, [Write, Fast], (1, 1, 1), "keyspace", "1.0.0", "key seconds [NX|XX|GT|LT]", "Sets a key's time to live in seconds."),
+    spec!("pexpire", -3, pexpire, [Write, Fast], (1, 1, 1), "keyspace", "2.6.0", "key milliseconds [NX|XX|GT|LT]", "Sets a key's time to live in milliseconds."),
+    spec!("expireat", -3, expireat, [Write, Fast], (1, 1, 1), "keyspace", "1.2.0", "key unix-time-seconds [NX|XX|GT|LT]", "Sets a key's expiry as a unix time in seconds."),
+    spec!("pexpireat", -3, pexpireat, [Write, Fast], (1, 1, 1), "keyspace", "2.6.0", "key unix-time-milliseconds [NX|XX|GT|LT]", "Sets a key's expiry as a unix time in milliseconds."),
+    spec!("expiretime", 2, expiretime, [Readonly, Fast], (1, 1, 1), "keyspace", "7.0.0", "key", "Returns a key's expiry as a unix time in seconds."),
+    spec!("pexpiretime", 2, pexpiretime, [Readonly, Fast], (1, 1, 1), "keyspace", "7.0.0", "key", "Returns a key's expiry as a unix time in milliseconds."),
+    spec!("ttl", 2, ttl, [Readonly, Fast], (1, 1, 1), "keyspace", "1.0.0", "key", "Returns a key's time to live in seconds."),
+    spec!("pttl", 2, pttl, [Readonly, Fast], (1, 1, 1), "keyspace", "2.6.0", "key", "Returns a key's time to live in milliseconds."),
+    spec!("persist", 2, persist, [Write, Fast], (1, 1, 1), "keyspace", "2.2.0", "key", "Removes a key's expiry."),
+];
+
 pub fn del(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let mut deleted = 0;
     for key in args.iter().skip(1) {
-        if ctx.node.store.with_key(key, ctx.now_ms, |k| k.delete()) {
+        if ctx.services.store.with_key(key, ctx.now_ms, |k| k.delete()) {
             deleted += 1;
         }
     }
@@ -20,7 +48,7 @@ pub fn exists(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let found = args
         .iter()
         .skip(1)
-        .filter(|key| ctx.node.store.with_key(key, ctx.now_ms, |k| k.exists()))
+        .filter(|key| ctx.services.store.with_key(key, ctx.now_ms, |k| k.exists()))
         .count();
     ctx.reply.int(found as i64);
     Ok(())
@@ -28,7 +56,7 @@ pub fn exists(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 pub fn type_(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let exists = ctx
-        .node
+        .services
         .store
         .with_key(args.get(1), ctx.now_ms, |k| k.exists());
     ctx.reply.simple(if exists { "string" } else { "none" });
@@ -36,7 +64,7 @@ pub fn type_(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 pub fn keys(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let keys = ctx.node.store.keys(&Glob::new(args.get(1)), ctx.now_ms);
+    let keys = ctx.services.store.keys(&Glob::new(args.get(1)), ctx.now_ms);
     ctx.reply.bulks(keys.iter().map(Vec::as_slice));
     Ok(())
 }
@@ -71,7 +99,7 @@ pub fn scan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     }
     // Every value is a string until other types exist.
     let type_matches = type_filter.is_none_or(|t| t.eq_ignore_ascii_case(b"string"));
-    let (next, keys) = ctx.node.store.scan(cursor, count, ctx.now_ms, |e| {
+    let (next, keys) = ctx.services.store.scan(cursor, count, ctx.now_ms, |e| {
         type_matches && pattern.as_ref().is_none_or(|p| p.matches(e.key()))
     });
     let reply = &mut *ctx.reply;
@@ -82,7 +110,7 @@ pub fn scan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 pub fn randomkey(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
-    match ctx.node.store.random_key(ctx.now_ms) {
+    match ctx.services.store.random_key(ctx.now_ms) {
         Some(key) => ctx.reply.bulk(&key),
         None => ctx.reply.null(),
     }
@@ -93,7 +121,7 @@ pub fn randomkey(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 /// value at both names or at neither.
 fn rename_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, only_if_new: bool) -> CmdResult {
     let (src, dst) = (args.get(1), args.get(2));
-    let renamed = ctx.node.store.with_keys(&[src, dst], ctx.now_ms, |m| {
+    let renamed = ctx.services.store.with_keys(&[src, dst], ctx.now_ms, |m| {
         let from = m.key(src);
         let Some(value) = from.value().map(<[u8]>::to_vec) else {
             return Err(CmdError::NO_SUCH_KEY);
@@ -107,7 +135,7 @@ fn rename_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, only_if_new: bool) -> CmdR
         }
         // One version for both halves: replicas apply the move as a unit
         // under the conflict rule.
-        let version = ctx.node.store.next_version();
+        let version = ctx.services.store.next_version();
         m.key(src).delete_at(version);
         m.key(dst).set_at(&value, expiry_of(expires_at), version);
         Ok(true)
@@ -158,7 +186,7 @@ pub fn copy(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             "ERR source and destination objects are the same",
         ));
     }
-    let copied = ctx.node.store.with_keys(&[src, dst], ctx.now_ms, |m| {
+    let copied = ctx.services.store.with_keys(&[src, dst], ctx.now_ms, |m| {
         let from = m.key(src);
         let Some(value) = from.value().map(<[u8]>::to_vec) else {
             return false;
@@ -230,7 +258,7 @@ fn expire_generic(
         when = when.checked_mul(1000).ok_or_else(invalid)?;
     }
     when = when.checked_add(base_ms as i64).ok_or_else(invalid)?;
-    let applied = ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+    let applied = ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         let Some(current) = k.expires_at() else {
             return false;
         };
@@ -278,7 +306,7 @@ fn expiry_reply(
 ) -> CmdResult {
     let now = ctx.now_ms;
     let value = ctx
-        .node
+        .services
         .store
         .with_key(args.get(1), now, |k| match k.expires_at() {
             None => -2,
@@ -309,7 +337,7 @@ pub fn pttl(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 pub fn persist(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let removed = ctx
-        .node
+        .services
         .store
         .with_key(args.get(1), ctx.now_ms, |k| match k.expires_at() {
             Some(at) if at != NO_EXPIRY => k.set_expiry(NO_EXPIRY),

@@ -1,6 +1,8 @@
 //! Commands: the metadata table, argument access with Redis's errors, and
-//! dispatch. One file per command family; each handler parses its
-//! arguments, applies them to the store and writes its reply.
+//! dispatch. One file per command family (its rows of the table and its
+//! handlers); each handler parses its arguments, applies them to the store
+//! and writes its reply. Handlers see the node only through [`Services`]:
+//! what commands may use, never the tasks, sockets or peers behind it.
 
 mod cluster;
 mod connection;
@@ -11,15 +13,17 @@ mod strings;
 pub mod table;
 pub mod transaction;
 
-use std::borrow::Cow;
-use std::sync::Arc;
+mod services;
 
-use crate::node::NodeState;
+use std::borrow::Cow;
+
+use crate::clients::ClientInfo;
 use crate::resp::{Reply, parse_i64};
-use crate::server::client::ClientInfo;
 use crate::store::Store;
 
-pub use table::{COMMANDS, CommandSpec, lookup, lookup_index};
+pub use server::{clients_info, cluster_info, cpu_info, server_info};
+pub use services::{ClusterView, NodeInfo, Services};
+pub use table::{COMMANDS, CommandSpec, Flag, lookup, lookup_index};
 
 /// A command's arguments (`args.get(0)` is the command name), borrowed from
 /// the connection's buffers.
@@ -139,7 +143,7 @@ pub enum After {
 
 /// Everything a handler may touch.
 pub struct Ctx<'a> {
-    pub node: &'a Arc<NodeState>,
+    pub services: &'a Services,
     pub client: &'a ClientInfo,
     pub reply: &'a mut Reply,
     pub now_ms: u64,
@@ -149,18 +153,20 @@ pub struct Ctx<'a> {
     /// Set inside EXEC, which checked memory once for the whole queue.
     pub memory_checked: bool,
     pub tx: &'a mut transaction::Transaction,
+    /// The client has yet to authenticate: only `no_auth` commands run.
+    pub auth_pending: bool,
 }
 
 impl<'a> Ctx<'a> {
     pub fn new(
-        node: &'a Arc<NodeState>,
+        services: &'a Services,
         client: &'a ClientInfo,
         reply: &'a mut Reply,
         now_ms: u64,
         tx: &'a mut transaction::Transaction,
     ) -> Self {
         Self {
-            node,
+            services,
             client,
             reply,
             now_ms,
@@ -168,27 +174,38 @@ impl<'a> Ctx<'a> {
             wrote: false,
             memory_checked: false,
             tx,
+            auth_pending: false,
         }
     }
 
     pub fn store(&self) -> &Store {
-        &self.node.store
+        &self.services.store
     }
 }
+
+const NOAUTH: &str = "NOAUTH Authentication required.";
 
 /// Runs one command, writing its reply (or its error) into `ctx.reply`.
 pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let Some(index) = lookup_index(args.get(0)) else {
-        if ctx.tx.in_multi() {
+        if ctx.auth_pending {
+            // As Redis: nothing about the node shows before AUTH, not
+            // even which commands it knows.
+            ctx.reply.error(NOAUTH);
+        } else if ctx.tx.in_multi() {
             queue(ctx, args);
         } else {
             ctx.reply.error(&unknown_command(args));
         }
         return;
     };
-    let spec = &COMMANDS[index];
+    let spec = COMMANDS[index];
+    if ctx.auth_pending && !spec.has(Flag::NoAuth) {
+        ctx.reply.error(NOAUTH);
+        return;
+    }
     ctx.client.set_last_command(index);
-    let queueing = ctx.tx.in_multi() && !transaction::acts_immediately(args.get(0));
+    let queueing = ctx.tx.in_multi() && !spec.has(Flag::TxControl);
     // As Redis: past maxmemory, commands flagged `denyoom` (writes that may
     // grow memory) first make room per the eviction policy, and are
     // refused if none can be made; reads and deletes always run. A refused

@@ -1,20 +1,38 @@
 //! Server commands: COMMAND, INFO, DBSIZE, FLUSHALL/FLUSHDB, TIME, DEBUG
 //! DIGEST, SHUTDOWN, CONFIG GET.
 
-use std::fmt::Write as _;
-
 use super::connection::REDIS_COMPAT_VERSION;
-use super::{After, Args, COMMANDS, CmdError, CmdResult, CommandSpec, Ctx, lookup, sub_arity};
+use super::{
+    After, Args, COMMANDS, CmdError, CmdResult, CommandSpec, Ctx, Services, lookup, sub_arity,
+};
+use crate::info::InfoWriter;
 use crate::resp::Reply;
-use crate::stats::{Stats, human_bytes, rss_bytes, used_memory};
 use crate::store::Glob;
+
+use super::table::spec;
+
+/// This family's rows of the command table.
+#[rustfmt::skip]
+pub(super) static FAMILY: &[CommandSpec] = &[
+    spec!("command", -1, command, [Loading, Stale], (0, 0, 0), "server", "2.8.13", "[COUNT|INFO command-name...|DOCS command-name...|LIST]", "Returns details about commands: COUNT, INFO, DOCS, LIST."),
+    spec!("info", -1, info, [Loading, Stale], (0, 0, 0), "server", "1.0.0", "[section...]", "Returns information and statistics about the server."),
+    spec!("dbsize", 1, dbsize, [Readonly, Fast], (0, 0, 0), "server", "1.0.0", "", "Returns the number of keys."),
+    spec!("flushall", -1, flushall, [Write], (0, 0, 0), "server", "1.0.0", "[ASYNC|SYNC]", "Removes all keys."),
+    spec!("flushdb", -1, flushall, [Write], (0, 0, 0), "server", "1.0.0", "[ASYNC|SYNC]", "Removes all keys of the (only) database."),
+    spec!("time", 1, time, [Fast, Loading, Stale], (0, 0, 0), "server", "2.6.0", "", "Returns the server time."),
+    spec!("debug", -2, debug, [Admin, Noscript, Loading, Stale], (0, 0, 0), "server", "1.0.0", "DIGEST", "DEBUG DIGEST: a digest of the keyspace's contents."),
+    spec!("shutdown", -1, shutdown, [Admin, Noscript, Loading, Stale, NoMulti], (0, 0, 0), "server", "1.0.0", "[NOSAVE|SAVE] [NOW] [FORCE]", "Stops the node gracefully."),
+    spec!("wait", 3, wait, [Noscript], (0, 0, 0), "generic", "3.0.0", "numreplicas timeout", "Waits until this connection's writes are acknowledged by that many peers."),
+    spec!("config", -2, config, [Admin, Noscript, Loading, Stale], (0, 0, 0), "server", "2.0.0", "subcommand [argument...]", "CONFIG GET of the node's settings, CONFIG SET of the memory settings, CONFIG RESETSTAT."),
+];
 
 fn command_info(reply: &mut Reply, c: &CommandSpec) {
     reply.array(10);
     reply.bulk(c.name.as_bytes());
     reply.int(i64::from(c.arity));
-    reply.set(c.flags.len());
-    for f in c.flags {
+    let flags: Vec<&str> = c.reported_flags().collect();
+    reply.set(flags.len());
+    for f in flags {
         reply.simple(f);
     }
     reply.int(i64::from(c.first_key));
@@ -34,7 +52,7 @@ pub fn command(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let reply = &mut *ctx.reply;
     if args.len() == 1 {
         reply.array(COMMANDS.len());
-        for c in COMMANDS {
+        for c in COMMANDS.iter() {
             command_info(reply, c);
         }
         return Ok(());
@@ -77,7 +95,7 @@ pub fn command(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         b"list" => {
             reply.array(COMMANDS.len());
-            for c in COMMANDS {
+            for c in COMMANDS.iter() {
                 reply.bulk(c.name.as_bytes());
             }
         }
@@ -86,216 +104,68 @@ pub fn command(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
-const DEFAULT_SECTIONS: &[&str] = &[
-    "server",
-    "clients",
-    "memory",
-    "stats",
-    "replication",
-    "cpu",
-    "cluster",
-    "membership",
-    "keyspace",
-];
-
 pub fn info(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let requested: Vec<String> = args
         .iter()
         .skip(1)
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
         .collect();
-    let all = requested.is_empty()
-        || requested
-            .iter()
-            .any(|s| s == "all" || s == "default" || s == "everything");
-    let mut text = String::new();
-    for section in DEFAULT_SECTIONS {
-        if all || requested.iter().any(|r| r == section) {
-            if !text.is_empty() {
-                text.push_str("\r\n");
-            }
-            info_section(ctx, section, &mut text);
-        }
-    }
+    let text = ctx.services.info.render(ctx.services, &requested);
     ctx.reply.verbatim(&text);
     Ok(())
 }
 
-fn kv(out: &mut String, key: &str, value: &dyn std::fmt::Display) {
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{key}:{value}\r\n");
+/// INFO server.
+pub fn server_info(node: &Services, w: &mut InfoWriter<'_>) {
+    let uptime = node.uptime().as_secs();
+    w.field("redis_version", REDIS_COMPAT_VERSION);
+    w.field("kriminodb_version", env!("CARGO_PKG_VERSION"));
+    w.field("redis_mode", "standalone");
+    w.field("node_name", &node.node.name);
+    w.field("node_id", format_args!("{:016x}", node.node.node_id));
+    w.field("os", std::env::consts::OS);
+    w.field("arch_bits", usize::BITS);
+    w.field("multiplexing_api", "epoll");
+    w.field("process_id", std::process::id());
+    w.field("run_id", &node.node.run_id);
+    w.field("tcp_port", node.node.client_addr.port());
+    w.field("peer_port", node.config.peer_port);
+    w.field("uptime_in_seconds", uptime);
+    w.field("uptime_in_days", uptime / 86_400);
+    w.field("hz", 10);
+    w.field(
+        "executable",
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    );
+    w.field(
+        "config_file",
+        node.config
+            .config
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    );
 }
 
-fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
-    let node = ctx.node;
-    let stats = &node.stats;
-    match section {
-        "server" => {
-            let uptime = node.uptime().as_secs();
-            out.push_str("# Server\r\n");
-            kv(out, "redis_version", &REDIS_COMPAT_VERSION);
-            kv(out, "kriminodb_version", &env!("CARGO_PKG_VERSION"));
-            kv(out, "redis_mode", &"standalone");
-            kv(out, "node_name", &node.name);
-            kv(out, "node_id", &format_args!("{:016x}", node.node_id));
-            kv(out, "os", &std::env::consts::OS);
-            kv(out, "arch_bits", &(usize::BITS));
-            kv(out, "multiplexing_api", &"epoll");
-            kv(out, "process_id", &std::process::id());
-            kv(out, "run_id", &node.run_id);
-            kv(out, "tcp_port", &node.client_addr.port());
-            kv(out, "peer_port", &node.config.peer_port);
-            kv(out, "uptime_in_seconds", &uptime);
-            kv(out, "uptime_in_days", &(uptime / 86_400));
-            kv(out, "hz", &10);
-            kv(
-                out,
-                "executable",
-                &std::env::current_exe()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            );
-            kv(
-                out,
-                "config_file",
-                &node
-                    .config
-                    .config
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            );
-        }
-        "clients" => {
-            out.push_str("# Clients\r\n");
-            kv(out, "connected_clients", &node.clients.len());
-            kv(out, "maxclients", &node.config.maxclients);
-            kv(out, "blocked_clients", &0);
-        }
-        "memory" => {
-            let used = used_memory();
-            let rss = rss_bytes();
-            out.push_str("# Memory\r\n");
-            kv(out, "used_memory", &used);
-            kv(out, "used_memory_human", &human_bytes(used));
-            kv(out, "used_memory_rss", &rss);
-            kv(out, "used_memory_rss_human", &human_bytes(rss));
-            let limit = node.store.memory();
-            kv(out, "maxmemory", &limit.maxmemory());
-            kv(out, "maxmemory_human", &human_bytes(limit.maxmemory()));
-            kv(out, "maxmemory_policy", &limit.policy().name());
-            kv(out, "mem_allocator", &"jemalloc");
-        }
-        "stats" => {
-            out.push_str("# Stats\r\n");
-            for (name, counter) in [
-                (
-                    "total_connections_received",
-                    &stats.total_connections_received,
-                ),
-                ("total_commands_processed", &stats.total_commands_processed),
-                ("total_net_input_bytes", &stats.net_input_bytes),
-                ("total_net_output_bytes", &stats.net_output_bytes),
-                ("rejected_connections", &stats.rejected_connections),
-            ] {
-                kv(out, name, &Stats::get(counter));
-            }
-            kv(
-                out,
-                "expired_keys",
-                &node
-                    .store
-                    .stats
-                    .expired_keys
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            );
-            let limit = node.store.memory();
-            let load =
-                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-            kv(out, "evicted_keys", &load(&limit.evicted_keys));
-            // kriminoDB's own: writes from peers applied past maxmemory
-            // under noeviction (they are never refused).
-            kv(
-                out,
-                "replicated_writes_over_maxmemory",
-                &load(&limit.replicated_over),
-            );
-        }
-        "replication" => {
-            // Every node is a master in Redis's terms: it takes writes.
-            let r = &node.replication;
-            let load =
-                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-            out.push_str("# Replication\r\n");
-            kv(out, "role", &"master");
-            kv(out, "connected_slaves", &0);
-            kv(out, "peers_linked", &r.connected_peers());
-            kv(
-                out,
-                "initial_sync_done",
-                &u8::from(
-                    r.stats
-                        .initial_sync_done
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                ),
-            );
-            kv(out, "syncs_completed", &load(&r.stats.syncs_completed));
-            kv(out, "entries_pushed", &load(&r.stats.entries_pushed));
-            kv(out, "entries_received", &load(&r.stats.entries_received));
-            kv(out, "peer_bytes_sent", &load(&r.stats.sync_bytes_sent));
-            kv(out, "queue_overflows", &load(&r.stats.queue_overflows));
-            kv(out, "bad_frames", &load(&r.stats.bad_frames));
-            kv(out, "auth_failures", &load(&r.stats.auth_failures));
-            kv(out, "tombstones", &node.store.tombstone_len());
-            kv(out, "last_change_seq", &node.store.last_seq());
-        }
-        "cpu" => {
-            out.push_str("# CPU\r\n");
-            kv(out, "used_cpu_sys", &"0.000000");
-            kv(out, "used_cpu_user", &"0.000000");
-        }
-        "cluster" => {
-            // kriminoDB replicates every key to every node instead of
-            // sharding, so Redis Cluster clients must not route by slot.
-            out.push_str("# Cluster\r\n");
-            kv(out, "cluster_enabled", &0);
-        }
-        "membership" => {
-            use crate::membership::MemberState;
-            let m = &node.membership;
-            out.push_str("# Membership\r\n");
-            kv(out, "members", &m.members().len());
-            kv(out, "members_alive", &m.count(MemberState::Alive));
-            kv(out, "members_suspect", &m.count(MemberState::Suspect));
-            kv(out, "members_down", &m.count(MemberState::Down));
-            kv(out, "bad_packets", &m.bad_packets());
-            kv(out, "auth_failures", &m.auth_failures());
-            kv(out, "replayed_packets", &m.replayed_packets());
-            kv(out, "peer_addr", &m.me.peer);
-            // The driver renews our identity if peers ever declared us down.
-            let me = m
-                .members()
-                .iter()
-                .find(|v| v.is_self)
-                .map(|v| v.id.incarnation);
-            kv(out, "incarnation", &me.unwrap_or(m.me.incarnation));
-        }
-        "keyspace" => {
-            out.push_str("# Keyspace\r\n");
-            let keys = node.store.len();
-            if keys > 0 {
-                kv(
-                    out,
-                    "db0",
-                    &format_args!(
-                        "keys={keys},expires={},avg_ttl=0",
-                        node.store.volatile_len()
-                    ),
-                );
-            }
-        }
-        _ => {}
-    }
+/// INFO clients.
+pub fn clients_info(node: &Services, w: &mut InfoWriter<'_>) {
+    w.field("connected_clients", node.clients.len());
+    w.field("maxclients", node.config.maxclients);
+    w.field("blocked_clients", 0);
+}
+
+/// INFO cpu (not measured yet: Redis's fields, zero).
+pub fn cpu_info(_: &Services, w: &mut InfoWriter<'_>) {
+    w.field("used_cpu_sys", "0.000000");
+    w.field("used_cpu_user", "0.000000");
+}
+
+/// INFO cluster: kriminoDB replicates every key to every node instead of
+/// sharding, so Redis Cluster clients must not route by slot.
+pub fn cluster_info(_: &Services, w: &mut InfoWriter<'_>) {
+    w.field("cluster_enabled", 0);
 }
 
 pub fn wait(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -312,7 +182,7 @@ pub fn wait(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 pub fn dbsize(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
-    let n = ctx.node.store.len();
+    let n = ctx.services.store.len();
     ctx.reply.int(n as i64);
     Ok(())
 }
@@ -324,13 +194,13 @@ pub fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         2 if args.is(1, "ASYNC") || args.is(1, "SYNC") => {}
         _ => return Err(CmdError::SYNTAX),
     }
-    ctx.node.store.flush_all();
+    ctx.services.store.flush_all();
     ctx.reply.ok();
     Ok(())
 }
 
 pub fn time(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
-    let micros = ctx.node.clock.wall_micros();
+    let micros = ctx.services.clock.wall_micros();
     ctx.reply.array(2);
     ctx.reply.bulk_int((micros / 1_000_000) as i64);
     ctx.reply.bulk_int((micros % 1_000_000) as i64);
@@ -340,7 +210,7 @@ pub fn time(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 pub fn debug(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if args.is(1, "DIGEST") {
         sub_arity(args, "debug", "digest", 2)?;
-        let digest = ctx.node.store.digest(ctx.now_ms);
+        let digest = ctx.services.store.digest(ctx.now_ms);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         ctx.reply.simple(&hex);
         return Ok(());
@@ -352,7 +222,7 @@ pub fn debug(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         sub_arity(args, "debug", "version", 3)?;
         let reply = &mut *ctx.reply;
         // Untouched: inspecting a key must not make it look recently used.
-        ctx.node
+        ctx.services
             .store
             .with_key_untouched(args.get(2), ctx.now_ms, |k| {
                 match k.version().filter(|_| k.exists()) {
@@ -391,7 +261,7 @@ pub fn shutdown(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
     }
     tracing::info!(client = ctx.client.id, "SHUTDOWN requested by a client");
-    ctx.node.shutdown.cancel();
+    ctx.services.shutdown.cancel();
     // Redis closes the connection without a reply when it shuts down.
     ctx.after = After::Close;
     Ok(())
@@ -399,7 +269,7 @@ pub fn shutdown(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 /// The settings CONFIG GET reports, with Redis's names.
 fn config_values(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
-    let c = &ctx.node.config;
+    let c = &ctx.services.config;
     vec![
         ("bind", c.bind.to_string()),
         (
@@ -408,7 +278,7 @@ fn config_values(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             if c.tls_port.is_some() && c.port == 0 {
                 "0".into()
             } else {
-                ctx.node.client_addr.port().to_string()
+                ctx.services.node.client_addr.port().to_string()
             },
         ),
         ("maxclients", c.maxclients.to_string()),
@@ -420,14 +290,17 @@ fn config_values(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("databases", "1".into()),
         ("save", String::new()),
         ("appendonly", "no".into()),
-        ("maxmemory", ctx.node.store.memory().maxmemory().to_string()),
+        (
+            "maxmemory",
+            ctx.services.store.memory().maxmemory().to_string(),
+        ),
         (
             "maxmemory-policy",
-            ctx.node.store.memory().policy().name().into(),
+            ctx.services.store.memory().policy().name().into(),
         ),
         (
             "maxmemory-samples",
-            ctx.node.store.memory().samples().to_string(),
+            ctx.services.store.memory().samples().to_string(),
         ),
         ("timeout", c.timeout.to_string()),
         // As Redis: only an authenticated client gets this far, and it
@@ -451,7 +324,11 @@ fn config_values(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ),
         (
             "tls-port",
-            ctx.node.tls_addr.map_or(0, |a| a.port()).to_string(),
+            ctx.services
+                .node
+                .tls_addr
+                .map_or(0, |a| a.port())
+                .to_string(),
         ),
         ("hz", "10".into()),
     ]
@@ -518,7 +395,7 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         };
         settings.push(setting);
     }
-    let limit = ctx.node.store.memory();
+    let limit = ctx.services.store.memory();
     for setting in settings {
         match setting {
             Setting::MaxMemory(bytes) => limit.set_maxmemory(bytes),
@@ -551,8 +428,8 @@ pub fn config(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     }
     if args.is(1, "RESETSTAT") {
         sub_arity(args, "config", "resetstat", 2)?;
-        ctx.node.stats.reset();
-        ctx.node.store.memory().reset_stats();
+        ctx.services.stats.reset();
+        ctx.services.store.memory().reset_stats();
         ctx.reply.ok();
         return Ok(());
     }

@@ -7,9 +7,38 @@ use crate::clock::Version;
 use crate::resp::parse_i64;
 use crate::store::{Expiry, KeyAccess, NO_EXPIRY};
 
+use super::CommandSpec;
+use super::table::spec;
+
+/// This family's rows of the command table.
+#[rustfmt::skip]
+pub(super) static FAMILY: &[CommandSpec] = &[
+    spec!("get", 2, get, [Readonly, Fast], (1, 1, 1), "string", "1.0.0", "key", "Returns the string value of a key."),
+    spec!("set", -3, set, [Write, Denyoom], (1, 1, 1), "string", "1.0.0", "key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL]", "Sets the string value of a key, with options."),
+    spec!("setnx", 3, setnx, [Write, Denyoom, Fast], (1, 1, 1), "string", "1.0.0", "key value", "Sets a key only if it does not exist."),
+    spec!("setex", 4, setex, [Write, Denyoom], (1, 1, 1), "string", "2.0.0", "key seconds value", "Sets a key with an expiry in seconds."),
+    spec!("psetex", 4, psetex, [Write, Denyoom], (1, 1, 1), "string", "2.6.0", "key milliseconds value", "Sets a key with an expiry in milliseconds."),
+    spec!("getset", 3, getset, [Write, Denyoom, Fast], (1, 1, 1), "string", "1.0.0", "key value", "Sets a key and returns its previous value."),
+    spec!("getdel", 2, getdel, [Write, Fast], (1, 1, 1), "string", "6.2.0", "key", "Returns a key's value and deletes it."),
+    spec!("getex", -2, getex, [Write, Fast], (1, 1, 1), "string", "6.2.0", "key [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|PERSIST]", "Returns a key's value and changes its expiry."),
+    spec!("mget", -2, mget, [Readonly, Fast], (1, -1, 1), "string", "1.0.0", "key...", "Returns the values of several keys."),
+    spec!("mset", -3, mset, [Write, Denyoom], (1, -1, 2), "string", "1.0.1", "(key value)...", "Sets several keys atomically."),
+    spec!("msetnx", -3, msetnx, [Write, Denyoom], (1, -1, 2), "string", "1.0.1", "(key value)...", "Sets several keys only if none exists."),
+    spec!("append", 3, append, [Write, Denyoom, Fast], (1, 1, 1), "string", "2.0.0", "key value", "Appends to a key's value."),
+    spec!("strlen", 2, strlen, [Readonly, Fast], (1, 1, 1), "string", "2.2.0", "key", "Returns the length of a key's value."),
+    spec!("getrange", 4, getrange, [Readonly], (1, 1, 1), "string", "2.4.0", "key start end", "Returns a substring of a key's value."),
+    spec!("substr", 4, getrange, [Readonly], (1, 1, 1), "string", "1.0.0", "key start end", "Returns a substring of a key's value (old name of GETRANGE)."),
+    spec!("setrange", 4, setrange, [Write, Denyoom], (1, 1, 1), "string", "2.2.0", "key offset value", "Overwrites part of a key's value at an offset."),
+    spec!("incr", 2, incr, [Write, Denyoom, Fast], (1, 1, 1), "string", "1.0.0", "key", "Increments an integer value by one."),
+    spec!("decr", 2, decr, [Write, Denyoom, Fast], (1, 1, 1), "string", "1.0.0", "key", "Decrements an integer value by one."),
+    spec!("incrby", 3, incrby, [Write, Denyoom, Fast], (1, 1, 1), "string", "1.0.0", "key increment", "Increments an integer value by a number."),
+    spec!("decrby", 3, decrby, [Write, Denyoom, Fast], (1, 1, 1), "string", "1.0.0", "key decrement", "Decrements an integer value by a number."),
+    spec!("incrbyfloat", 3, incrbyfloat, [Write, Denyoom, Fast], (1, 1, 1), "string", "2.6.0", "key increment", "Increments a floating point value by a number."),
+];
+
 pub fn get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let reply = &mut *ctx.reply;
-    ctx.node
+    ctx.services
         .store
         .with_key(args.get(1), ctx.now_ms, |k| match k.value() {
             Some(v) => reply.bulk(v),
@@ -116,7 +145,7 @@ pub fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (cond, get, opt) = parse_options(args, 3, true)?;
     let expiry = expire_at(opt, ctx.now_ms, "set")?;
     let reply = &mut *ctx.reply;
-    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+    ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         if get {
             match k.value() {
                 Some(v) => reply.bulk(v),
@@ -154,7 +183,7 @@ fn write_with_expiry(k: &mut KeyAccess<'_>, value: &[u8], expiry: Expiry) {
 }
 
 pub fn setnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let created = ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+    let created = ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         if k.exists() {
             return false;
         }
@@ -167,7 +196,7 @@ pub fn setnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 fn set_with_ttl(ctx: &mut Ctx<'_>, args: &Args<'_>, opt: ExpireOpt, cmd: &str) -> CmdResult {
     let expiry = expire_at(opt, ctx.now_ms, cmd)?;
-    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+    ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         write_with_expiry(k, args.get(3), expiry);
     });
     ctx.reply.ok();
@@ -184,7 +213,7 @@ pub fn psetex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 pub fn getset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let reply = &mut *ctx.reply;
-    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+    ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         match k.value() {
             Some(v) => reply.bulk(v),
             None => reply.null(),
@@ -196,7 +225,7 @@ pub fn getset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 pub fn getdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let reply = &mut *ctx.reply;
-    ctx.node
+    ctx.services
         .store
         .with_key(args.get(1), ctx.now_ms, |k| match k.value() {
             Some(v) => {
@@ -212,7 +241,7 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (_, _, opt) = parse_options(args, 2, false)?;
     let expiry = expire_at(opt, ctx.now_ms, "getex")?;
     let reply = &mut *ctx.reply;
-    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+    ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         let Some(v) = k.value() else {
             reply.null();
             return;
@@ -236,7 +265,7 @@ pub fn mget(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let reply = &mut *ctx.reply;
     reply.array(args.len() - 1);
     for key in args.iter().skip(1) {
-        ctx.node
+        ctx.services
             .store
             .with_key(key, ctx.now_ms, |k| match k.value() {
                 Some(v) => reply.bulk(v),
@@ -258,7 +287,7 @@ fn pairs<'a>(args: &Args<'a>, cmd: &str) -> Result<Vec<&'a [u8]>, CmdError> {
 
 pub fn mset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let keys = pairs(args, "mset")?;
-    ctx.node.store.with_keys(&keys, ctx.now_ms, |m| {
+    ctx.services.store.with_keys(&keys, ctx.now_ms, |m| {
         // Consecutive versions from one clock update (10 keys: 10 atomic
         // updates → 1); a key given twice ends with its last value, as in
         // Redis, on peers too.
@@ -278,7 +307,7 @@ pub fn mset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 pub fn msetnx(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let keys = pairs(args, "msetnx")?;
-    let done = ctx.node.store.with_keys(&keys, ctx.now_ms, |m| {
+    let done = ctx.services.store.with_keys(&keys, ctx.now_ms, |m| {
         if keys.iter().any(|key| m.key(key).exists()) {
             return false;
         }
@@ -296,8 +325,8 @@ const TOO_LONG: CmdError =
 
 pub fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let suffix = args.get(2);
-    let max = ctx.node.config.proto_max_bulk_len;
-    let len = ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+    let max = ctx.services.config.proto_max_bulk_len;
+    let len = ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         let mut value = k.value().map(<[u8]>::to_vec).unwrap_or_default();
         if value.len() as u64 + suffix.len() as u64 > max {
             return Err(TOO_LONG);
@@ -311,7 +340,7 @@ pub fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 pub fn strlen(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let len = ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+    let len = ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         k.value().map_or(0, <[u8]>::len)
     });
     ctx.reply.int(len as i64);
@@ -321,7 +350,7 @@ pub fn strlen(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 pub fn getrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (start, end) = (args.int(2)?, args.int(3)?);
     let reply = &mut *ctx.reply;
-    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+    ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         let value = k.value().unwrap_or_default();
         reply.bulk(substring(value, start, end));
     });
@@ -357,8 +386,8 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         return Err(CmdError::fixed("ERR offset is out of range"));
     }
     let patch = args.get(3);
-    let max = ctx.node.config.proto_max_bulk_len;
-    let len = ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+    let max = ctx.services.config.proto_max_bulk_len;
+    let len = ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         let current = k.value();
         // An empty patch changes nothing and creates nothing, as in Redis.
         if patch.is_empty() {
@@ -381,7 +410,7 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CmdResult {
-    let result = ctx.node.store.with_key(key, ctx.now_ms, |k| {
+    let result = ctx.services.store.with_key(key, ctx.now_ms, |k| {
         let current = match k.value() {
             Some(v) => parse_i64(v).ok_or(CmdError::NOT_INTEGER)?,
             None => 0,
@@ -476,7 +505,7 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let delta = args.get(2);
     let delta_value = parse_float(delta).ok_or(CmdError::NOT_FLOAT)?;
     let reply = &mut *ctx.reply;
-    ctx.node.store.with_key(args.get(1), ctx.now_ms, |k| {
+    ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         let current = k.value().unwrap_or(b"0");
         let current_value = parse_float(current).ok_or(CmdError::NOT_FLOAT)?;
         let text = add_floats(current, current_value, delta, delta_value)?;

@@ -8,8 +8,21 @@
 //! them one by one under the conflict rule; the transaction is atomic on the
 //! node that ran it, not across the cluster.
 
-use super::{After, Args, CmdError, CmdResult, Ctx, dispatch, lookup};
+use super::{After, Args, CmdError, CmdResult, Ctx, Flag, dispatch, lookup};
 use crate::clock::Version;
+
+use super::CommandSpec;
+use super::table::spec;
+
+/// This family's rows of the command table.
+#[rustfmt::skip]
+pub(super) static FAMILY: &[CommandSpec] = &[
+    spec!("multi", 1, multi, [Noscript, Loading, Stale, Fast, TxControl], (0, 0, 0), "transactions", "1.2.0", "", "Starts a transaction."),
+    spec!("exec", 1, exec, [Noscript, Loading, Stale, TxControl], (0, 0, 0), "transactions", "1.2.0", "", "Runs the commands queued since MULTI, with no other command in between."),
+    spec!("discard", 1, discard, [Noscript, Loading, Stale, Fast, TxControl], (0, 0, 0), "transactions", "2.0.0", "", "Drops the commands queued since MULTI."),
+    spec!("watch", -2, watch, [Noscript, Loading, Stale, Fast, TxControl], (1, -1, 1), "transactions", "2.2.0", "key...", "Makes the next EXEC fail if any of these keys changes meanwhile."),
+    spec!("unwatch", 1, unwatch, [Noscript, Loading, Stale, Fast], (0, 0, 0), "transactions", "2.2.0", "", "Forgets every WATCHed key."),
+];
 
 /// A queued command's arguments, owned.
 pub type Queued = Vec<Vec<Vec<u8>>>;
@@ -44,7 +57,7 @@ impl Transaction {
             ctx.reply.error(&CmdError::wrong_arity(spec.name).0);
             return;
         }
-        if spec.name == "shutdown" {
+        if spec.has(Flag::NoMulti) {
             self.dirty = true;
             ctx.reply
                 .error("ERR Command not allowed inside a transaction");
@@ -70,14 +83,6 @@ impl Transaction {
         let watched = std::mem::take(&mut self.watched);
         (queued.filter(|_| !dirty), watched)
     }
-}
-
-/// Whether the commands a transaction names may run in it (MULTI, EXEC,
-/// DISCARD, WATCH, UNWATCH and QUIT act at once instead of queueing).
-pub fn acts_immediately(name: &[u8]) -> bool {
-    ["exec", "discard", "multi", "watch", "unwatch", "quit"]
-        .iter()
-        .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
 }
 
 pub fn multi(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
@@ -118,7 +123,7 @@ pub fn watch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         return Err(CmdError::fixed("ERR WATCH inside MULTI is not allowed"));
     }
     for key in args.iter().skip(1) {
-        let version = ctx.node.store.with_key(key, ctx.now_ms, |k| {
+        let version = ctx.store().with_key(key, ctx.now_ms, |k| {
             k.exists().then(|| k.version()).flatten()
         });
         ctx.tx.watched.push((key.to_vec(), version));
@@ -136,7 +141,7 @@ pub fn unwatch(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 /// Whether any watched key holds something other than when it was watched.
 pub fn watched_changed(ctx: &Ctx<'_>, watched: &Watched) -> bool {
     watched.iter().any(|(key, version)| {
-        let now = ctx.node.store.with_key(key, ctx.now_ms, |k| {
+        let now = ctx.store().with_key(key, ctx.now_ms, |k| {
             k.exists().then(|| k.version()).flatten()
         });
         now != *version

@@ -4,12 +4,14 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
-use crate::command::transaction::{self, Transaction};
-use crate::command::{After, Args, Ctx, dispatch};
+use bytes::BytesMut;
+
+use crate::clients::ClientInfo;
+use crate::command::Services;
 use crate::config::Config;
-use crate::node::{Node, NodeHandle, NodeState};
-use crate::resp::{Decoded, Decoder, Limits, ProtocolError, Reply, Source};
-use crate::server::client::ClientInfo;
+use crate::node::{Node, NodeHandle};
+use crate::resp::{Decoded, Decoder, Limits, ProtocolError, Source};
+use crate::server::session::{Closing, Session, Step};
 
 /// How one request stream decoded: the commands, then how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,100 +130,57 @@ impl CommandNode {
         })
     }
 
-    pub fn state(&self) -> &Arc<NodeState> {
-        self.handle.state()
+    pub fn services(&self) -> &Arc<Services> {
+        self.handle.services()
     }
 
-    /// Runs every command in `input` as one client connection would and
-    /// returns the reply bytes. Checks that each command produced exactly
-    /// one well-formed reply. The keyspace is emptied afterwards.
+    /// Runs every command in `input` through a client session, as one
+    /// connection would, and returns the reply bytes. Checks that each
+    /// command produced exactly one well-formed reply. The keyspace is
+    /// emptied afterwards.
     pub fn run(&self, input: &[u8]) -> Vec<u8> {
-        let state = self.state();
+        let services = self.services();
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
-        let client = ClientInfo::new(
-            state.clients.next_id(),
+        let client = Arc::new(ClientInfo::new(
+            services.clients.next_id(),
             addr,
-            state.client_addr,
+            services.node.client_addr,
             -1,
             tokio_util::sync::CancellationToken::new(),
-            &state.clock,
-        );
-        let mut decoder = Decoder::new(Limits {
-            max_bulk_len: state.config.proto_max_bulk_len,
-            unauthenticated: false,
-        });
-        let mut reply = Reply::default();
-        let mut tx = Transaction::default();
-        let mut pos = 0;
-        let mut replies = 0usize;
-        // SHUTDOWN closes without a reply, as in Redis; QUIT replies first.
-        let mut closed = false;
-        loop {
-            let now_ms = state.clock.wall_ms();
-            let after = match decoder.decode(&input[pos..]) {
-                Ok(Decoded::Command { consumed, source }) => {
-                    let base: &[u8] = match source {
-                        Source::Input => &input[pos..],
-                        Source::Scratch => &decoder.scratch,
-                    };
-                    let args = Args::new(base, &decoder.args);
-                    let mut ctx = Ctx::new(state, &client, &mut reply, now_ms, &mut tx);
-                    dispatch(&mut ctx, &args);
-                    pos += consumed;
-                    ctx.after
-                }
-                Ok(Decoded::Nothing { consumed }) => {
-                    pos += consumed;
-                    continue;
-                }
-                Ok(Decoded::Incomplete { .. }) => break,
-                Err(e) => {
-                    reply.error(&format!("ERR {e}"));
-                    replies += 1;
-                    break;
-                }
-            };
-            replies += 1;
-            match after {
-                After::Continue => {}
-                After::Close => {
-                    closed = true;
-                    break;
-                }
+            &services.clock,
+        ));
+        let mut session = Session::new(services.clone(), client);
+        let mut input = BytesMut::from(input);
+        let mut output = Vec::new();
+        let closing = loop {
+            let step = session.execute(&mut input);
+            output.extend_from_slice(session.output());
+            session.output_sent();
+            match step {
+                Step::Read { .. } => break None,
+                Step::Close(closing) => break Some(closing),
                 // WAIT never blocks here: it answers with what is
                 // acknowledged now, as inside a transaction.
-                After::Wait { .. } => {
-                    state.store.collect_changes();
-                    reply.int(state.replication.acked_by(state.store.last_seq()) as i64)
-                }
-                After::Exec => exec(state, &client, &mut reply, &mut tx, now_ms),
+                Step::Wait { seq, .. } => session.waited(services.cluster.acked_by(seq)),
             }
+        };
+        let count = check_replies(&output) as u64;
+        let commands = session.commands();
+        match closing {
+            Some(Closing::ProtocolError | Closing::QueryBufferLimit) => {
+                assert_eq!(count, commands + 1, "one reply per command, then the error");
+            }
+            // SHUTDOWN closes without a reply, as in Redis; QUIT replies.
+            Some(Closing::Command) => assert!(
+                count == commands || count + 1 == commands,
+                "{count} replies to {commands} commands"
+            ),
+            Some(Closing::OutputBufferLimit) => assert_eq!(count, 0, "nothing sent"),
+            None => assert_eq!(count, commands, "one reply per command"),
         }
-        let count = check_replies(&reply.buf);
-        if !(closed && count + 1 == replies) {
-            assert_eq!(count, replies, "one reply per command");
-        }
-        state.store.discard_all();
-        reply.buf
+        services.store.discard_all();
+        output
     }
-}
-
-/// The connection's EXEC, without the transaction gate (one client here).
-fn exec(
-    state: &Arc<NodeState>,
-    client: &ClientInfo,
-    reply: &mut Reply,
-    tx: &mut Transaction,
-    now_ms: u64,
-) {
-    let (queued, watched) = tx.take();
-    let mut idle = Transaction::default();
-    let mut ctx = Ctx::new(state, client, reply, now_ms, &mut idle);
-    transaction::run_queued(&mut ctx, queued, &watched, |ctx| {
-        if let After::Wait { .. } = std::mem::replace(&mut ctx.after, After::Continue) {
-            ctx.reply.int(0);
-        }
-    });
 }
 
 /// Parses `buf` as a sequence of RESP2/RESP3 replies and returns how many

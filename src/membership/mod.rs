@@ -366,6 +366,25 @@ pub struct MembershipHandle {
 }
 
 impl MembershipHandle {
+    /// INFO membership.
+    pub fn info(&self, w: &mut crate::info::InfoWriter<'_>) {
+        w.field("members", self.members().len());
+        w.field("members_alive", self.count(MemberState::Alive));
+        w.field("members_suspect", self.count(MemberState::Suspect));
+        w.field("members_down", self.count(MemberState::Down));
+        w.field("bad_packets", self.bad_packets());
+        w.field("auth_failures", self.auth_failures());
+        w.field("replayed_packets", self.replayed_packets());
+        w.field("peer_addr", self.me.peer);
+        // The driver renews our identity if peers ever declared us down.
+        let me = self
+            .members()
+            .iter()
+            .find(|v| v.is_self)
+            .map(|v| v.id.incarnation);
+        w.field("incarnation", me.unwrap_or(self.me.incarnation));
+    }
+
     /// Every known member, this node first.
     pub fn members(&self) -> Arc<Vec<MemberView>> {
         self.members.borrow().clone()

@@ -139,6 +139,28 @@ impl Replication {
         }
     }
 
+    /// INFO replication. Every node is a master in Redis's terms: it takes
+    /// writes.
+    pub fn info(&self, w: &mut crate::info::InfoWriter<'_>) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        w.field("role", "master");
+        w.field("connected_slaves", 0);
+        w.field("peers_linked", self.connected_peers());
+        w.field(
+            "initial_sync_done",
+            u8::from(self.stats.initial_sync_done.load(Ordering::Relaxed)),
+        );
+        w.field("syncs_completed", load(&self.stats.syncs_completed));
+        w.field("entries_pushed", load(&self.stats.entries_pushed));
+        w.field("entries_received", load(&self.stats.entries_received));
+        w.field("peer_bytes_sent", load(&self.stats.sync_bytes_sent));
+        w.field("queue_overflows", load(&self.stats.queue_overflows));
+        w.field("bad_frames", load(&self.stats.bad_frames));
+        w.field("auth_failures", load(&self.stats.auth_failures));
+        w.field("tombstones", self.store.tombstone_len());
+        w.field("last_change_seq", self.store.last_seq());
+    }
+
     /// Whether this node is pulling its first full copy: it started empty
     /// and one of its links is fetching everything. Meanwhile it asks peers
     /// that would send it another full copy to come back later (bounded in

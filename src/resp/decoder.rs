@@ -624,7 +624,7 @@ mod tests {
 
     #[test]
     fn every_command_of_the_table_survives_every_split_point() {
-        for spec in crate::command::COMMANDS {
+        for spec in crate::command::COMMANDS.iter() {
             let argc = spec.arity.unsigned_abs() as usize;
             let mut cmd = vec![spec.name.to_ascii_uppercase().into_bytes()];
             cmd.extend((1..argc).map(|i| format!("arg {i}\r\n").into_bytes()));

@@ -2,8 +2,8 @@
 //! connection cap, protected mode and idle timeout) and the per-connection
 //! loop.
 
-pub mod client;
 pub mod connection;
+pub mod session;
 pub mod tls;
 
 pub mod listener {
@@ -19,7 +19,7 @@ pub mod listener {
     use tokio::task::JoinSet;
     use tokio_rustls::TlsAcceptor;
 
-    use crate::node::NodeState;
+    use crate::command::Services;
     use crate::stats::Stats;
 
     /// How long connections get to finish after shutdown starts; a client
@@ -40,28 +40,31 @@ pub mod listener {
         pub tls: Option<(TcpListener, TlsAcceptor)>,
     }
 
-    pub async fn run(listeners: Listeners, state: Arc<NodeState>) {
+    pub async fn run(listeners: Listeners, services: Arc<Services>) {
         let Listeners { plain, tls } = listeners;
-        let protected = state.config.protected_mode && state.config.requirepass.is_none();
-        if !protected && state.config.requirepass.is_none() && !state.config.bind.is_loopback() {
+        let protected = services.config.protected_mode && services.config.requirepass.is_none();
+        if !protected
+            && services.config.requirepass.is_none()
+            && !services.config.bind.is_loopback()
+        {
             tracing::warn!(
-                bind = %state.config.bind,
+                bind = %services.config.bind,
                 "protected mode is off and no password is set: anyone who can reach the client port can use this node"
             );
         }
-        let timeout_ms = state.config.timeout.saturating_mul(1000);
+        let timeout_ms = services.config.timeout.saturating_mul(1000);
         // Idle clients are found by a sweep, as Redis's clientsCron does,
         // rather than a timer per read on the hot path.
-        let mut sweep = state
+        let mut sweep = services
             .clock
             .ticker(Duration::from_millis(timeout_ms.clamp(1, 1000)));
         let mut connections = JoinSet::new();
         loop {
             let (accepted, acceptor) = tokio::select! {
-                _ = state.shutdown.cancelled() => break,
+                _ = services.shutdown.cancelled() => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 _ = sweep.tick(), if timeout_ms > 0 => {
-                    close_idle(&state, timeout_ms);
+                    close_idle(&services, timeout_ms);
                     continue;
                 }
                 accepted = accept(plain.as_ref()) => (accepted, None),
@@ -79,9 +82,9 @@ pub mod listener {
                     continue;
                 }
             };
-            Stats::add(&state.stats.total_connections_received, 1);
-            if connections.len() >= state.config.maxclients {
-                Stats::add(&state.stats.rejected_connections, 1);
+            Stats::add(&services.stats.total_connections_received, 1);
+            if connections.len() >= services.config.maxclients {
+                Stats::add(&services.stats.rejected_connections, 1);
                 connections.spawn(async move {
                     let _ = stream
                         .write_all(b"-ERR max number of clients reached\r\n")
@@ -94,9 +97,9 @@ pub mod listener {
                 tracing::debug!(%peer, "refusing a non-loopback client in protected mode");
             }
             let _ = stream.set_nodelay(true);
-            let laddr = stream.local_addr().unwrap_or(state.client_addr);
+            let laddr = stream.local_addr().unwrap_or(services.node.client_addr);
             let fd = raw_fd(&stream);
-            let state = state.clone();
+            let services = services.clone();
             match acceptor {
                 None if denied => {
                     connections.spawn(async move {
@@ -104,12 +107,12 @@ pub mod listener {
                     });
                 }
                 None => {
-                    connections.spawn(super::connection::serve(stream, peer, laddr, fd, state));
+                    connections.spawn(super::connection::serve(stream, peer, laddr, fd, services));
                 }
                 Some(acceptor) => {
                     connections.spawn(async move {
                         let handshake = tokio::select! {
-                            _ = state.shutdown.cancelled() => return,
+                            _ = services.shutdown.cancelled() => return,
                             done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => done,
                         };
                         match handshake {
@@ -120,7 +123,7 @@ pub mod listener {
                                 let _ = tls.shutdown().await;
                             }
                             Ok(Ok(tls)) => {
-                                super::connection::serve(tls, peer, laddr, fd, state).await;
+                                super::connection::serve(tls, peer, laddr, fd, services).await;
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -153,9 +156,9 @@ pub mod listener {
 
     /// Closes clients idle for longer than `timeout_ms` (Redis's `timeout`),
     /// except those blocked in WAIT.
-    fn close_idle(state: &NodeState, timeout_ms: u64) {
-        let now_ms = state.clock.wall_ms();
-        for client in state.clients.snapshot() {
+    fn close_idle(services: &Services, timeout_ms: u64) {
+        let now_ms = services.clock.wall_ms();
+        for client in services.clients.snapshot() {
             if client.idle_ms(now_ms) > timeout_ms && !client.is_blocked() {
                 tracing::debug!(client = client.id, addr = %client.addr, "closing idle client");
                 client.kill.cancel();

@@ -19,6 +19,7 @@ pub mod digest;
 mod entry;
 pub mod evict;
 pub mod glob;
+mod info;
 mod shard;
 
 use std::sync::Arc;

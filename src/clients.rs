@@ -1,5 +1,6 @@
-//! What the node knows about each connected client, for CLIENT LIST/INFO,
-//! and the registry of connected clients.
+//! What the node knows about each connected client, for CLIENT LIST/INFO
+//! and the idle timeout, and the registry of connected clients. It never
+//! reads or writes a socket: the connection does, and reports here.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -130,9 +131,17 @@ impl ClientInfo {
         now_ms.saturating_sub(self.last_active_ms.load(Ordering::Relaxed))
     }
 
+    /// Position in the command table of the last command it ran.
+    pub fn last_command(&self) -> Option<usize> {
+        match self.last_command.load(Ordering::Relaxed) {
+            NO_COMMAND => None,
+            index => Some(index),
+        }
+    }
+
     /// One line of CLIENT LIST, in Redis 7's field order, as of `clock`'s
-    /// time.
-    pub fn describe(&self, clock: &Clock) -> String {
+    /// time; `last_command` is the name of the last command it ran.
+    pub fn describe(&self, clock: &Clock, last_command: Option<&str>) -> String {
         let m = self.mutable.lock();
         let age = clock.since(self.created);
         let idle_ms = self.idle_ms(clock.wall_ms());
@@ -147,9 +156,7 @@ impl ClientInfo {
             m.name.as_deref().unwrap_or(""),
             age.as_secs(),
             idle_ms / 1000,
-            crate::command::COMMANDS
-                .get(self.last_command.load(Ordering::Relaxed))
-                .map_or("NULL", |c| c.name),
+            last_command.unwrap_or("NULL"),
             if self.resp3.load(Ordering::Relaxed) {
                 3
             } else {
