@@ -141,7 +141,7 @@ impl ClientInfo {
 
     /// One line of CLIENT LIST, in Redis 7's field order, as of `clock`'s
     /// time; `last_command` is the name of the last command it ran.
-    pub fn describe(&self, clock: &Clock, last_command: Option<&str>) -> String {
+    fn describe(&self, clock: &Clock, last_command: Option<&str>) -> String {
         let m = self.mutable.lock();
         let age = clock.since(self.created);
         let idle_ms = self.idle_ms(clock.wall_ms());
@@ -169,13 +169,29 @@ impl ClientInfo {
 }
 
 /// Connected clients by id (ids grow, so CLIENT LIST is in connection order).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     next_id: AtomicU64,
     clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    /// The name of the command at an index of the command table, which
+    /// the registry does not know (CLIENT LIST's `cmd=`).
+    command_name: fn(usize) -> &'static str,
 }
 
 impl Registry {
+    pub fn new(command_name: fn(usize) -> &'static str) -> Self {
+        Self {
+            next_id: AtomicU64::new(0),
+            clients: Mutex::new(BTreeMap::new()),
+            command_name,
+        }
+    }
+
+    /// `client`'s line of CLIENT LIST, as of `clock`'s time.
+    pub fn describe(&self, client: &ClientInfo, clock: &Clock) -> String {
+        client.describe(clock, client.last_command().map(self.command_name))
+    }
+
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }

@@ -195,7 +195,7 @@ impl Node {
             }),
             store,
             clock,
-            clients: Registry::default(),
+            clients: Registry::new(|index| command::COMMANDS.get(index).name),
             node,
             stats: Arc::new(Stats::default()),
             shutdown,

@@ -8,7 +8,7 @@
 use super::{Args, CmdError, CmdResult, Ctx, sub_arity};
 
 use super::CommandSpec;
-use super::table::spec;
+use super::spec::spec;
 
 /// This family's rows of the command table.
 #[rustfmt::skip]

@@ -1,10 +1,9 @@
 //! Connection commands: PING, ECHO, QUIT, HELLO, SELECT, AUTH, CLIENT.
 
-use super::{After, Args, COMMANDS, CmdError, CmdResult, Ctx, sub_arity};
-use crate::clients::ClientInfo;
+use super::{After, Args, CmdError, CmdResult, Ctx, sub_arity};
 
 use super::CommandSpec;
-use super::table::spec;
+use super::spec::spec;
 
 /// This family's rows of the command table.
 #[rustfmt::skip]
@@ -186,10 +185,11 @@ pub fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         b"info" => {
             sub_arity(args, "client", "info", 2)?;
-            ctx.reply.verbatim(
-                &ctx.client
-                    .describe(&ctx.services.clock, last_command(ctx.client)),
-            );
+            let line = ctx
+                .services
+                .clients
+                .describe(ctx.client, &ctx.services.clock);
+            ctx.reply.verbatim(&line);
         }
         b"list" => {
             sub_arity(args, "client", "list", -2)?;
@@ -200,7 +200,7 @@ pub fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 .snapshot()
                 .iter()
                 .filter(|c| wanted.as_ref().is_none_or(|ids| ids.contains(&c.id)))
-                .map(|c| c.describe(&ctx.services.clock, last_command(c)))
+                .map(|c| ctx.services.clients.describe(c, &ctx.services.clock))
                 .collect();
             ctx.reply.verbatim(&text);
         }
@@ -242,11 +242,6 @@ pub fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         _ => return Err(CmdError::unknown_subcommand(args.get(1), "client")),
     }
     Ok(())
-}
-
-/// The name of the last command `client` ran (CLIENT LIST's `cmd=`).
-fn last_command(client: &ClientInfo) -> Option<&'static str> {
-    client.last_command().map(|i| COMMANDS[i].name)
 }
 
 /// `CLIENT LIST [TYPE normal] [ID id ...]`: the client ids to show, if

@@ -4,7 +4,7 @@
 
 use crate::resp::Reply;
 
-use super::CommandSpec;
+use super::spec::CommandSpec;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Kind {

@@ -5,7 +5,7 @@ use super::{Args, CmdError, CmdResult, Ctx};
 use crate::store::{Expiry, Glob, NO_EXPIRY};
 
 use super::CommandSpec;
-use super::table::spec;
+use super::spec::spec;
 
 /// This family's rows of the command table.
 #[rustfmt::skip]

@@ -2,19 +2,15 @@
 //! DIGEST, SHUTDOWN, CONFIG GET.
 
 use super::connection::REDIS_COMPAT_VERSION;
-use super::{
-    After, Args, COMMANDS, CmdError, CmdResult, CommandSpec, Ctx, Services, lookup, sub_arity,
-};
+use super::{After, Args, CmdError, CmdResult, CommandSpec, Ctx, Services, sub_arity};
 use crate::info::InfoWriter;
-use crate::resp::Reply;
 use crate::store::Glob;
 
-use super::table::spec;
+use super::spec::spec;
 
 /// This family's rows of the command table.
 #[rustfmt::skip]
 pub(super) static FAMILY: &[CommandSpec] = &[
-    spec!("command", -1, command, [Loading, Stale], (0, 0, 0), "server", "2.8.13", "[COUNT|INFO command-name...|DOCS command-name...|LIST]", "Returns details about commands: COUNT, INFO, DOCS, LIST."),
     spec!("info", -1, info, [Loading, Stale], (0, 0, 0), "server", "1.0.0", "[section...]", "Returns information and statistics about the server."),
     spec!("dbsize", 1, dbsize, [Readonly, Fast], (0, 0, 0), "server", "1.0.0", "", "Returns the number of keys."),
     spec!("flushall", -1, flushall, [Write], (0, 0, 0), "server", "1.0.0", "[ASYNC|SYNC]", "Removes all keys."),
@@ -25,84 +21,6 @@ pub(super) static FAMILY: &[CommandSpec] = &[
     spec!("wait", 3, wait, [Noscript], (0, 0, 0), "generic", "3.0.0", "numreplicas timeout", "Waits until this connection's writes are acknowledged by that many peers."),
     spec!("config", -2, config, [Admin, Noscript, Loading, Stale], (0, 0, 0), "server", "2.0.0", "subcommand [argument...]", "CONFIG GET of the node's settings, CONFIG SET of the memory settings, CONFIG RESETSTAT."),
 ];
-
-fn command_info(reply: &mut Reply, c: &CommandSpec) {
-    reply.array(10);
-    reply.bulk(c.name.as_bytes());
-    reply.int(i64::from(c.arity));
-    let flags: Vec<&str> = c.reported_flags().collect();
-    reply.set(flags.len());
-    for f in flags {
-        reply.simple(f);
-    }
-    reply.int(i64::from(c.first_key));
-    reply.int(i64::from(c.last_key));
-    reply.int(i64::from(c.key_step));
-    let cats = c.acl_categories();
-    reply.set(cats.len());
-    for cat in &cats {
-        reply.simple(cat);
-    }
-    reply.array(0); // tips
-    reply.array(0); // key specifications
-    reply.array(0); // subcommands
-}
-
-pub fn command(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let reply = &mut *ctx.reply;
-    if args.len() == 1 {
-        reply.array(COMMANDS.len());
-        for c in COMMANDS.iter() {
-            command_info(reply, c);
-        }
-        return Ok(());
-    }
-    let sub = args.get(1).to_ascii_lowercase();
-    match sub.as_slice() {
-        b"count" => {
-            sub_arity(args, "command", "count", 2)?;
-            reply.int(COMMANDS.len() as i64);
-        }
-        b"info" => {
-            let names = args.from(2);
-            if names.is_empty() {
-                reply.array(COMMANDS.len());
-                COMMANDS.iter().for_each(|c| command_info(reply, c));
-            } else {
-                reply.array(names.len());
-                for name in names.iter() {
-                    match lookup(name) {
-                        Some(c) => command_info(reply, c),
-                        None => reply.null_array(),
-                    }
-                }
-            }
-        }
-        b"docs" => {
-            let names = args.from(2);
-            if names.is_empty() {
-                reply.map(COMMANDS.len());
-                COMMANDS
-                    .iter()
-                    .for_each(|c| super::docs::write_docs(reply, c));
-            } else {
-                let found: Vec<_> = names.iter().filter_map(lookup).collect();
-                reply.map(found.len());
-                found
-                    .into_iter()
-                    .for_each(|c| super::docs::write_docs(reply, c));
-            }
-        }
-        b"list" => {
-            reply.array(COMMANDS.len());
-            for c in COMMANDS.iter() {
-                reply.bulk(c.name.as_bytes());
-            }
-        }
-        _ => return Err(CmdError::unknown_subcommand(args.get(1), "command")),
-    }
-    Ok(())
-}
 
 pub fn info(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let requested: Vec<String> = args

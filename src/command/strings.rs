@@ -8,7 +8,7 @@ use crate::resp::parse_i64;
 use crate::store::{Expiry, KeyAccess, NO_EXPIRY};
 
 use super::CommandSpec;
-use super::table::spec;
+use super::spec::spec;
 
 /// This family's rows of the command table.
 #[rustfmt::skip]

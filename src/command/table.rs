@@ -1,168 +1,25 @@
-//! The command metadata table: one row per command drives arity checks,
-//! dispatch, and the `COMMAND` / `COMMAND DOCS` replies.
+//! The command table: every family's rows (a new family is a file with
+//! its rows plus its line in [`FAMILIES`]), and COMMAND, which reports the
+//! table: it lives here so that no family imports the table listing it.
 
 use std::sync::LazyLock;
 
-use super::{Args, CmdResult, Ctx, cluster, connection, keys, server, strings, transaction};
+use super::args::{Args, CmdError, CmdResult, sub_arity};
+use super::context::Ctx;
+use super::spec::{CommandSpec, CommandTable, spec};
+use super::{cluster, connection, docs, keys, server, strings, transaction};
+use crate::resp::Reply;
 
-pub type Handler = fn(&mut Ctx<'_>, &Args<'_>) -> CmdResult;
+/// The table's own row.
+#[rustfmt::skip]
+static INTROSPECTION: &[CommandSpec] = &[
+    spec!("command", -1, command, [Loading, Stale], (0, 0, 0), "server", "2.8.13", "[COUNT|INFO command-name...|DOCS command-name...|LIST]", "Returns details about commands: COUNT, INFO, DOCS, LIST."),
+];
 
-/// A command's flags. Redis's own are reported by COMMAND INFO under
-/// Redis's names; the rest are kriminoDB's and drive dispatch only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Flag {
-    /// Changes the keyspace: a client that ran it waits for it in WAIT.
-    Write,
-    Readonly,
-    /// A write that may grow memory: past maxmemory it first makes room
-    /// per the eviction policy, or is refused with -OOM.
-    Denyoom,
-    Admin,
-    Noscript,
-    Loading,
-    Stale,
-    Fast,
-    /// Runs before the client authenticates (AUTH, HELLO, QUIT).
-    NoAuth,
-    /// Refused inside MULTI ("Command not allowed inside a transaction").
-    NoMulti,
-    AllowBusy,
-    /// kriminoDB's own: acts at once inside MULTI instead of being queued
-    /// (MULTI, EXEC, DISCARD, WATCH, QUIT, as Redis hard-codes them).
-    TxControl,
-}
-
-impl Flag {
-    /// Redis's name, or None for kriminoDB's own flags.
-    pub fn redis_name(self) -> Option<&'static str> {
-        Some(match self {
-            Self::Write => "write",
-            Self::Readonly => "readonly",
-            Self::Denyoom => "denyoom",
-            Self::Admin => "admin",
-            Self::Noscript => "noscript",
-            Self::Loading => "loading",
-            Self::Stale => "stale",
-            Self::Fast => "fast",
-            Self::NoAuth => "no_auth",
-            Self::NoMulti => "no_multi",
-            Self::AllowBusy => "allow_busy",
-            Self::TxControl => return None,
-        })
-    }
-
-    /// The flags as a bit set, for one-instruction checks on the hot path.
-    pub const fn mask(flags: &[Flag]) -> u32 {
-        let mut mask = 0;
-        let mut i = 0;
-        while i < flags.len() {
-            mask |= 1 << flags[i] as u32;
-            i += 1;
-        }
-        mask
-    }
-}
-
-#[derive(Debug)]
-pub struct CommandSpec {
-    /// Lowercase, as Redis reports it.
-    pub name: &'static str,
-    /// Redis's convention: N means exactly N arguments (name included), -N
-    /// means at least N.
-    pub arity: i32,
-    /// In the order COMMAND INFO reports them.
-    pub flags: &'static [Flag],
-    /// The same, as a bit set.
-    pub mask: u32,
-    pub first_key: i32,
-    pub last_key: i32,
-    pub key_step: i32,
-    pub group: &'static str,
-    pub since: &'static str,
-    pub summary: &'static str,
-    /// Arguments in Redis's help notation, extended with `(a b)...` for a
-    /// repeated group and `name...` for a repeated argument; COMMAND DOCS
-    /// turns it into the structured form redis-cli builds its hints from.
-    pub syntax: &'static str,
-    pub handler: Handler,
-}
-
-impl CommandSpec {
-    pub fn arity_ok(&self, argc: usize) -> bool {
-        let argc = argc as i32;
-        if self.arity >= 0 {
-            argc == self.arity
-        } else {
-            argc >= -self.arity
-        }
-    }
-
-    pub fn has(&self, flag: Flag) -> bool {
-        self.mask & (1 << flag as u32) != 0
-    }
-
-    pub fn is_write(&self) -> bool {
-        self.has(Flag::Write)
-    }
-
-    /// Redis's `denyoom`: a write that may grow memory, refused past
-    /// maxmemory when nothing can be evicted.
-    pub fn may_grow_memory(&self) -> bool {
-        self.has(Flag::Denyoom)
-    }
-
-    /// The flags COMMAND INFO reports, by Redis's names.
-    pub fn reported_flags(&self) -> impl Iterator<Item = &'static str> {
-        self.flags.iter().filter_map(|f| f.redis_name())
-    }
-
-    /// Redis's ACL categories, derived from the group and flags.
-    pub fn acl_categories(&self) -> Vec<String> {
-        let mut cats = vec![format!("@{}", self.group)];
-        cats.push(if self.is_write() { "@write" } else { "@read" }.to_string());
-        cats.push(
-            if self.has(Flag::Fast) {
-                "@fast"
-            } else {
-                "@slow"
-            }
-            .to_string(),
-        );
-        if self.has(Flag::Admin) {
-            cats.push("@admin".into());
-            cats.push("@dangerous".into());
-        }
-        cats
-    }
-}
-
-/// One row of the command table (the families' files use it).
-macro_rules! spec {
-    ($name:literal, $arity:expr, $handler:path, [$($flag:ident),*], ($first:expr, $last:expr, $step:expr),
-     $group:literal, $since:literal, $args:literal, $summary:literal) => {
-        $crate::command::CommandSpec {
-            name: $name,
-            arity: $arity,
-            flags: &[$($crate::command::Flag::$flag),*],
-            mask: $crate::command::Flag::mask(&[$($crate::command::Flag::$flag),*]),
-            first_key: $first,
-            last_key: $last,
-            key_step: $step,
-            group: $group,
-            since: $since,
-            summary: $summary,
-            syntax: $args,
-            handler: $handler,
-        }
-    };
-}
-pub(super) use spec;
-
-/// The command families, each a file with its rows: a new family is a
-/// file plus its line here.
+/// The command families, each a file with its rows.
 static FAMILIES: &[&[CommandSpec]] = &[
     connection::FAMILY,
+    INTROSPECTION,
     server::FAMILY,
     cluster::FAMILY,
     transaction::FAMILY,
@@ -170,45 +27,81 @@ static FAMILIES: &[&[CommandSpec]] = &[
     keys::FAMILY,
 ];
 
-/// Every command, in the families' order: a command's index here is its
-/// identity (CLIENT LIST's `cmd=` keeps one per client).
-pub static COMMANDS: LazyLock<Vec<&'static CommandSpec>> =
-    LazyLock::new(|| FAMILIES.iter().flat_map(|f| f.iter()).collect());
+/// Every command, in the families' order.
+pub static COMMANDS: LazyLock<CommandTable> = LazyLock::new(|| CommandTable::new(FAMILIES));
 
-/// Longest command name we store; longer names cannot match.
-const MAX_NAME: usize = 32;
-
-/// Positions in [`COMMANDS`] by the shape of the name: its length and the
-/// low five bits of its first byte (the same for both cases of a letter).
-/// A lookup compares the one or two names of that shape, without copying
-/// or hashing the name (133 → 97 instructions per command, callgrind).
-static BY_SHAPE: LazyLock<Vec<Vec<u16>>> = LazyLock::new(|| {
-    let mut table = vec![Vec::new(); (MAX_NAME + 1) * 32];
-    for (i, c) in COMMANDS.iter().enumerate() {
-        table[shape(c.name.as_bytes())].push(i as u16);
+fn command_info(reply: &mut Reply, c: &CommandSpec) {
+    reply.array(10);
+    reply.bulk(c.name.as_bytes());
+    reply.int(i64::from(c.arity));
+    let flags: Vec<&str> = c.reported_flags().collect();
+    reply.set(flags.len());
+    for f in flags {
+        reply.simple(f);
     }
-    table
-});
-
-/// Index of a non-empty name of at most [`MAX_NAME`] bytes in [`BY_SHAPE`].
-fn shape(name: &[u8]) -> usize {
-    name.len() * 32 + usize::from(name[0] & 0x1f)
+    reply.int(i64::from(c.first_key));
+    reply.int(i64::from(c.last_key));
+    reply.int(i64::from(c.key_step));
+    let cats = c.acl_categories();
+    reply.set(cats.len());
+    for cat in &cats {
+        reply.simple(cat);
+    }
+    reply.array(0); // tips
+    reply.array(0); // key specifications
+    reply.array(0); // subcommands
 }
 
-/// Finds a command by name, ignoring ASCII case, without allocating.
-pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
-    lookup_index(name).map(|i| COMMANDS[i])
-}
-
-/// Like [`lookup`], giving the command's position in [`COMMANDS`].
-pub fn lookup_index(name: &[u8]) -> Option<usize> {
-    if name.is_empty() || name.len() > MAX_NAME {
-        return None;
+pub fn command(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
+    let (reply, commands) = (&mut *ctx.reply, &*COMMANDS);
+    if args.len() == 1 {
+        reply.array(commands.len());
+        for c in commands.iter() {
+            command_info(reply, c);
+        }
+        return Ok(());
     }
-    BY_SHAPE[shape(name)]
-        .iter()
-        .map(|&i| usize::from(i))
-        .find(|&i| COMMANDS[i].name.as_bytes().eq_ignore_ascii_case(name))
+    let sub = args.get(1).to_ascii_lowercase();
+    match sub.as_slice() {
+        b"count" => {
+            sub_arity(args, "command", "count", 2)?;
+            reply.int(commands.len() as i64);
+        }
+        b"info" => {
+            let names = args.from(2);
+            if names.is_empty() {
+                reply.array(commands.len());
+                commands.iter().for_each(|c| command_info(reply, c));
+            } else {
+                reply.array(names.len());
+                for name in names.iter() {
+                    match commands.lookup(name) {
+                        Some(c) => command_info(reply, c),
+                        None => reply.null_array(),
+                    }
+                }
+            }
+        }
+        b"docs" => {
+            let names = args.from(2);
+            if names.is_empty() {
+                reply.map(commands.len());
+                commands.iter().for_each(|c| docs::write_docs(reply, c));
+            } else {
+                let found: Vec<_> = names.iter().filter_map(|n| commands.lookup(n)).collect();
+                reply.map(found.len());
+                found.into_iter().for_each(|c| docs::write_docs(reply, c));
+            }
+        }
+        b"list" => {
+            reply.array(commands.len());
+            for c in commands.iter() {
+                reply.bulk(c.name.as_bytes());
+            }
+        }
+        _ => return Err(CmdError::unknown_subcommand(args.get(1), "command")),
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -221,21 +114,25 @@ mod tests {
         for c in COMMANDS.iter() {
             assert_eq!(c.name, c.name.to_ascii_lowercase());
             assert!(seen.insert(c.name), "duplicate {}", c.name);
-            assert!(lookup(c.name.to_ascii_uppercase().as_bytes()).is_some());
+            assert!(
+                COMMANDS
+                    .lookup(c.name.to_ascii_uppercase().as_bytes())
+                    .is_some()
+            );
         }
-        assert!(lookup(b"nosuchcommand").is_none());
+        assert!(COMMANDS.lookup(b"nosuchcommand").is_none());
         // Same length and first letter as GET, or as nothing at all.
-        assert!(lookup(b"gex").is_none() && lookup(b"GEX").is_none());
-        assert_eq!(lookup(b"gEt").map(|c| c.name), Some("get"));
-        assert!(lookup(b"").is_none() && lookup(&[b'g'; 40]).is_none());
-        assert!(lookup(b"\0et").is_none() && lookup("gét".as_bytes()).is_none());
+        assert!(COMMANDS.lookup(b"gex").is_none() && COMMANDS.lookup(b"GEX").is_none());
+        assert_eq!(COMMANDS.lookup(b"gEt").map(|c| c.name), Some("get"));
+        assert!(COMMANDS.lookup(b"").is_none() && COMMANDS.lookup(&[b'g'; 40]).is_none());
+        assert!(COMMANDS.lookup(b"\0et").is_none() && COMMANDS.lookup("gét".as_bytes()).is_none());
     }
 
     #[test]
     fn arity_follows_redis_convention() {
-        let get = lookup(b"get").unwrap();
+        let get = COMMANDS.lookup(b"get").unwrap();
         assert!(get.arity_ok(2) && !get.arity_ok(1) && !get.arity_ok(3));
-        let set = lookup(b"set").unwrap();
+        let set = COMMANDS.lookup(b"set").unwrap();
         assert!(set.arity_ok(3) && set.arity_ok(9) && !set.arity_ok(2));
     }
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 
 use crate::clients::ClientInfo;
-use crate::command::transaction::{self, Transaction};
-use crate::command::{After, Args, Ctx, Services, dispatch};
+
+use crate::command::{After, Args, Ctx, Services, Transaction, dispatch, run_queued};
 use crate::resp::{Decoded, Decoder, Limits, Reply, Source};
 use crate::stats::Stats;
 use crate::store::Store;
@@ -293,7 +293,7 @@ impl Session {
         let mut idle = Transaction::default();
         let mut ctx = Ctx::new(services, &self.client, &mut self.reply, now_ms, &mut idle);
         let (wrote_since, last_write_seq) = (&mut self.wrote_since, &mut self.last_write_seq);
-        transaction::run_queued(&mut ctx, queued, &watched, |ctx| {
+        run_queued(&mut ctx, queued, &watched, |ctx| {
             *wrote_since |= ctx.wrote;
             // WAIT cannot block inside a transaction: as in Redis it answers
             // with what is acknowledged already.
