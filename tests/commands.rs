@@ -25,7 +25,9 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use kriminodb::clock::ManualTime;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
@@ -36,6 +38,8 @@ type Con = MultiplexedConnection;
 struct Target {
     addr: SocketAddr,
     backend: Backend,
+    /// kriminoDB's clock, which stands still until [`Target::advance`].
+    time: Option<Arc<ManualTime>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -53,6 +57,15 @@ struct Peer {
 impl Target {
     async fn con(&self) -> Con {
         connect(self.addr).await
+    }
+
+    /// Lets `by` pass: kriminoDB's clock is stepped; for the reference
+    /// redis-server, whose clock cannot be, the test sleeps.
+    async fn advance(&self, by: std::time::Duration) {
+        match &self.time {
+            Some(time) => time.advance(by),
+            None => tokio::time::sleep(by).await,
+        }
     }
 
     /// For kriminoDB a brand-new node. A reference run has only one
@@ -117,10 +130,12 @@ macro_rules! command_families {
             $(
                 #[tokio::test]
                 async fn $family() {
-                    let node = crate::common::start_node().await;
+                    let (node, time) =
+                        crate::common::start_node_stepped(kriminodb::Config::ephemeral()).await;
                     let target = crate::Target {
                         addr: node.client_addr(),
                         backend: crate::Backend::Kriminodb,
+                        time: Some(time),
                     };
                     crate::checks::$family(&target).await;
                     node.shutdown().await;
@@ -137,6 +152,7 @@ macro_rules! command_families {
                     let target = crate::Target {
                         addr: crate::reference_addr(),
                         backend: crate::Backend::Reference,
+                        time: None,
                     };
                     // Checks assume an empty keyspace, like a fresh node.
                     let mut con = target.con().await;
@@ -1454,13 +1470,14 @@ mod checks {
         )
         .await;
 
-        // 99 999 ms left is a TTL of 100 s. That only holds while less than
+        // 99 999 ms left is a TTL of 100 s. kriminoDB's clock stands still
+        // meanwhile; on the reference server it only holds while less than
         // half a second has passed, so on a machine that slow the check
-        // proves nothing and is skipped rather than failed.
+        // proves nothing there and is skipped rather than failed.
         let start = std::time::Instant::now();
         q(&mut con, &["SET", "r", "v", "PX", "99999"]).await;
         let ttl = int_of(&mut con, &["TTL", "r"]).await;
-        if start.elapsed() < std::time::Duration::from_millis(400) {
+        if t.time.is_some() || start.elapsed() < std::time::Duration::from_millis(400) {
             assert_eq!(ttl, 100, "TTL of 99 999 ms rounds to 100 s");
         }
     }
@@ -1625,8 +1642,15 @@ mod checks {
     pub async fn expiry(t: &Target) {
         let mut con = t.con().await;
 
+        let past_50_ms = std::time::Duration::from_millis(60);
         // Expired keys read as missing.
         q(&mut con, &["SET", "short", "v", "PX", "50"]).await;
+        // Until its clock is stepped, kriminoDB's key lives (the reference
+        // server's clock moves on its own: no check before).
+        if t.time.is_some() {
+            assert_eq!(q(&mut con, &["GET", "short"]).await, bulk("v"));
+        }
+        t.advance(past_50_ms).await;
         let gone = eventually(&mut con, |r| r == nil(), &["GET", "short"]).await;
         assert!(gone, "GET still returns a key set with PX 50");
         assert_eq!(q(&mut con, &["TTL", "short"]).await, int(-2));
@@ -1634,6 +1658,10 @@ mod checks {
 
         q(&mut con, &["SET", "p", "v"]).await;
         q(&mut con, &["PEXPIRE", "p", "50"]).await;
+        if t.time.is_some() {
+            assert_eq!(q(&mut con, &["EXISTS", "p"]).await, int(1));
+        }
+        t.advance(past_50_ms).await;
         let gone = eventually(&mut con, |r| r == int(0), &["EXISTS", "p"]).await;
         assert!(gone, "PEXPIRE 50 never took effect");
 
@@ -1648,6 +1676,12 @@ mod checks {
             )
             .await;
         }
+        if t.time.is_some() {
+            assert_eq!(q(&mut con, &["DBSIZE"]).await, int(101));
+        }
+        // Past the TTL and a round of the active expiry cycle (Redis's
+        // hz 10), which runs on the node's clock.
+        t.advance(std::time::Duration::from_millis(250)).await;
         let swept = eventually(&mut con, |r| r == int(1), &["DBSIZE"]).await;
         assert!(
             swept,

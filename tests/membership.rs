@@ -44,16 +44,12 @@ fn config(name: &str) -> Config {
 /// Starts nodes `n1`..`nN`; all but the first join through `n1`'s peer
 /// address. `tweak` adjusts every node's configuration.
 async fn start_cluster(n: usize, tweak: impl Fn(&mut Config)) -> Vec<NodeHandle> {
-    let mut nodes: Vec<NodeHandle> = Vec::with_capacity(n);
-    for i in 1..=n {
-        let mut c = config(&format!("n{i}"));
-        if let Some(seed) = nodes.first() {
-            c.join = vec![seed.peer_addr().to_string()];
-        }
+    common::cluster::start_cluster(n, |name| {
+        let mut c = config(name);
         tweak(&mut c);
-        nodes.push(start_node_with(c).await);
-    }
-    nodes
+        c
+    })
+    .await
 }
 
 /// What `node` knows, as (name, state) pairs sorted by name: compact and

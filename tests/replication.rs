@@ -19,12 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use common::cluster::{self, wait_ready};
 use common::{
     closed_by_server, eventually_ok, fast_config as config, info_field, patient_client_at,
     restart_at, start_node_with,
 };
-use kriminodb::clock::Version;
-use kriminodb::membership::MemberState;
+use kriminodb::clock::{TimeSource, Version};
+
 use kriminodb::replication::wire::{self, Frame, Message, PROTOCOL_VERSION};
 use kriminodb::{Config, Node, NodeHandle};
 use redis::aio::MultiplexedConnection;
@@ -41,59 +42,13 @@ fn ms(n: u64) -> Duration {
 }
 
 fn joining(name: &str, seed: &NodeHandle) -> Config {
-    Config {
-        join: vec![seed.peer_addr().to_string()],
-        ..config(name)
-    }
+    cluster::joining(config(name), seed)
 }
 
 /// Starts `n1`..`nN`, all but the first joining through `n1`, and waits
 /// until they form a fully linked cluster.
 async fn start_cluster(n: usize) -> Vec<NodeHandle> {
-    let mut nodes: Vec<NodeHandle> = Vec::with_capacity(n);
-    for i in 1..=n {
-        let name = format!("n{i}");
-        let c = match nodes.first() {
-            Some(seed) => joining(&name, seed),
-            None => config(&name),
-        };
-        nodes.push(start_node_with(c).await);
-    }
-    wait_ready(&nodes.iter().collect::<Vec<_>>()).await;
-    nodes
-}
-
-/// Ok when every node sees exactly `nodes` (by node id), all alive, has a
-/// link to each of the others and has completed a reconciliation.
-fn ready(nodes: &[&NodeHandle]) -> Result<(), String> {
-    let mut expected: Vec<u64> = nodes.iter().map(|n| n.node_id()).collect();
-    expected.sort_unstable();
-    for node in nodes {
-        let members = node.membership().members();
-        let mut ids: Vec<u64> = members.iter().map(|m| m.id.node_id).collect();
-        ids.sort_unstable();
-        let states: Vec<(String, MemberState)> = members
-            .iter()
-            .map(|m| (m.id.name.clone(), m.state))
-            .collect();
-        if ids != expected || members.iter().any(|m| m.state != MemberState::Alive) {
-            return Err(format!("{} sees {states:?}", node.name()));
-        }
-        let replication = &node.replication();
-        let linked = replication.connected_peers();
-        if linked != nodes.len() - 1 {
-            return Err(format!("{} has {linked} peer links", node.name()));
-        }
-        if nodes.len() > 1 && !replication.stats.initial_sync_done.load(Ordering::Acquire) {
-            return Err(format!("{} has not reconciled yet", node.name()));
-        }
-    }
-    Ok(())
-}
-
-async fn wait_ready(nodes: &[&NodeHandle]) {
-    let formed = eventually_ok(CONVERGE, || std::future::ready(ready(nodes))).await;
-    formed.expect("the nodes form a fully linked cluster");
+    cluster::start_ready_cluster(n, config).await
 }
 
 /// A node's live, unexpired entries: (key, value, expiry, version), sorted.
@@ -828,6 +783,50 @@ async fn tombstones_are_collected_once_every_node_has_reconciled() {
             .unwrap();
         assert_eq!(dbsize, 0);
     }
+}
+
+/// Skew is a parameter, not a process-wide setting: three nodes in one
+/// process whose wall clocks disagree by a minute converge, and a write
+/// made after another was seen wins even on the node whose clock is
+/// furthest behind (the HLC receive rule), a delete too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_whose_clocks_disagree_in_one_process_keep_causal_order() {
+    let skews_ms = [30_000, 0, -30_000];
+    let nodes = cluster::start_cluster_on(3, config, |i| TimeSource::System {
+        offset_ms: skews_ms[i],
+    })
+    .await;
+    let all: Vec<&NodeHandle> = nodes.iter().collect();
+    wait_ready(&all).await;
+    let ahead = nodes[0].clock().wall_ms();
+    let behind = nodes[2].clock().wall_ms();
+    assert!(
+        ahead > behind + 50_000,
+        "{ahead} vs {behind}: the clocks disagree"
+    );
+    let mut cons = connect_all(&all).await;
+    set(&mut cons[0], "k", "from the node ahead").await;
+    let seen = eventually_ok(CONVERGE, || {
+        everywhere(&cons, "k", Some("from the node ahead"))
+    })
+    .await;
+    seen.expect("the first write reaches every node");
+    // Written after it was seen: later in causal order, though this node's
+    // clock reads a minute earlier.
+    set(&mut cons[2], "k", "from the node behind").await;
+    let won = eventually_ok(CONVERGE, || {
+        everywhere(&cons, "k", Some("from the node behind"))
+    })
+    .await;
+    won.expect("the causally later write wins everywhere");
+    let _: i64 = redis::cmd("DEL")
+        .arg("k")
+        .query_async(&mut cons[2])
+        .await
+        .unwrap();
+    let deleted = eventually_ok(CONVERGE, || everywhere(&cons, "k", None)).await;
+    deleted.expect("the delete from the node behind wins too");
+    assert_converged(&all).await;
 }
 
 // ---------------------------------------------------------------------------

@@ -19,27 +19,17 @@ const CONVERGE: Duration = Duration::from_secs(30);
 /// Fast membership and anti-entropy timings.
 const TIMINGS: [&str; 12] = process::fast_timings("2s", "200ms");
 
-/// Starts one node with this file's timings; None if it exits first.
-fn try_spawn(name: &str, ports: (u16, u16), join: Option<SocketAddr>) -> Option<Proc> {
-    let mut cmd = process::node_command(ports);
-    cmd.args(["--name", name]);
-    cmd.args(TIMINGS);
-    if let Some(seed) = join {
-        cmd.args(["--join", &seed.to_string()]);
-    }
-    process::try_spawn(name, cmd)
-}
-
-/// Like [`try_spawn`], retrying a few times: a port just released by a
-/// killed process may take a moment to be free again.
+/// Starts one node with this file's timings on `ports` (0 for free ones).
 fn spawn(name: &str, ports: (u16, u16), join: Option<SocketAddr>) -> Proc {
-    for _ in 0..10 {
-        if let Some(p) = try_spawn(name, ports, join) {
-            return p;
+    process::spawn_retrying(name, || {
+        let mut cmd = process::node_command(ports);
+        cmd.args(["--name", name]);
+        cmd.args(TIMINGS);
+        if let Some(seed) = join {
+            cmd.args(["--join", &seed.to_string()]);
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("{name} cannot start on ports {ports:?}");
+        cmd
+    })
 }
 
 async fn digest(con: &MultiplexedConnection) -> String {

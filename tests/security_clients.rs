@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{closed_by_server, eventually, exchange, raw, read_exactly, start_node_with};
+use common::{
+    closed_by_server, eventually, exchange, raw, read_exactly, start_node_stepped, start_node_with,
+    start_on_a_free_port,
+};
 use kriminodb::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -368,7 +371,7 @@ async fn protected_mode_refuses_non_loopback_clients_without_a_password() {
 #[tokio::test]
 async fn idle_clients_are_closed_after_the_timeout_and_active_ones_are_not() {
     let _heavy = HEAVY.lock().await;
-    let node = start_node_with(Config {
+    let (node, time) = start_node_stepped(Config {
         timeout: 1,
         ..Config::ephemeral()
     })
@@ -383,10 +386,11 @@ async fn idle_clients_are_closed_after_the_timeout_and_active_ones_are_not() {
     set_big(&mut active, 1024 * 1024).await;
     let mut stuck = raw(addr).await;
     stuck.write_all(&b"GET big\r\n".repeat(20)).await.unwrap();
-    // The active client talks every 200 ms for 3 timeouts.
+    // The active client talks every 200 ms of the node's clock, for 3
+    // timeouts; the idle sweep runs on that clock too.
     for _ in 0..15 {
         exchange(&mut active, b"PING\r\n", b"+PONG\r\n").await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        time.advance(Duration::from_millis(200));
     }
     exchange(
         &mut active,
@@ -406,30 +410,33 @@ async fn idle_clients_are_closed_after_the_timeout_and_active_ones_are_not() {
     );
     // Checked from the server's side: reading here would unblock it.
     let stuck_addr = format!("addr={} ", stuck.local_addr().unwrap());
-    let mut observer = common::client_at(addr).await;
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
-    let (gone, list) = loop {
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query_async(&mut observer)
-            .await
-            .unwrap();
-        if !list.contains(&stuck_addr) || tokio::time::Instant::now() >= until {
-            break (!list.contains(&stuck_addr), list);
+    let observer = common::client_at(addr).await;
+    let gone = common::eventually_ok(Duration::from_secs(5), || {
+        let (mut observer, stuck_addr) = (observer.clone(), stuck_addr.clone());
+        async move {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut observer)
+                .await
+                .unwrap();
+            if list.contains(&stuck_addr) {
+                Err(list)
+            } else {
+                Ok(())
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(
-        gone,
-        "a client not reading its replies for 3x the timeout is closed: {list}"
-    );
+    })
+    .await;
+    if let Err(list) = gone {
+        panic!("a client not reading its replies for 3x the timeout is closed: {list}");
+    }
     exchange(&mut active, b"PING\r\n", b"+PONG\r\n").await;
     node.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_client_blocked_in_wait_is_not_idle() {
-    let node = start_node_with(Config {
+    let (node, time) = start_node_stepped(Config {
         timeout: 1,
         ..Config::ephemeral()
     })
@@ -438,8 +445,34 @@ async fn a_client_blocked_in_wait_is_not_idle() {
     // A lone node: WAIT 1 0 blocks until the client gives up.
     let mut waiter = raw(addr).await;
     waiter.write_all(b"WAIT 1 0\r\n").await.unwrap();
+    let mut control = raw(addr).await;
+    exchange(&mut control, b"PING\r\n", b"+PONG\r\n").await;
+    let blocked = eventually(Duration::from_secs(5), || {
+        let node = &node;
+        async move {
+            let mut observer = common::client(node).await;
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut observer)
+                .await
+                .unwrap();
+            list.contains("cmd=wait")
+        }
+    })
+    .await;
+    assert!(blocked, "the WAIT is being served");
+    // 3x the timeout pass on the node's clock; the sweep that closes the
+    // idle control client is the one the blocked waiter must survive.
+    for _ in 0..3 {
+        time.advance(Duration::from_millis(1100));
+        tokio::task::yield_now().await;
+    }
     assert!(
-        !closed_by_server(&mut waiter, Duration::from_secs(3)).await,
+        closed_by_server(&mut control, Duration::from_secs(5)).await,
+        "the idle sweep ran: an idle client is closed"
+    );
+    assert!(
+        !closed_by_server(&mut waiter, Duration::from_millis(200)).await,
         "a client blocked in WAIT survives 3x the timeout"
     );
     still_serves(addr, None).await;
@@ -471,8 +504,8 @@ async fn a_client_blocked_in_wait_is_not_idle() {
 #[tokio::test]
 async fn a_slow_but_steady_reader_of_a_long_reply_is_not_idle() {
     let _heavy = HEAVY.lock().await;
-    const VALUE: usize = 8 * 1024 * 1024;
-    let node = start_node_with(Config {
+    const VALUE: usize = 16 * 1024 * 1024;
+    let (node, time) = start_node_stepped(Config {
         timeout: 1,
         ..Config::ephemeral()
     })
@@ -481,13 +514,16 @@ async fn a_slow_but_steady_reader_of_a_long_reply_is_not_idle() {
     let mut setup = raw(addr).await;
     set_big(&mut setup, VALUE).await;
     // A small receive buffer, so the node's write lasts as long as the
-    // reading does: 256 KiB every 100 ms, over 3 s for the 8 MiB reply.
+    // reading does: 256 KiB every 32 ms of the node's clock, 2 s for the
+    // 16 MiB reply. The node marks the client active at each partial write,
+    // so the last second is what the kernel buffers hold once it wrote
+    // everything (at most 4 MiB of send buffer here, half a second).
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(64 * 1024).unwrap();
     let mut reader = socket.connect(addr).await.unwrap();
     reader.write_all(b"GET big\r\n").await.unwrap();
     let expected = format!("${VALUE}\r\n").len() + VALUE + 2;
-    let started = std::time::Instant::now();
+    let started = node.clock().now();
     let mut received = 0usize;
     let mut buf = vec![0u8; 256 * 1024];
     while received < expected {
@@ -501,20 +537,22 @@ async fn a_slow_but_steady_reader_of_a_long_reply_is_not_idle() {
             }
         }
         received += chunk;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        time.advance(Duration::from_millis(32));
     }
-    println!("read {received} bytes in {:?}", started.elapsed());
-    assert!(started.elapsed() > Duration::from_secs(2));
+    let took = node.clock().since(started);
+    println!("read {received} bytes in {took:?} of the node's clock");
+    assert!(took >= Duration::from_secs(2), "twice the timeout");
     exchange(&mut reader, b"PING\r\n", b"+PONG\r\n").await;
     node.shutdown().await;
 }
 
 #[tokio::test]
 async fn without_a_timeout_idle_clients_stay_connected() {
-    let node = start_node_with(Config::ephemeral()).await;
+    let (node, time) = start_node_stepped(Config::ephemeral()).await;
     let mut idle = raw(node.client_addr()).await;
+    time.advance(Duration::from_secs(3600));
     assert!(
-        !closed_by_server(&mut idle, Duration::from_secs(3)).await,
+        !closed_by_server(&mut idle, Duration::from_secs(1)).await,
         "timeout 0 never closes a client"
     );
     exchange(&mut idle, b"PING\r\n", b"+PONG\r\n").await;
@@ -853,28 +891,13 @@ fn fastrand_suffix() -> u64 {
     h.finish()
 }
 
-/// A port free right now, for the plain port of a node that also has a
-/// TLS port (there, `--port 0` disables the plain port).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn tls_port_serves_the_redis_crate_and_the_plain_port_keeps_working() {
     let _heavy = HEAVY.lock().await;
     let pki = Pki::generate("both");
-    let plain_port = free_port();
-    let node = start_node_with(Config {
-        port: plain_port,
-        ..pki.node_config(false)
-    })
-    .await;
+    let node = start_on_a_free_port(pki.node_config(false)).await;
     let tls_addr = node.tls_addr().expect("TLS port bound");
-    assert_eq!(node.client_addr().port(), plain_port);
+    assert_ne!(node.client_addr(), tls_addr, "the plain port serves too");
     let mut tls = pki
         .client(tls_addr, false)
         .get_multiplexed_async_connection()
@@ -971,11 +994,7 @@ async fn tls_with_a_password_needs_both() {
 #[tokio::test]
 async fn tls_ca_cert_file_requires_a_client_certificate() {
     let pki = Pki::generate("mtls");
-    let node = start_node_with(Config {
-        port: free_port(),
-        ..pki.node_config(true)
-    })
-    .await;
+    let node = start_on_a_free_port(pki.node_config(true)).await;
     let tls_addr = node.tls_addr().unwrap();
     // Without a client certificate the handshake is refused (TLS 1.3
     // reports it on first use rather than at connect, so check both).

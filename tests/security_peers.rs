@@ -16,6 +16,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::cluster::{self, wait_ready};
 use common::wall_ms;
 use common::{
     closed_by_server, cluster_members, eventually_ok, info_field, patient_client_at, restart_at,
@@ -23,7 +24,7 @@ use common::{
 };
 use kriminodb::clock::Version;
 use kriminodb::crypto::{Keyring, LINK_NONCE_LEN, link_nonce};
-use kriminodb::membership::{ANY_RECEIVER, Kind, MemberState, SealedHeader, seal, seal_keyed};
+use kriminodb::membership::{ANY_RECEIVER, Kind, SealedHeader, seal, seal_keyed};
 use kriminodb::replication::wire::{self, Message, WireEntry};
 use kriminodb::{Config, NodeHandle};
 use redis::aio::MultiplexedConnection;
@@ -48,61 +49,15 @@ fn config(name: &str, key: Option<&str>) -> Config {
 }
 
 fn joining(name: &str, key: Option<&str>, seed: &NodeHandle) -> Config {
-    Config {
-        join: vec![seed.peer_addr().to_string()],
-        ..config(name, key)
-    }
+    cluster::joining(config(name, key), seed)
 }
 
 fn keyring(key: &str) -> Keyring {
     Keyring::new(key.as_bytes(), None).unwrap()
 }
 
-/// Ok when every node sees exactly `nodes`, all alive, is linked to each
-/// of the others and has completed a reconciliation.
-fn ready(nodes: &[&NodeHandle]) -> Result<(), String> {
-    let mut expected: Vec<u64> = nodes.iter().map(|n| n.node_id()).collect();
-    expected.sort_unstable();
-    for node in nodes {
-        let members = node.membership().members();
-        let mut ids: Vec<u64> = members.iter().map(|m| m.id.node_id).collect();
-        ids.sort_unstable();
-        if ids != expected || members.iter().any(|m| m.state != MemberState::Alive) {
-            let seen: Vec<_> = members.iter().map(|m| (&m.id.name, m.state)).collect();
-            return Err(format!("{} sees {seen:?}", node.name()));
-        }
-        let replication = &node.replication();
-        if replication.connected_peers() != nodes.len() - 1 {
-            return Err(format!("{} is not linked to every peer", node.name()));
-        }
-        let synced = replication
-            .stats
-            .initial_sync_done
-            .load(std::sync::atomic::Ordering::Acquire);
-        if nodes.len() > 1 && !synced {
-            return Err(format!("{} has not reconciled yet", node.name()));
-        }
-    }
-    Ok(())
-}
-
-async fn wait_ready(nodes: &[&NodeHandle]) {
-    let formed = eventually_ok(CONVERGE, || std::future::ready(ready(nodes))).await;
-    formed.expect("the nodes form a fully linked cluster");
-}
-
 async fn start_cluster(n: usize, key: Option<&str>) -> Vec<NodeHandle> {
-    let mut nodes: Vec<NodeHandle> = Vec::with_capacity(n);
-    for i in 1..=n {
-        let name = format!("n{i}");
-        let c = match nodes.first() {
-            Some(seed) => joining(&name, key, seed),
-            None => config(&name, key),
-        };
-        nodes.push(start_node_with(c).await);
-    }
-    wait_ready(&nodes.iter().collect::<Vec<_>>()).await;
-    nodes
+    cluster::start_ready_cluster(n, |name| config(name, key)).await
 }
 
 async fn client(node: &NodeHandle) -> MultiplexedConnection {

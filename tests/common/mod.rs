@@ -1,12 +1,45 @@
-//! Helpers shared by the integration tests: start a node in-process on
-//! port 0, connect real clients to it.
+//! Helpers shared by the integration tests, once: nodes in-process on
+//! free ports (here, and [`cluster`] for clusters), real processes
+//! ([`process`]), real clients, and the waits.
+//!
+//! Time. A test of timing logic steps the node's clock instead of
+//! sleeping ([`start_node_stepped`]: expiry in `commands.rs`, the idle
+//! timeout in `security_clients.rs`), runs clocks that disagree in one
+//! process ([`cluster::start_cluster_on`]), or drives a sans-IO core in
+//! virtual time (the membership simulation, the anti-entropy session's
+//! tests in `replication::session`). Waits here poll for a condition until
+//! a deadline ([`eventually`], [`eventually_ok`]); they assert behaviour,
+//! never that something took a given time.
+//!
+//! The real sleeps that remain, and why each needs real time:
+//! - polling loops here ([`eventually`], [`eventually_ok`],
+//!   [`restart_at`]'s retry) and in `binary.rs`, `fault/cluster.rs` and
+//!   [`process::spawn_retrying`]: waiting for a real process or socket
+//!   (an exit, a log line, a port the OS releases);
+//! - `security_memory.rs`, the LRU access clock: the node is a separate
+//!   process (memory is measured per process), whose clock a test cannot
+//!   step;
+//! - load and pacing: `replication.rs`'s writers, `security_clients.rs`'s
+//!   slowloris and memory samplers, `security_memory.rs`'s slow sender,
+//!   `security_peers.rs`'s memory sampler, `membership_processes.rs`'s
+//!   observer, and the fault harness (`fault/scenario.rs`,
+//!   `fault/workload.rs`): real traffic over real sockets to real
+//!   processes, where what is tested is the system under that load;
+//! - cluster tests over real UDP and TCP whose nodes need real time to
+//!   probe and reconcile (`membership.rs`, `replication.rs`,
+//!   `security_peers.rs`): a manual clock would freeze their protocol
+//!   timers. The rules they end in (failure detection, tombstone
+//!   collection) are also tested by stepping time, in the cores.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod process;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use kriminodb::clock::{ManualTime, TimeSource};
 use kriminodb::{Config, Node, NodeHandle};
 
 /// The allocator the binary uses: in-process nodes measure memory
@@ -29,6 +62,17 @@ pub fn fast_config(name: &str) -> Config {
         sync_interval: ms(200),
         ..Config::ephemeral()
     }
+}
+
+/// A node on a manual clock that reads the real time now and then stands
+/// still until the test advances it: expiry and timeouts are then tested
+/// by stepping time, not by sleeping.
+pub async fn start_node_stepped(config: Config) -> (NodeHandle, Arc<ManualTime>) {
+    let (time, manual) = TimeSource::manual(wall_ms());
+    let node = Node::start_with_time(config, time)
+        .await
+        .expect("node starts");
+    (node, manual)
 }
 
 /// Starts a node on an OS-assigned port with default settings.
@@ -186,6 +230,34 @@ pub async fn info_field(
             .and_then(|rest| rest.strip_prefix(':'))
             .map(str::to_owned)
     })
+}
+
+/// Starts `config` on a plain client port that is free, for a node that
+/// also has a TLS port (there `--port 0` disables the plain port instead
+/// of picking one). A port found free may be taken before the node binds
+/// it, so a refused bind is retried on another.
+pub async fn start_on_a_free_port(config: Config) -> NodeHandle {
+    let mut last = None;
+    for _ in 0..20 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        match Node::start(Config {
+            port,
+            ..config.clone()
+        })
+        .await
+        {
+            Ok(node) => {
+                assert_eq!(node.client_addr().port(), port, "the plain port asked for");
+                return node;
+            }
+            Err(e @ kriminodb::StartError::Bind { .. }) => last = Some(e),
+            Err(e) => panic!("node start: {e}"),
+        }
+    }
+    panic!("no free port could be bound: {last:?}");
 }
 
 /// Starts a node at `peer_port` (a restart at the address a stopped node

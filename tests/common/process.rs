@@ -103,6 +103,18 @@ pub fn spawn(name: &str, cmd: Command) -> Proc {
     try_spawn(name, cmd).unwrap_or_else(|| panic!("{name} starts"))
 }
 
+/// Starts `command()` (a node on fixed ports), retrying a few times: a
+/// port just released by a killed process may take a moment to be free.
+pub fn spawn_retrying(name: &str, command: impl Fn() -> Command) -> Proc {
+    for _ in 0..10 {
+        if let Some(p) = try_spawn(name, command()) {
+            return p;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("{name} cannot start");
+}
+
 /// Sends `signal` (e.g. "STOP", "TERM") to a process.
 pub fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
