@@ -315,3 +315,198 @@ fn covering_seq(store: &Store, wrote_since: &mut bool, last: &mut u64) -> u64 {
     }
     *last
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::pin::Pin;
+
+    use super::*;
+    use crate::clients::Registry;
+    use crate::clock::Clock;
+    use crate::command::{COMMANDS, ClusterView, NodeInfo};
+    use crate::config::Config;
+    use crate::info::InfoRegistry;
+    use crate::membership::MemberView;
+    use crate::stats::Stats;
+
+    /// A cluster of one: no peer ever acknowledges anything.
+    struct Alone;
+
+    impl ClusterView for Alone {
+        fn acked_by(&self, _seq: u64) -> usize {
+            0
+        }
+
+        fn wait_for(
+            &self,
+            _seq: u64,
+            _wanted: usize,
+            _timeout: Option<Duration>,
+        ) -> Pin<Box<dyn std::future::Future<Output = usize> + Send + '_>> {
+            Box::pin(std::future::ready(0))
+        }
+
+        fn members(&self) -> Arc<Vec<MemberView>> {
+            Arc::new(Vec::new())
+        }
+    }
+
+    fn session(config: Config) -> Session {
+        let clock = Clock::system(1);
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1);
+        let services = Arc::new(Services {
+            store: Arc::new(Store::new(clock.clone())),
+            cluster: Arc::new(Alone),
+            info: InfoRegistry::default(),
+            clients: Registry::new(|i| COMMANDS.get(i).name),
+            node: NodeInfo {
+                name: "test".into(),
+                node_id: 1,
+                run_id: "0".repeat(40),
+                client_addr: addr,
+                tls_addr: None,
+                peer_addr: addr,
+                started: clock.now(),
+            },
+            clock,
+            stats: Arc::new(Stats::default()),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            exec_gate: parking_lot::RwLock::new(()),
+            config,
+        });
+        let client = Arc::new(ClientInfo::new(
+            1,
+            addr,
+            addr,
+            -1,
+            tokio_util::sync::CancellationToken::new(),
+            &services.clock,
+        ));
+        Session::new(services, client)
+    }
+
+    /// Feeds `input` in pieces of `piece` bytes, as reads would bring it;
+    /// returns everything the session answered and its last step.
+    fn run(session: &mut Session, input: &[u8], piece: usize) -> (Vec<u8>, Step) {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut step = Step::Read { needed: 1 };
+        for chunk in input.chunks(piece.max(1)) {
+            buf.extend_from_slice(chunk);
+            loop {
+                step = session.execute(&mut buf);
+                out.extend_from_slice(session.output());
+                session.output_sent();
+                match step {
+                    Step::Wait { .. } => session.waited(0),
+                    Step::Read { .. } | Step::Close(_) => break,
+                }
+            }
+            if let Step::Close(_) = step {
+                break;
+            }
+        }
+        (out, step)
+    }
+
+    #[test]
+    fn a_pipeline_answers_the_same_however_it_is_split() {
+        let input = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nv1\r\nGET k\r\nMULTI\r\nINCR n\r\n\
+                      UNWATCH\r\nEXEC\r\nWAIT 1 0\r\nECHO \"a b\"\r\n";
+        let expected = b"+OK\r\n$2\r\nv1\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n+OK\r\n\
+                         :0\r\n$3\r\na b\r\n";
+        for piece in [input.len(), 1, 2, 7, 13] {
+            let (out, step) = run(&mut session(Config::default()), input, piece);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(expected),
+                "pieces of {piece}"
+            );
+            assert_eq!(step, Step::Read { needed: 1 });
+        }
+    }
+
+    #[test]
+    fn only_no_auth_commands_run_before_authentication() {
+        let config = Config {
+            requirepass: Some("pw".parse().unwrap()),
+            ..Config::default()
+        };
+        let mut s = session(config);
+        let (out, _) = run(
+            &mut s,
+            b"GET k\r\nNOSUCH\r\nAUTH pw\r\nGET k\r\nQUIT\r\n",
+            64,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "-NOAUTH Authentication required.\r\n-NOAUTH Authentication required.\r\n\
+             +OK\r\n$-1\r\n+OK\r\n"
+        );
+        let mut s = session(Config {
+            requirepass: Some("pw".parse().unwrap()),
+            ..Config::default()
+        });
+        let (out, step) = run(&mut s, b"QUIT\r\n", 64);
+        assert_eq!(
+            (&out[..], step),
+            (&b"+OK\r\n"[..], Step::Close(Closing::Command))
+        );
+    }
+
+    #[test]
+    fn wait_stops_the_pipeline_until_it_is_answered() {
+        let mut s = session(Config::default());
+        let mut buf = BytesMut::from(&b"SET k v\r\nWAIT 2 100\r\nGET k\r\n"[..]);
+        let step = s.execute(&mut buf);
+        assert_eq!(
+            step,
+            Step::Wait {
+                seq: 0,
+                replicas: 2,
+                timeout: Some(Duration::from_millis(100))
+            },
+            "the change log is empty: a lone node stages nothing"
+        );
+        assert_eq!(s.output(), b"+OK\r\n", "GET waits for WAIT's reply");
+        s.waited(0);
+        assert_eq!(s.execute(&mut buf), Step::Read { needed: 1 });
+        assert_eq!(s.output(), b"+OK\r\n:0\r\n$1\r\nv\r\n");
+    }
+
+    #[test]
+    fn protocol_errors_and_the_buffer_limits_close_the_session() {
+        let (out, step) = run(&mut session(Config::default()), b"PING\r\n*abc\r\n", 64);
+        assert_eq!(step, Step::Close(Closing::ProtocolError));
+        assert!(out.starts_with(b"+PONG\r\n-ERR Protocol error"), "{out:?}");
+
+        let small = Config {
+            client_query_buffer_limit: 16,
+            ..Config::default()
+        };
+        let (out, step) = run(&mut session(small), b"*2\r\n$3\r\nGET\r\n$100\r\nab", 64);
+        assert_eq!(step, Step::Close(Closing::QueryBufferLimit));
+        assert_eq!(out, b"-ERR Protocol error: query buffer limit exceeded\r\n");
+
+        let tiny_output = Config {
+            client_output_buffer_limit: 64,
+            ..Config::default()
+        };
+        let mut s = session(tiny_output);
+        let big = format!("SET big {}\r\n", "x".repeat(100));
+        let (out, _) = run(&mut s, big.as_bytes(), 4096);
+        assert_eq!(out, b"+OK\r\n");
+        let (out, step) = run(&mut s, &b"GET big\r\n".repeat(3), 4096);
+        assert_eq!(step, Step::Close(Closing::OutputBufferLimit));
+        assert!(out.is_empty(), "unread replies are dropped, not sent");
+    }
+
+    #[test]
+    fn commands_are_counted_for_the_node() {
+        let mut s = session(Config::default());
+        run(&mut s, b"PING\r\nPING\r\n\r\nPING\r\n", 3);
+        assert_eq!(s.commands(), 3);
+        assert_eq!(Stats::get(&s.services().stats.total_commands_processed), 3);
+    }
+}
