@@ -412,13 +412,9 @@ async fn idle_clients_are_closed_after_the_timeout_and_active_ones_are_not() {
     let stuck_addr = format!("addr={} ", stuck.local_addr().unwrap());
     let observer = common::client_at(addr).await;
     let gone = common::eventually_ok(Duration::from_secs(5), || {
-        let (mut observer, stuck_addr) = (observer.clone(), stuck_addr.clone());
+        let (observer, stuck_addr) = (observer.clone(), stuck_addr.clone());
         async move {
-            let list: String = redis::cmd("CLIENT")
-                .arg("LIST")
-                .query_async(&mut observer)
-                .await
-                .unwrap();
+            let list = client_list(&observer).await;
             if list.contains(&stuck_addr) {
                 Err(list)
             } else {
@@ -447,17 +443,9 @@ async fn a_client_blocked_in_wait_is_not_idle() {
     waiter.write_all(b"WAIT 1 0\r\n").await.unwrap();
     let mut control = raw(addr).await;
     exchange(&mut control, b"PING\r\n", b"+PONG\r\n").await;
-    let blocked = eventually(Duration::from_secs(5), || {
-        let node = &node;
-        async move {
-            let mut observer = common::client(node).await;
-            let list: String = redis::cmd("CLIENT")
-                .arg("LIST")
-                .query_async(&mut observer)
-                .await
-                .unwrap();
-            list.contains("cmd=wait")
-        }
+    let observer = common::client(&node).await;
+    let blocked = eventually(Duration::from_secs(5), || async {
+        client_list(&observer).await.contains("cmd=wait")
     })
     .await;
     assert!(blocked, "the WAIT is being served");
@@ -481,17 +469,8 @@ async fn a_client_blocked_in_wait_is_not_idle() {
     drop(waiter);
     let mut observer = common::client_at(addr).await;
     assert!(
-        eventually(Duration::from_secs(5), || {
-            let mut observer = observer.clone();
-            let waiter_addr = waiter_addr.clone();
-            async move {
-                let list: String = redis::cmd("CLIENT")
-                    .arg("LIST")
-                    .query_async(&mut observer)
-                    .await
-                    .unwrap();
-                !list.contains(&waiter_addr)
-            }
+        eventually(Duration::from_secs(5), || async {
+            !client_list(&observer).await.contains(&waiter_addr)
         })
         .await,
         "a client that hangs up during WAIT is dropped"
@@ -557,6 +536,15 @@ async fn without_a_timeout_idle_clients_stay_connected() {
     );
     exchange(&mut idle, b"PING\r\n", b"+PONG\r\n").await;
     node.shutdown().await;
+}
+
+/// CLIENT LIST, as seen by `observer`.
+async fn client_list(observer: &redis::aio::MultiplexedConnection) -> String {
+    redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut observer.clone())
+        .await
+        .unwrap()
 }
 
 /// SET `big` to `len` bytes over a raw connection.
