@@ -32,6 +32,10 @@
 mod bookkeeping;
 mod initiator;
 mod responder;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
