@@ -15,8 +15,9 @@ use crate::replication::wire::{Message, UpdatesRef, WireEntry};
 
 pub struct Responder {
     peer: u64,
-    /// When the reconciliation the peer is running with us started.
-    sync_start_ms: u64,
+    /// The reconciliation the peer is running with us: its id and when it
+    /// started here.
+    session: Option<(u64, u64)>,
 }
 
 impl Responder {
@@ -29,7 +30,7 @@ impl Responder {
         local.store.clock().hlc().observe(Version { hlc, node_id });
         Ok(Self {
             peer: node_id,
-            sync_start_ms: 0,
+            session: None,
         })
     }
 
@@ -60,11 +61,11 @@ impl Responder {
                 truncated,
             } => {
                 local.bookkeeping.lock().before_sync(store, now.unix_ms);
-                self.sync_start_ms = now.unix_ms;
+                self.session = Some((session, now.unix_ms));
                 store.truncate(truncated);
                 let equal = root == store.digest_tree().root() && truncated == store.truncated();
                 send.push(if equal {
-                    local.sync_completed(self.peer, self.sync_start_ms, now.unix_ms);
+                    local.sync_completed(self.peer, now.unix_ms, now.unix_ms);
                     Message::SyncEqual { session }
                 } else if local.bookkeeping.lock().pulling_initial_copy(now.instant) {
                     // We are pulling our first copy from a peer; being sent
@@ -117,7 +118,12 @@ impl Responder {
                 entry_frames(session, wanted, &mut send);
                 if last {
                     send.push(Message::SyncDone { session });
-                    local.sync_completed(self.peer, self.sync_start_ms, now.unix_ms);
+                    // A session the initiator gave up on (it timed out and
+                    // started another) completes nothing: it may have missed
+                    // what arrived since its own start.
+                    if let Some((_, start_ms)) = self.session.filter(|(id, _)| *id == session) {
+                        local.sync_completed(self.peer, start_ms, now.unix_ms);
+                    }
                 }
             }
             // Updates come through `updates` (the inbound loop decodes them

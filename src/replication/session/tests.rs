@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::Outcome;
 use super::initiator::{FIRST_MEETING_DELAY, RETRY_BUSY, SYNC_TIMEOUT};
 use super::sim::Sim;
+use super::{Outcome, Responder};
+use crate::clock::Version;
 use crate::config::Config;
+use crate::replication::wire::Message;
 
 /// One step of a scenario.
 #[derive(Debug, Clone)]
@@ -232,7 +234,7 @@ fn a_flushall_marker_clears_older_writes_everywhere_and_later_ones_survive() {
     }
     assert_eq!(everywhere(&sim, "after-flush"), vec![Some("y".into()); 3]);
     assert_eq!(sim.store(2).truncated(), sim.store(0).truncated());
-    assert!(sim.store(2).truncated() > crate::clock::Version::default());
+    assert!(sim.store(2).truncated() > Version::default());
 }
 
 #[test]
@@ -339,6 +341,52 @@ fn a_link_broken_mid_transfer_is_repaired_by_the_next_connection() {
     sim.settle();
     sim.assert_converged();
     assert_eq!(sim.store(0).len(), 5000);
+}
+
+/// The responder books a completed reconciliation with its own start
+/// time; a SyncWant for a session it is no longer answering (the peer
+/// started another since) completes nothing, since that session may have
+/// missed what arrived here after it started.
+#[test]
+fn only_the_session_being_answered_counts_as_completed() {
+    let sim = Sim::new(2, &config());
+    sim.set(1, "k", "v");
+    let node = &sim.nodes[1];
+    let hello = Message::Hello {
+        node_id: sim.nodes[0].node_id(),
+        incarnation: 1,
+        hlc: 0,
+    };
+    let mut responder = Responder::accept(node.local(), hello).unwrap();
+    let completed = || {
+        let n = &node.stats.syncs_completed;
+        n.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let root = |session| Message::SyncRoot {
+        session,
+        root: 0,
+        truncated: Version::default(),
+    };
+    let want = |session| Message::SyncWant {
+        session,
+        keys: vec![],
+        last: true,
+    };
+    for session in [1, 2] {
+        let replies = responder.handle(node.local(), root(session), sim.now());
+        let replies = replies.unwrap();
+        assert!(
+            matches!(replies[..], [Message::SyncInner { .. }]),
+            "{replies:?}"
+        );
+        sim.advance(Duration::from_millis(1));
+    }
+    let stale = responder.handle(node.local(), want(1), sim.now()).unwrap();
+    assert_eq!(stale, [Message::SyncDone { session: 1 }]);
+    assert_eq!(completed(), 0);
+    let current = responder.handle(node.local(), want(2), sim.now()).unwrap();
+    assert_eq!(current, [Message::SyncDone { session: 2 }]);
+    assert_eq!(completed(), 1);
 }
 
 #[test]
