@@ -246,6 +246,11 @@ fn info_section(ctx: &Ctx<'_>, section: &str, out: &mut String) {
             kv(out, "queue_overflows", &load(&r.stats.queue_overflows));
             kv(out, "bad_frames", &load(&r.stats.bad_frames));
             kv(out, "auth_failures", &load(&r.stats.auth_failures));
+            kv(
+                out,
+                "rejected_peer_links",
+                &load(&r.stats.rejected_peer_links),
+            );
             kv(out, "tombstones", &node.store.tombstone_len());
             kv(out, "last_change_seq", &node.store.last_seq());
         }

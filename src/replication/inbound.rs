@@ -1,13 +1,15 @@
-//! The TCP side of the peer port: accepts links from peers and runs each
-//! as a thin loop around its [`Responder`]: read a frame, hand it over,
-//! write what it returns.
+//! The TCP side of the peer port: accepts links from peers, at most
+//! `--max-peer-links` at a time, and runs each as a thin loop around its
+//! [`Responder`]: read a frame, hand it over, write what it returns.
 //!
 //! The protocol (what to apply, what to answer) is the responder's; this
 //! loop only owns the sockets.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -22,12 +24,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut links = JoinSet::new();
+    // A permit per open link, held by its task until it ends: a stranger
+    // opening connections cannot make the node hold more than this many
+    // (each waits for a handshake or a Hello with buffers of its own).
+    let slots = Arc::new(Semaphore::new(replication.config.max_peer_links as usize));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(_) = links.join_next(), if !links.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        replication.stats.rejected_peer_links.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "refusing a peer link: --max-peer-links are open");
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let replication = replication.clone();
                     let shutdown = shutdown.clone();
@@ -36,6 +48,7 @@ pub async fn run(
                             replication.count_error(&e);
                             tracing::debug!(%peer, error = %e, "inbound replication link closed");
                         }
+                        drop(slot);
                     });
                 }
                 Err(e) => {

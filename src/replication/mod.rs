@@ -70,6 +70,9 @@ pub struct ReplicationStats {
     pub bad_frames: AtomicU64,
     /// Of those, links whose peer did not prove it has our cluster key.
     pub auth_failures: AtomicU64,
+    /// Connections to the peer port closed at once because
+    /// `--max-peer-links` inbound links were open.
+    pub rejected_peer_links: AtomicU64,
     pub syncs_completed: AtomicU64,
     pub entries_pushed: AtomicU64,
     pub entries_received: AtomicU64,
