@@ -102,6 +102,14 @@ pub struct Config {
     #[arg(long, env = "KRIMINODB_MAXCLIENTS", default_value_t = 10000)]
     pub maxclients: usize,
 
+    /// Maximum number of simultaneous inbound links on the peer port (TCP);
+    /// connections beyond it are closed at once and counted (INFO
+    /// replication `rejected_peer_links`). Each peer holds one link to
+    /// every other node, so the default leaves room for a large cluster
+    /// and its reconnections while bounding what strangers can open.
+    #[arg(long, env = "KRIMINODB_MAX_PEER_LINKS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_peer_links: u32,
+
     /// Largest single bulk argument a client may send, in bytes.
     #[arg(long, env = "KRIMINODB_PROTO_MAX_BULK_LEN", default_value_t = DEFAULT_PROTO_MAX_BULK_LEN)]
     pub proto_max_bulk_len: u64,

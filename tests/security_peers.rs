@@ -3,7 +3,8 @@
 //! and replicate; nodes with another key or none can neither join nor
 //! inject writes; the key is rotated by rolling restarts without downtime;
 //! replayed and reflected datagrams are refused; hostile datagrams and
-//! frames sent to a keyed node are dropped, counted and change nothing.
+//! frames sent to a keyed node are dropped, counted and change nothing;
+//! inbound links past `--max-peer-links` are closed and counted.
 //!
 //! Assertions poll (`eventually_ok`) with deadlines far above what an idle
 //! machine needs. Datagrams sent from one socket to another arrive in order
@@ -420,6 +421,75 @@ async fn a_strangers_huge_frame_head_costs_no_memory_and_is_counted() {
     let mut con = client(&open).await;
     set(&mut con, "still", "serving").await;
     assert_eq!(get(&mut con, "still").await.as_deref(), Some("serving"));
+}
+
+fn rejected_peer_links(node: &NodeHandle) -> u64 {
+    let rejected = &node.replication().stats.rejected_peer_links;
+    rejected.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The peer port caps its inbound links as the client port caps its
+/// clients: past `--max-peer-links` a connection is closed at once and
+/// counted, the links already open keep replicating, and a slot freed is
+/// a slot a new link may take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_links_beyond_the_cap_are_closed_and_counted() {
+    const CAP: u32 = 3;
+    let capped = |c: Config| Config {
+        max_peer_links: CAP,
+        ..c
+    };
+    let n1 = start_node_with(capped(config("n1", None))).await;
+    let n2 = start_node_with(capped(joining("n2", None, &n1))).await;
+    wait_ready(&[&n1, &n2]).await;
+    // n1 acknowledged something over n2's link to it: that link is up
+    // and holds one of n1's slots.
+    let mut con2 = client(&n2).await;
+    set(&mut con2, "before-cap", "1").await;
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(0)
+        .query_async(&mut con2)
+        .await
+        .unwrap();
+    assert_eq!(acked, 1);
+
+    // Strangers that send nothing hold the other slots...
+    let mut held = Vec::new();
+    for _ in 1..CAP {
+        held.push(TcpStream::connect(n1.peer_addr()).await.unwrap());
+    }
+    // ...so the next connection is closed at once.
+    let extra = TcpStream::connect(n1.peer_addr()).await.unwrap();
+    closed(extra).await;
+    counted("rejected_peer_links", 1, || rejected_peer_links(&n1)).await;
+    let mut con1 = client(&n1).await;
+    let shown = info_field(&mut con1, "replication", "rejected_peer_links").await;
+    assert_eq!(shown.as_deref(), Some("1"));
+    assert_eq!(bad_frames(&n1), 0, "a refused connection is no bad frame");
+
+    // The real peer's link is untouched: writes still go both ways.
+    replicates(&n1, &[&n1, &n2], "from-n1", "1").await;
+    replicates(&n2, &[&n1, &n2], "from-n2", "2").await;
+
+    // Once the strangers leave, a new link is served again.
+    drop(held);
+    let served = eventually_ok(CONVERGE, || async {
+        let mut stream = TcpStream::connect(n1.peer_addr()).await.unwrap();
+        let mut frames = framed(&hello());
+        frames.extend(framed(&inject("after-cap")));
+        let _ = stream.write_all(&frames).await;
+        match read_frame(&mut stream).await.map(|f| wire::decode(&f)) {
+            Some(Ok(Message::Ack { last_seq: 1 })) => Ok(()),
+            other => Err(format!("the node answered {other:?}")),
+        }
+    })
+    .await;
+    served.expect("a freed slot takes a new link");
+    assert_eq!(
+        get(&mut con1, "after-cap").await.as_deref(),
+        Some("injected")
+    );
 }
 
 // ---------------------------------------------------------------------------

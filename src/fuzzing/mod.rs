@@ -8,8 +8,8 @@
 //! internals.
 //!
 //! - [`client`]: the RESP decoder and a client session on an in-process node.
-//! - [`peer`]: the peer link's frame codec, its decoders and what a node
-//!   applies from each message.
+//! - [`peer`]: the peer link's frame codec, its decoders and the
+//!   anti-entropy sessions a node runs on each message.
 //! - [`membership`]: datagrams fed to the membership core.
 //! - [`seeds`]: the committed seed corpus.
 
@@ -23,7 +23,7 @@ pub use client::{
 };
 pub use membership::{MembershipHarness, membership_target, split_datagrams};
 pub use peer::{
-    default_frame_limit, peer_apply, peer_apply_inbound, peer_decode, peer_frame,
+    PeerHarness, default_frame_limit, peer_apply, peer_apply_inbound, peer_decode, peer_frame,
     peer_frame_inbound, peer_frames, peer_target,
 };
 pub use seeds::seed_corpus;

@@ -1,15 +1,19 @@
 //! The peer-link targets: frames split by the production codec, decoded
-//! as the link tasks decode them and applied as a node applies them.
+//! as the link tasks decode them and handed to the very sessions a node's
+//! links run (`replication::session`), never a copy of them.
 
 use bytes::BytesMut;
 use tokio_util::codec::Decoder as _;
 
-use crate::clock::{Clock, Version};
+use parking_lot::Mutex;
+
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::replication::ReplicationStats;
 use crate::replication::framing::{FrameDecoder, READ_AHEAD_MIN};
-use crate::replication::sync;
-use crate::replication::wire::{self, Inbound, Message, WireError};
-use crate::store::Store;
+use crate::replication::session::{Bookkeeping, Initiator, Local, Now, Outcome, Responder};
+use crate::replication::wire::{self, Inbound, Message, UpdatesRef, WireEntry, WireError};
+use crate::store::{Expiry, Store};
 
 /// The frame limit of a node with default flags (as `Replication`
 /// derives it: the largest value plus room for the rest of the frame).
@@ -90,84 +94,210 @@ pub fn peer_frame_inbound(payload: &[u8]) -> Result<Inbound<'_>, WireError> {
     inbound
 }
 
-/// Applies a frame the inbound task decoded: Updates straight from the
-/// frame, as that task does, anything else as [`peer_apply`] does.
-pub fn peer_apply_inbound(store: &Store, inbound: Inbound<'_>) {
-    match inbound {
-        Inbound::Updates(updates) => {
-            sync::apply_updates(store, updates);
-        }
-        Inbound::Other(message) => peer_apply(store, message),
+/// The peer at the fuzzer's end of the links (its Hello opens them).
+const PEER: u64 = 7;
+/// This node's id.
+const ME: u64 = 1;
+
+/// One node's two ends of its links with a peer, as the link tasks hold
+/// them: the responder of an inbound link (after the peer's Hello) and
+/// the initiator of an outbound link, in the reconciliation it started
+/// (session 1). Both share the node's store and bookkeeping.
+pub struct PeerHarness {
+    store: Store,
+    bookkeeping: Mutex<Bookkeeping>,
+    stats: ReplicationStats,
+    responder: Responder,
+    initiator: Initiator,
+}
+
+impl Default for PeerHarness {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-/// Applies `message` to `store` as the node does when it arrives on a link:
-/// the inbound side for what initiators send, the link side for what
-/// responders send. Replies are computed and dropped.
-pub fn peer_apply(store: &Store, message: Message) {
-    match message {
-        Message::Hello { node_id, hlc, .. } => {
-            store.clock().hlc().observe(Version { hlc, node_id })
+impl PeerHarness {
+    pub fn new() -> Self {
+        let store = Store::new(Clock::system(ME));
+        // A node past its initial pull: an empty one would answer every
+        // reconciliation SyncBusy, and the fuzzer would reach no further.
+        store.with_key(b"held", store.clock().wall_ms(), |k| {
+            k.set(b"before the peer", Expiry::Persist)
+        });
+        let now = Now::read(store.clock());
+        let bookkeeping = Mutex::new(Bookkeeping::new(&Config::default(), now.instant));
+        let stats = ReplicationStats::default();
+        let local = Local {
+            store: &store,
+            bookkeeping: &bookkeeping,
+            stats: &stats,
+        };
+        let responder = Self::inbound_link(local, hello());
+        let initiator = Self::outbound_link(local, now);
+        Self {
+            store,
+            bookkeeping,
+            stats,
+            responder,
+            initiator,
         }
-        Message::Updates {
-            entries, truncates, ..
-        } => {
-            for marker in truncates {
-                store.truncate(marker);
-            }
-            sync::apply(store, entries.iter().map(wire::WireEntry::borrowed));
-        }
-        Message::SyncRoot { truncated, .. } => {
-            store.truncate(truncated);
-            let _ = store.digest_tree().root() == 0;
-            let _ = sync::inner_hashes(store);
-        }
-        Message::SyncLeaves { groups, .. } => {
-            let (empty_there, summarize) = sync::differing_leaves(store, &groups);
-            let _ = sync::entries_in(store, &empty_there, 0);
-            let _ = sync::summary_of(store, &summarize);
-        }
-        Message::SyncEntries { entries, .. } => {
-            let _ = sync::apply_and_rebut(store, &entries);
-        }
-        Message::SyncWant { keys, .. } => {
-            let _ = sync::entries_for(store, &keys);
-        }
-        Message::SyncInner {
-            truncated, inner, ..
-        } => {
-            store.truncate(truncated);
-            for group in sync::differing_groups(store, &inner) {
-                let _ = sync::leaf_hashes(store, usize::from(group));
-            }
-        }
-        Message::SyncSummary { leaves, keys, .. } => {
-            let theirs = keys
-                .into_iter()
-                .map(|kv| (kv.key, (kv.version, kv.live)))
-                .collect();
-            let _ = sync::plan(store, &leaves, &theirs, 0);
-        }
-        Message::Ack { .. }
-        | Message::SyncEqual { .. }
-        | Message::SyncBusy { .. }
-        | Message::SyncDone { .. } => {}
     }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A frame the inbound task decoded: Updates straight from the frame,
+    /// as that task applies them, anything else as [`Self::apply`] does.
+    /// Returns the replies the sessions computed.
+    pub fn apply_inbound(&mut self, inbound: Inbound<'_>) -> Vec<Message> {
+        match inbound {
+            Inbound::Updates(updates) => {
+                let now_ms = self.store.clock().wall_ms();
+                let local = Local {
+                    store: &self.store,
+                    bookkeeping: &self.bookkeeping,
+                    stats: &self.stats,
+                };
+                vec![self.responder.updates(local, updates, now_ms)]
+            }
+            Inbound::Other(message) => self.apply(message),
+        }
+    }
+
+    /// Hands `message` to the session that receives it on a link: the
+    /// responder for what initiators send (a Hello opens a new inbound
+    /// link), the initiator for what responders send, both for SyncEntries
+    /// (either side sends them). Returns the replies the sessions computed.
+    /// When the initiator's reconciliation ends, or a link would close, a
+    /// new connection takes its place, so later input still meets one.
+    pub fn apply(&mut self, message: Message) -> Vec<Message> {
+        let Self {
+            store,
+            bookkeeping,
+            stats,
+            responder,
+            initiator,
+        } = self;
+        let local = Local {
+            store,
+            bookkeeping,
+            stats,
+        };
+        let now = Now::read(store.clock());
+        match message {
+            Message::Hello { .. } => {
+                *responder = Self::inbound_link(local, message);
+                Vec::new()
+            }
+            Message::Updates {
+                entries,
+                truncates,
+                last_seq,
+            } => {
+                let updates = UpdatesRef {
+                    entries: entries.iter().map(WireEntry::borrowed).collect(),
+                    truncates,
+                    last_seq,
+                };
+                vec![responder.updates(local, updates, now.unix_ms)]
+            }
+            Message::SyncRoot { .. } | Message::SyncLeaves { .. } | Message::SyncWant { .. } => {
+                to_responder(local, responder, message, now)
+            }
+            Message::SyncEntries { .. } => {
+                let mut replies = to_responder(local, responder, message.clone(), now);
+                replies.extend(to_initiator(local, initiator, message, now));
+                replies
+            }
+            Message::Ack { .. }
+            | Message::SyncEqual { .. }
+            | Message::SyncBusy { .. }
+            | Message::SyncInner { .. }
+            | Message::SyncSummary { .. }
+            | Message::SyncDone { .. } => to_initiator(local, initiator, message, now),
+        }
+    }
+
+    /// A new inbound link, opened by the peer's `hello`.
+    fn inbound_link(local: Local<'_>, hello: Message) -> Responder {
+        Responder::accept(local, hello).expect("a Hello opens a link")
+    }
+
+    /// A new outbound connection, its first reconciliation under way.
+    fn outbound_link(local: Local<'_>, now: Now) -> Initiator {
+        let mut initiator = Initiator::connected(ME, PEER, false, now.instant);
+        let _ = initiator.poll(local, now);
+        initiator
+    }
+}
+
+fn hello() -> Message {
+    Message::Hello {
+        node_id: PEER,
+        incarnation: 1,
+        hlc: 0,
+    }
+}
+
+fn to_responder(
+    local: Local<'_>,
+    responder: &mut Responder,
+    message: Message,
+    now: Now,
+) -> Vec<Message> {
+    responder.handle(local, message, now).unwrap_or_else(|_| {
+        // The link closes; the peer opens another.
+        *responder = PeerHarness::inbound_link(local, hello());
+        Vec::new()
+    })
+}
+
+fn to_initiator(
+    local: Local<'_>,
+    initiator: &mut Initiator,
+    message: Message,
+    now: Now,
+) -> Vec<Message> {
+    let (replies, ended) = match initiator.handle(local, message, now) {
+        Ok(step) => (step.send, step.outcome != Outcome::Continue),
+        Err(_) => (Vec::new(), true),
+    };
+    if ended {
+        let old = std::mem::replace(initiator, PeerHarness::outbound_link(local, now));
+        old.close(local);
+    }
+    replies
+}
+
+/// Hands a frame the inbound task decoded to the harness's sessions (see
+/// [`PeerHarness::apply_inbound`]); their replies are dropped.
+pub fn peer_apply_inbound(harness: &mut PeerHarness, inbound: Inbound<'_>) {
+    let _replies = harness.apply_inbound(inbound);
+}
+
+/// Hands `message` to the harness's sessions as a node's links would (see
+/// [`PeerHarness::apply`]); their replies are dropped.
+pub fn peer_apply(harness: &mut PeerHarness, message: Message) {
+    let _replies = harness.apply(message);
 }
 
 /// The peer-frames target: the input is a peer link's byte stream; every
 /// frame up to the first that fails to decode (which closes the link) is
-/// decoded as the inbound task does and applied to a fresh store, and a
-/// local write follows (the clock must still move forward).
+/// decoded as the inbound task does and handed to a node's sessions (see
+/// [`peer_apply`]), and a local write follows (the clock must still move
+/// forward).
 pub fn peer_target(data: &[u8]) {
     let (frames, _) = peer_frames(data, default_frame_limit());
-    let store = Store::new(Clock::system(1));
+    let mut harness = PeerHarness::new();
     for frame in &frames {
         let Ok(inbound) = peer_frame_inbound(frame) else {
             break;
         };
-        peer_apply_inbound(&store, inbound);
+        peer_apply_inbound(&mut harness, inbound);
     }
+    let store = harness.store();
     let before = store.clock().hlc().current();
     let after = store.next_version();
     assert!(
@@ -179,6 +309,7 @@ pub fn peer_target(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Version;
     use crate::fuzzing::seed_corpus;
     use crate::store::{Cause, Change, ChangeKind};
 
@@ -255,6 +386,64 @@ mod tests {
             panic!("{:?}", peer_frame_inbound(payload));
         };
         assert_eq!(updates.entries.len(), entries.len());
+    }
+
+    /// The harness runs the node's own sessions: a reconciliation the
+    /// fuzzer plays the other side of goes as deep as a real one.
+    #[test]
+    fn the_harness_answers_as_the_sessions_of_a_node_do() {
+        let mut harness = PeerHarness::new();
+        let root = Message::SyncRoot {
+            session: 3,
+            root: 0x1234,
+            truncated: Version::default(),
+        };
+        let [Message::SyncInner { session: 3, .. }] = &harness.apply(root)[..] else {
+            panic!("a differing root is answered with the inner hashes");
+        };
+        // The initiator is in session 1: a summary of a leaf holding what
+        // we lack is answered with what we want.
+        let key = b"theirs".to_vec();
+        let leaf = crate::store::digest::bucket_of(&key) as u16;
+        let summary = Message::SyncSummary {
+            session: 1,
+            leaves: vec![leaf],
+            keys: vec![wire::KeyVersion {
+                key: key.clone(),
+                version: harness.store().next_version(),
+                live: true,
+            }],
+            last: true,
+        };
+        let replies = harness.apply(summary);
+        let wanted = replies.iter().find_map(|m| match m {
+            Message::SyncWant {
+                keys, last: true, ..
+            } => Some(keys.clone()),
+            _ => None,
+        });
+        assert_eq!(wanted, Some(vec![serde_bytes::ByteBuf::from(key)]));
+        let done = harness.apply(Message::SyncDone { session: 1 });
+        assert!(done.is_empty());
+        assert_eq!(
+            harness
+                .stats
+                .syncs_completed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // A pushed batch is applied from the frame and acknowledged.
+        let frame = wire::encode(Message::Updates {
+            entries: vec![],
+            truncates: vec![],
+            last_seq: 9,
+        })
+        .unwrap();
+        let inbound = peer_frame_inbound(&frame).unwrap();
+        assert_eq!(
+            harness.apply_inbound(inbound),
+            [Message::Ack { last_seq: 9 }]
+        );
     }
 
     #[test]

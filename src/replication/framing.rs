@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{Decoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use super::wire::{self, CHUNK_ENTRIES, Message, WireEntry};
+use super::wire::{self, Message};
 use crate::crypto::{AuthError, FrameOpener, FrameSealer, Keyring, LINK_NONCE_LEN, TAG_LEN};
 
 /// First bytes of a handshake frame ("kriminodb link handshake").
@@ -388,22 +388,20 @@ pub async fn send(
     writer.send_frame(Bytes::from(frame), bytes_sent).await
 }
 
-/// Sends `entries` as SyncEntries frames of at most [`CHUNK_ENTRIES`].
-pub async fn send_entries(
+/// Sends `messages` in order, flushing once after the last.
+pub async fn send_all(
     writer: &mut Writer,
-    session: u64,
-    entries: &[WireEntry],
+    messages: Vec<Message>,
     bytes_sent: &AtomicU64,
 ) -> Result<(), PeerError> {
-    for chunk in entries.chunks(CHUNK_ENTRIES) {
-        let message = Message::SyncEntries {
-            session,
-            entries: chunk.to_vec(),
-            last: false,
-        };
-        send(writer, message, bytes_sent).await?;
+    if messages.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    for message in messages {
+        let frame = wire::encode(message)?;
+        writer.feed_frame(Bytes::from(frame), bytes_sent).await?;
+    }
+    writer.flush().await
 }
 
 #[cfg(test)]

@@ -1,17 +1,22 @@
-//! The TCP side of the peer port: accepts links from peers, applies their
-//! pushed updates (acknowledging each batch) and answers the
-//! reconciliations they start.
+//! The TCP side of the peer port: accepts links from peers, at most
+//! `--max-peer-links` at a time, and runs each as a thin loop around its
+//! [`Responder`]: read a frame, hand it over, write what it returns.
+//!
+//! The protocol (what to apply, what to answer) is the responder's; this
+//! loop only owns the sockets.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::Replication;
 use super::framing::{self, PeerError};
-use super::wire::{self, CHUNK_ENTRIES, Inbound, KeyVersion, Message, WireEntry};
-use super::{Replication, sync};
-use crate::clock::Version;
+use super::session::{Now, Responder};
+use super::wire::{self, Inbound};
 
 pub async fn run(
     listener: TcpListener,
@@ -19,12 +24,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut links = JoinSet::new();
+    // A permit per open link, held by its task until it ends: a stranger
+    // opening connections cannot make the node hold more than this many
+    // (each waits for a handshake or a Hello with buffers of its own).
+    let slots = Arc::new(Semaphore::new(replication.config.max_peer_links as usize));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(_) = links.join_next(), if !links.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        replication.stats.rejected_peer_links.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "refusing a peer link: --max-peer-links are open");
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let replication = replication.clone();
                     let shutdown = shutdown.clone();
@@ -33,6 +48,7 @@ pub async fn run(
                             replication.count_error(&e);
                             tracing::debug!(%peer, error = %e, "inbound replication link closed");
                         }
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -57,13 +73,9 @@ async fn serve(
     let Some((mut reader, mut writer, first)) = accepted else {
         return Ok(());
     };
-    let Message::Hello { node_id, hlc, .. } = first else {
-        return Err(PeerError::NoHello);
-    };
-    replication.clock.hlc().observe(Version { hlc, node_id });
+    let local = replication.local();
+    let mut responder = Responder::accept(local, first)?;
     let sent = &replication.stats.sync_bytes_sent;
-    // When the reconciliation the peer is running with us started.
-    let mut sync_start_ms = 0;
     loop {
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -72,101 +84,17 @@ async fn serve(
         let Some(frame) = frame else {
             return Ok(());
         };
-        let store = &replication.store;
-        let message = match wire::decode_inbound(&frame)? {
+        match wire::decode_inbound(&frame)? {
             Inbound::Updates(updates) => {
-                let ack = Message::Ack {
-                    last_seq: updates.last_seq,
-                };
-                let applied = sync::apply_updates(store, updates);
-                Replication::count(&replication.stats.entries_received, applied as u64);
+                let now_ms = replication.clock.wall_ms();
+                let ack = responder.updates(local, updates, now_ms);
                 framing::send(&mut writer, ack, sent).await?;
-                continue;
             }
-            Inbound::Other(message) => message,
-        };
-        match message {
-            Message::SyncRoot {
-                session,
-                root,
-                truncated,
-            } => {
-                replication.before_sync();
-                sync_start_ms = replication.clock.wall_ms();
-                store.truncate(truncated);
-                let equal = root == store.digest_tree().root() && truncated == store.truncated();
-                let reply = if !equal && replication.pulling_initial_copy() {
-                    // We are pulling our first copy from a peer; being sent
-                    // another full copy now would only double the work.
-                    Message::SyncBusy { session }
-                } else if equal {
-                    replication.sync_completed(node_id, sync_start_ms);
-                    Message::SyncEqual { session }
-                } else {
-                    Message::SyncInner {
-                        session,
-                        truncated: store.truncated(),
-                        inner: sync::inner_hashes(store),
-                    }
-                };
-                framing::send(&mut writer, reply, sent).await?;
+            Inbound::Other(message) => {
+                let now = Now::read(&replication.clock);
+                let replies = responder.handle(local, message, now)?;
+                framing::send_all(&mut writer, replies, sent).await?;
             }
-            Message::SyncLeaves { session, groups } => {
-                let (empty_there, summarize) = sync::differing_leaves(store, &groups);
-                // Leaves the initiator holds nothing in: whole entries, no
-                // summary round trip (this is how a joining node fills up).
-                let whole =
-                    sync::entries_in(store, &empty_there, replication.recent_tombstones_since());
-                framing::send_entries(&mut writer, session, &whole, sent).await?;
-                let summary = sync::summary_of(store, &summarize);
-                // Leaves the initiator holds nothing in are covered by the
-                // whole entries above; it has nothing there to push back.
-                let mut leaves = summarize;
-                let chunks: Vec<&[KeyVersion]> = summary.chunks(CHUNK_ENTRIES).collect();
-                let count = chunks.len().max(1);
-                for i in 0..count {
-                    let keys = chunks.get(i).map(|c| c.to_vec()).unwrap_or_default();
-                    let last = i + 1 == count;
-                    let leaves = if last {
-                        std::mem::take(&mut leaves)
-                    } else {
-                        Vec::new()
-                    };
-                    let message = Message::SyncSummary {
-                        session,
-                        leaves,
-                        keys,
-                        last,
-                    };
-                    framing::send(&mut writer, message, sent).await?;
-                }
-            }
-            Message::SyncEntries { entries, .. } => {
-                let applied = sync::apply(store, entries.iter().map(WireEntry::borrowed));
-                Replication::count(&replication.stats.entries_received, applied as u64);
-            }
-            Message::SyncWant {
-                session,
-                keys,
-                last,
-            } => {
-                let wanted = sync::entries_for(store, &keys);
-                framing::send_entries(&mut writer, session, &wanted, sent).await?;
-                if last {
-                    framing::send(&mut writer, Message::SyncDone { session }, sent).await?;
-                    replication.sync_completed(node_id, sync_start_ms);
-                }
-            }
-            // Updates come as Inbound::Updates (decode_inbound never hands
-            // them over owned).
-            Message::Hello { .. }
-            | Message::Updates { .. }
-            | Message::Ack { .. }
-            | Message::SyncEqual { .. }
-            | Message::SyncBusy { .. }
-            | Message::SyncInner { .. }
-            | Message::SyncSummary { .. }
-            | Message::SyncDone { .. } => return Err(PeerError::Unexpected),
         }
     }
 }

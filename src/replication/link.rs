@@ -1,34 +1,31 @@
 //! One outbound link per peer: a persistent TCP connection to its peer
 //! port that carries our pushed updates and the reconciliations we start,
 //! and receives the peer's acknowledgements and sync replies.
+//!
+//! The loop is thin: it connects (and reconnects), sends queued batches,
+//! hands every message from the peer to the connection's [`Initiator`],
+//! writes what it returns and sleeps until the initiator's next timer. When
+//! to reconcile and what to send are the initiator's.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::framing::{self, PeerError, Writer};
-use super::wire::{CHUNK_ENTRIES, Message};
-use super::{Replication, sync};
-use crate::clock::Version;
+use super::Replication;
+use super::framing::{self, PeerError};
+use super::session::{Initiator, Now};
+use super::wire::Message;
+use crate::clock::Clock;
 use crate::membership::MemberId;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
-/// A reconciliation the peer has not finished by then is abandoned (the
-/// next one starts over); normal ones take milliseconds, a full join of a
-/// large dataset seconds.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
-/// The link from the larger node id waits this long at a first meeting.
-const FIRST_MEETING_DELAY: Duration = Duration::from_millis(500);
-/// Retry delay when the peer is busy pulling its first copy.
-const RETRY_BUSY: Duration = Duration::from_millis(300);
 
 /// One encoded Updates frame, shared by every link.
 pub struct Batch {
@@ -68,10 +65,9 @@ impl LinkHandle {
             state: state.clone(),
             updates,
             stop: stop.clone(),
-            repairing: true,
             established: false,
             connections: 0,
-            holds_initial_pull: false,
+            initiator: None,
         };
         let task = tokio::spawn(link.run());
         Self {
@@ -131,39 +127,18 @@ struct Link {
     stop: CancellationToken,
     /// Connections made so far (the first one is a first meeting).
     connections: u32,
-    /// This link is pulling the fresh node's first copy.
-    holds_initial_pull: bool,
     /// Whether the last connection attempt got as far as a working link
     /// (then reconnecting starts again from the shortest delay).
     established: bool,
-    /// Updates may have been lost since the last completed reconciliation:
-    /// acknowledgements do not prove the peer has every earlier write.
-    repairing: bool,
+    /// The protocol of the current connection, while it is up.
+    initiator: Option<Initiator>,
 }
 
-/// What a message from the peer means for the current reconciliation.
-enum Outcome {
-    Continue,
-    Done,
-    /// The peer is pulling its own first copy: try again a little later.
-    Busy,
-}
-
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until_some(clock: &Clock, deadline: Option<Instant>) {
     match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some(at) => clock.sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// The reconciliation this link started and is waiting on.
-struct Session {
-    id: u64,
-    started: tokio::time::Instant,
-    start_ms: u64,
-    start_seq: u64,
-    leaves: Vec<u16>,
-    theirs: HashMap<Vec<u8>, (Version, bool)>,
 }
 
 impl Link {
@@ -172,9 +147,12 @@ impl Link {
         loop {
             let stop = self.stop.clone();
             let result = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = self.connected() => r,
+                _ = stop.cancelled() => None,
+                r = self.connected() => Some(r),
             };
+            // Also when the connection was dropped mid-await by a stop.
+            self.close_connection();
+            let Some(result) = result else { return };
             if self.drain.is_cancelled() {
                 return;
             }
@@ -196,6 +174,13 @@ impl Link {
         }
     }
 
+    /// The connection is gone: its initiator lets go of what it held.
+    fn close_connection(&mut self) {
+        if let Some(initiator) = self.initiator.take() {
+            initiator.close(self.replication.local());
+        }
+    }
+
     async fn connected(&mut self) -> Result<(), PeerError> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.peer.peer))
             .await
@@ -214,89 +199,46 @@ impl Link {
         framing::send(&mut writer, hello, &self.replication.stats.sync_bytes_sent).await?;
         tracing::debug!(peer = %self.peer.name, "replication link up");
         self.established = true;
-        // Every new link starts with a reconciliation: it covers a join, a
-        // restart, a healed partition and anything dropped while down.
-        // Acknowledgements only count once that reconciliation has covered
-        // whatever the link may have missed. When two nodes meet for the
-        // first time both links come up at once; the one from the larger
-        // node id waits a moment, so the other's reconciliation does the
-        // work and its own finds nothing left to do.
-        self.repairing = true;
+        // The new connection's initiator repairs whatever was missed.
         self.state.repair.store(false, Ordering::Release);
-        let defer = self.connections == 0 && self.replication.node_id > self.peer.node_id;
+        self.initiator = Some(Initiator::connected(
+            self.replication.node_id,
+            self.peer.node_id,
+            self.connections == 0,
+            self.replication.clock.now(),
+        ));
         self.connections += 1;
-        let mut sync_at = Some(
-            tokio::time::Instant::now()
-                + if defer {
-                    FIRST_MEETING_DELAY
-                } else {
-                    Duration::ZERO
-                },
-        );
-        let mut next_session = 0u64;
-        let mut session: Option<Session> = None;
-        let result = self
-            .serve_link(
-                &mut reader,
-                &mut writer,
-                &mut session,
-                &mut sync_at,
-                &mut next_session,
-            )
-            .await;
-        if self.holds_initial_pull {
-            self.holds_initial_pull = false;
-            self.replication.end_initial_pull(false);
-        }
-        result
+        self.serve_link(&mut reader, &mut writer).await
     }
 
     async fn serve_link(
         &mut self,
         reader: &mut framing::Reader,
-        writer: &mut Writer,
-        session: &mut Option<Session>,
-        sync_at: &mut Option<tokio::time::Instant>,
-        next_session: &mut u64,
+        writer: &mut framing::Writer,
     ) -> Result<(), PeerError> {
+        let replication = &*self.replication;
+        let (clock, local) = (&replication.clock, replication.local());
+        let sent = &replication.stats.sync_bytes_sent;
+        let Some(initiator) = self.initiator.as_mut() else {
+            return Ok(());
+        };
         loop {
-            if sync_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
-                *sync_at = None;
-                self.state.sync_requested.store(true, Ordering::Release);
-            }
             if self.state.repair.swap(false, Ordering::AcqRel) {
                 while self.updates.try_recv().is_ok() {}
-                self.repairing = true;
-                self.state.sync_requested.store(true, Ordering::Release);
+                initiator.repair();
             }
-            if session
-                .as_ref()
-                .is_some_and(|s| s.started.elapsed() > SYNC_TIMEOUT)
+            if self.state.sync_requested.swap(false, Ordering::AcqRel) {
+                initiator.request_sync();
+            }
+            if !initiator.idle()
+                && let Some(root) = initiator.poll(local, Now::read(clock))
             {
-                tracing::warn!(peer = %self.peer.name, "reconciliation timed out; starting over");
-                *session = None;
-                self.state.sync_requested.store(true, Ordering::Release);
-            }
-            if session.is_none() && self.state.sync_requested.swap(false, Ordering::AcqRel) {
-                let (go, initial) = if self.holds_initial_pull {
-                    (true, true)
-                } else {
-                    self.replication.claim_initial_pull()
-                };
-                if !go {
-                    // Another link is pulling this node's first copy.
-                    *sync_at = Some(tokio::time::Instant::now() + RETRY_BUSY);
-                } else {
-                    self.holds_initial_pull = initial;
-                    *next_session += 1;
-                    *session = Some(self.start_sync(writer, *next_session).await?);
-                }
+                framing::send(writer, root, sent).await?;
             }
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Ok(()),
                 _ = self.drain.cancelled() => {
-                    let sent = &self.replication.stats.sync_bytes_sent;
                     while let Ok(batch) = self.updates.try_recv() {
                         writer.feed_frame(batch.frame.clone(), sent).await?;
                     }
@@ -304,167 +246,28 @@ impl Link {
                     return Ok(());
                 }
                 _ = self.state.wake.notified() => {}
-                _ = sleep_until_some(*sync_at) => {}
+                _ = sleep_until_some(clock, initiator.next_wakeup()) => {}
                 message = framing::receive(reader) => {
                     let message = message?.ok_or(PeerError::Closed)?;
-                    match self.on_message(message, session, writer).await? {
-                        Outcome::Continue => {}
-                        Outcome::Done => {
-                            *session = None;
-                            if self.holds_initial_pull {
-                                self.holds_initial_pull = false;
-                                self.replication.end_initial_pull(true);
-                            }
+                    let acked = match message {
+                        // The push path's answer, most of the traffic.
+                        Message::Ack { last_seq } => initiator.ack(last_seq),
+                        message => {
+                            let step = initiator.handle(local, message, Now::read(clock))?;
+                            framing::send_all(writer, step.send, sent).await?;
+                            step.acked
                         }
-                        Outcome::Busy => {
-                            *session = None;
-                            *sync_at = Some(tokio::time::Instant::now() + RETRY_BUSY);
-                        }
+                    };
+                    if let Some(seq) = acked {
+                        self.state.acked.fetch_max(seq, Ordering::AcqRel);
+                        replication.acks.notify_waiters();
                     }
                 }
                 batch = self.updates.recv() => {
                     let Some(batch) = batch else { return Ok(()) };
-                    writer.send_frame(batch.frame.clone(), &self.replication.stats.sync_bytes_sent).await?;
+                    writer.send_frame(batch.frame.clone(), sent).await?;
                 }
             }
         }
-    }
-
-    async fn start_sync(&mut self, writer: &mut Writer, id: u64) -> Result<Session, PeerError> {
-        self.replication.before_sync();
-        let store = &self.replication.store;
-        let session = Session {
-            id,
-            started: tokio::time::Instant::now(),
-            start_ms: self.replication.clock.wall_ms(),
-            start_seq: store.last_seq(),
-            leaves: Vec::new(),
-            theirs: HashMap::new(),
-        };
-        let root = store.digest_tree().root();
-        self.send(
-            writer,
-            Message::SyncRoot {
-                session: session.id,
-                root,
-                truncated: store.truncated(),
-            },
-        )
-        .await?;
-        Ok(session)
-    }
-
-    async fn send(&self, writer: &mut Writer, message: Message) -> Result<(), PeerError> {
-        framing::send(writer, message, &self.replication.stats.sync_bytes_sent).await
-    }
-
-    /// Handles one message from the peer.
-    async fn on_message(
-        &mut self,
-        message: Message,
-        session: &mut Option<Session>,
-        writer: &mut Writer,
-    ) -> Result<Outcome, PeerError> {
-        let store = self.replication.store.clone();
-        match message {
-            Message::Ack { last_seq } => {
-                if !self.repairing {
-                    self.state.acked.fetch_max(last_seq, Ordering::AcqRel);
-                    self.replication.acks.notify_waiters();
-                }
-                Ok(Outcome::Continue)
-            }
-            Message::SyncEqual { session: id } => Ok(self.finish(session, id)),
-            Message::SyncBusy { session: id } => Ok(match session {
-                Some(s) if s.id == id => Outcome::Busy,
-                _ => Outcome::Continue,
-            }),
-            Message::SyncInner {
-                session: id,
-                truncated,
-                inner,
-            } => {
-                store.truncate(truncated);
-                let groups = sync::differing_groups(&store, &inner)
-                    .into_iter()
-                    .map(|g| (g, sync::leaf_hashes(&store, usize::from(g))))
-                    .collect();
-                self.send(
-                    writer,
-                    Message::SyncLeaves {
-                        session: id,
-                        groups,
-                    },
-                )
-                .await?;
-                Ok(Outcome::Continue)
-            }
-            Message::SyncSummary {
-                session: id,
-                leaves,
-                keys,
-                last,
-            } => {
-                let Some(current) = session.as_mut().filter(|s| s.id == id) else {
-                    return Ok(Outcome::Continue);
-                };
-                current
-                    .theirs
-                    .extend(keys.into_iter().map(|kv| (kv.key, (kv.version, kv.live))));
-                current.leaves.extend(leaves);
-                if last {
-                    let recent = self.replication.recent_tombstones_since();
-                    let (want, push) = sync::plan(&store, &current.leaves, &current.theirs, recent);
-                    current.theirs = HashMap::new();
-                    let sent = &self.replication.stats.sync_bytes_sent;
-                    framing::send_entries(writer, id, &push, sent).await?;
-                    let want: Vec<serde_bytes::ByteBuf> =
-                        want.into_iter().map(serde_bytes::ByteBuf::from).collect();
-                    // At least one frame, the last one marked as such.
-                    let chunks: Vec<&[serde_bytes::ByteBuf]> = match want.is_empty() {
-                        true => vec![&[]],
-                        false => want.chunks(CHUNK_ENTRIES).collect(),
-                    };
-                    for (i, chunk) in chunks.iter().enumerate() {
-                        let message = Message::SyncWant {
-                            session: id,
-                            keys: chunk.to_vec(),
-                            last: i + 1 == chunks.len(),
-                        };
-                        self.send(writer, message).await?;
-                    }
-                }
-                Ok(Outcome::Continue)
-            }
-            Message::SyncEntries {
-                session: id,
-                entries,
-                ..
-            } => {
-                let (applied, ours) = sync::apply_and_rebut(&store, &entries);
-                Replication::count(&self.replication.stats.entries_received, applied as u64);
-                let sent = &self.replication.stats.sync_bytes_sent;
-                framing::send_entries(writer, id, &ours, sent).await?;
-                Ok(Outcome::Continue)
-            }
-            Message::SyncDone { session: id } => Ok(self.finish(session, id)),
-            _ => Err(PeerError::Unexpected),
-        }
-    }
-
-    fn finish(&mut self, session: &Option<Session>, id: u64) -> Outcome {
-        let Some(current) = session.as_ref().filter(|s| s.id == id) else {
-            return Outcome::Continue;
-        };
-        self.repairing = false;
-        // Everything written before the reconciliation started is now on
-        // the peer.
-        self.state
-            .acked
-            .fetch_max(current.start_seq, Ordering::AcqRel);
-        self.replication.acks.notify_waiters();
-        self.replication
-            .sync_completed(self.peer.node_id, current.start_ms);
-        Outcome::Done
     }
 }

@@ -6,13 +6,20 @@
 //!   never wait for peers (except through WAIT).
 //! - Anti-entropy: every `--sync-interval` the next peer in a rotation is
 //!   reconciled through the digest tree; every new link (a join, a restart,
-//!   a healed partition, a broken link) starts with one.
+//!   a healed partition, a broken link) starts with one. The protocol is in
+//!   [`session`] (sans-IO); [`link`] and [`inbound`] are the loops that
+//!   carry its frames.
 //! - Tombstone collection: a tombstone goes once every known node has
-//!   completed a reconciliation with us that started after it arrived.
+//!   completed a reconciliation with us that started after it arrived
+//!   ([`session::Bookkeeping`]).
+//!
+//! This module owns what the node's tasks share ([`Replication`]) and the
+//! tasks that keep one link per live member; it never decodes a message.
 
 pub(crate) mod framing;
 mod inbound;
 mod link;
+pub(crate) mod session;
 pub mod sync;
 pub mod wire;
 
@@ -32,16 +39,8 @@ use crate::crypto::Keyring;
 use crate::membership::{MemberState, MembershipHandle};
 use crate::store::{Cause, Causes, Change, ChangeKind, ChangeReader, Lagged, Store};
 use link::{Batch, LinkHandle};
+use session::{Bookkeeping, Local};
 
-/// How long a node that started empty may defer its peers' reconciliations
-/// while it pulls its initial copy.
-const FRESH_FOR_AT_MOST: Duration = Duration::from_secs(60);
-/// Shortest window in which tombstones count as recent (it also covers a
-/// few seconds of clock skew between nodes).
-const MIN_RECENT_TOMBSTONE_WINDOW: Duration = Duration::from_secs(10);
-const PULL_NOT_STARTED: u8 = 0;
-const PULL_IN_FLIGHT: u8 = 1;
-const PULL_DONE: u8 = 2;
 /// Batches a link may have queued before it counts as overflowing.
 const LINK_QUEUE_BATCHES: usize = 4096;
 
@@ -59,24 +58,12 @@ pub struct Replication {
     node_id: u64,
     incarnation: u64,
     links: Mutex<HashMap<u64, LinkHandle>>,
-    /// Per known node: when its last completed reconciliation with us
-    /// started, and when we last saw it alive (unix ms).
-    book: Mutex<HashMap<u64, PeerRecord>>,
-    /// When we last completed a reconciliation with anyone (0: never).
-    last_contact_ms: AtomicU64,
+    /// What completed reconciliations tell: tombstone horizon, initial
+    /// pull, last contact.
+    bookkeeping: Mutex<Bookkeeping>,
     /// Woken whenever a peer acknowledges updates (WAIT listens).
     acks: tokio::sync::Notify,
-    /// A node that starts empty pulls its first copy from one peer: one of
-    /// PULL_NOT_STARTED, PULL_IN_FLIGHT, PULL_DONE.
-    initial_pull: std::sync::atomic::AtomicU8,
-    started: std::time::Instant,
     pub stats: ReplicationStats,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct PeerRecord {
-    last_sync_start_ms: u64,
-    last_seen_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +73,9 @@ pub struct ReplicationStats {
     pub bad_frames: AtomicU64,
     /// Of those, links whose peer did not prove it has our cluster key.
     pub auth_failures: AtomicU64,
+    /// Connections to the peer port closed at once because
+    /// `--max-peer-links` inbound links were open.
+    pub rejected_peer_links: AtomicU64,
     pub syncs_completed: AtomicU64,
     pub entries_pushed: AtomicU64,
     pub entries_received: AtomicU64,
@@ -157,64 +147,23 @@ impl Replication {
         w.field("queue_overflows", load(&self.stats.queue_overflows));
         w.field("bad_frames", load(&self.stats.bad_frames));
         w.field("auth_failures", load(&self.stats.auth_failures));
+        w.field("rejected_peer_links", load(&self.stats.rejected_peer_links));
         w.field("tombstones", self.store.tombstone_len());
         w.field("last_change_seq", self.store.last_seq());
     }
 
-    /// Whether this node is pulling its first full copy: it started empty
-    /// and one of its links is fetching everything. Meanwhile it asks peers
-    /// that would send it another full copy to come back later (bounded in
-    /// time, so a node that cannot finish never refuses its peers for long).
-    fn pulling_initial_copy(&self) -> bool {
-        self.initial_pull.load(Ordering::Acquire) == PULL_IN_FLIGHT
-            && self.clock.since(self.started) < FRESH_FOR_AT_MOST
-    }
-
-    /// Asks whether a link may start a reconciliation now: the first one of
-    /// a node that is still empty becomes its initial pull and the others
-    /// wait for it (false); everything else goes ahead (true).
-    fn claim_initial_pull(&self) -> (bool, bool) {
-        match self.initial_pull.load(Ordering::Acquire) {
-            PULL_DONE => (true, false),
-            PULL_IN_FLIGHT => (self.clock.since(self.started) >= FRESH_FOR_AT_MOST, false),
-            _ if !self.store.is_empty() => {
-                self.initial_pull.store(PULL_DONE, Ordering::Release);
-                (true, false)
-            }
-            _ => {
-                let claimed = self
-                    .initial_pull
-                    .compare_exchange(
-                        PULL_NOT_STARTED,
-                        PULL_IN_FLIGHT,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_ok();
-                (claimed, claimed)
-            }
+    /// This node as the sessions see it.
+    fn local(&self) -> Local<'_> {
+        Local {
+            store: &self.store,
+            bookkeeping: &self.bookkeeping,
+            stats: &self.stats,
         }
     }
 
-    /// The initial pull ended: done, or failed (then another link may try).
-    fn end_initial_pull(&self, completed: bool) {
-        let next = if completed {
-            PULL_DONE
-        } else {
-            PULL_NOT_STARTED
-        };
-        self.initial_pull.store(next, Ordering::Release);
-    }
-
-    /// Tombstones written since this unix-ms time are "recent": handed even
-    /// to peers that hold nothing for their key (see `sync::worth_sending`).
-    /// The window spans many reconciliation rounds, so every node has
-    /// reconciled (and got the tombstone) long before it closes.
-    fn recent_tombstones_since(&self) -> u64 {
-        let window = (self.config.sync_interval * 10).max(MIN_RECENT_TOMBSTONE_WINDOW);
-        self.clock
-            .wall_ms()
-            .saturating_sub(window.as_millis() as u64)
+    fn update_horizon(&self) {
+        let now_ms = self.clock.wall_ms();
+        self.bookkeeping.lock().update_horizon(&self.store, now_ms);
     }
 
     /// Largest frame accepted from a peer: one entry of the largest value
@@ -227,63 +176,6 @@ impl Replication {
 
     pub fn connected_peers(&self) -> usize {
         self.links.lock().len()
-    }
-
-    /// A reconciliation with `node_id` that started at `start_ms` finished.
-    fn sync_completed(&self, node_id: u64, start_ms: u64) {
-        let mut book = self.book.lock();
-        let record = book.entry(node_id).or_default();
-        record.last_sync_start_ms = record.last_sync_start_ms.max(start_ms);
-        record.last_seen_ms = self.clock.wall_ms();
-        self.last_contact_ms
-            .store(self.clock.wall_ms(), Ordering::Release);
-        Self::count(&self.stats.syncs_completed, 1);
-        self.stats.initial_sync_done.store(true, Ordering::Release);
-        drop(book);
-        self.update_horizon();
-    }
-
-    /// Tombstones that arrived before every known node's last completed
-    /// reconciliation with us have been seen by all of them.
-    fn update_horizon(&self) {
-        let now = self.clock.wall_ms();
-        let forget = self.config.forget_after.as_millis() as u64;
-        let mut book = self.book.lock();
-        book.retain(|_, r| now.saturating_sub(r.last_seen_ms) <= forget);
-        let horizon = book.values().map(|r| r.last_sync_start_ms).min().unwrap_or(
-            if self.config.join.is_empty() && self.last_contact_ms.load(Ordering::Acquire) == 0 {
-                u64::MAX
-            } else {
-                0
-            },
-        );
-        self.store.set_tombstone_horizon(horizon);
-        // A lone node that never had peers may collect at once; otherwise a
-        // tombstone is kept while it is recent (see recent_tombstones_since).
-        let min_age = if horizon == u64::MAX {
-            u64::MAX
-        } else {
-            self.recent_tombstones_since()
-        };
-        self.store.set_tombstone_min_age(min_age);
-    }
-
-    /// Called before a reconciliation starts: a node cut off from every
-    /// peer for longer than `--forget-after` has been forgotten by them
-    /// (they collected tombstones it never saw), so it discards its data
-    /// and pulls everything instead of resurrecting deleted keys.
-    fn before_sync(&self) {
-        let last = self.last_contact_ms.load(Ordering::Acquire);
-        let forget = self.config.forget_after.as_millis() as u64;
-        if last != 0 && self.clock.wall_ms().saturating_sub(last) > forget {
-            tracing::warn!(
-                cut_off_for_s = self.clock.wall_ms().saturating_sub(last) / 1000,
-                "cut off from the cluster longer than --forget-after: discarding local data and resyncing"
-            );
-            self.store.discard_all();
-            self.last_contact_ms
-                .store(self.clock.wall_ms(), Ordering::Release);
-        }
     }
 }
 
@@ -302,7 +194,7 @@ pub fn start(
     let pusher = store.subscribe(Causes::NONE);
     let replication = Arc::new(Replication {
         pusher,
-        started: clock.now(),
+        bookkeeping: Mutex::new(Bookkeeping::new(config, clock.now())),
         clock,
         store,
         config: config.clone(),
@@ -310,10 +202,7 @@ pub fn start(
         node_id: membership.me.node_id,
         incarnation: membership.me.incarnation,
         links: Mutex::new(HashMap::new()),
-        book: Mutex::new(HashMap::new()),
-        last_contact_ms: AtomicU64::new(0),
         acks: tokio::sync::Notify::new(),
-        initial_pull: std::sync::atomic::AtomicU8::new(PULL_NOT_STARTED),
         stats: ReplicationStats::default(),
     });
     replication.update_horizon();
@@ -337,7 +226,7 @@ const LINK_DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// evictions included). Replicated writes came from the peer that made
 /// them, which sent them to every node itself; expiries happen on every
 /// node on their own.
-const PUSHED: Causes = Causes::of(&[Cause::Local, Cause::Evicted]);
+pub(crate) const PUSHED: Causes = Causes::of(&[Cause::Local, Cause::Evicted]);
 
 /// The push path's reader of the change log: hands every batch of local
 /// changes to every link; at shutdown, hands over the last ones and lets
@@ -424,10 +313,10 @@ fn reconcile_links(replication: &Arc<Replication>, membership: &MembershipHandle
     let members = membership.members();
     let now = replication.clock.wall_ms();
     {
-        let mut book = replication.book.lock();
+        let mut bookkeeping = replication.bookkeeping.lock();
         for m in members.iter().filter(|m| !m.is_self) {
             if m.state != MemberState::Down {
-                book.entry(m.id.node_id).or_default().last_seen_ms = now;
+                bookkeeping.saw_alive(m.id.node_id, now);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Anti-entropy's data side: what to compare and what to send, computed from
-//! the digest tree and the store. The link (initiator) and inbound
-//! (responder) tasks carry the messages; nothing here does I/O.
+//! the digest tree and the store, and how entries from a peer are applied.
+//! The sessions (`super::session`) decide when; nothing here keeps state
+//! between calls, does I/O or reads a clock (the time is a parameter).
 
 use std::collections::{HashMap, HashSet};
 
@@ -111,6 +112,7 @@ pub fn plan(
     leaves: &[u16],
     theirs: &HashMap<Vec<u8>, (Version, bool)>,
     recent_since_ms: u64,
+    now_ms: u64,
 ) -> (Vec<Vec<u8>>, Vec<WireEntry>) {
     let mut ours_seen = HashSet::new();
     let mut push = Vec::new();
@@ -128,7 +130,7 @@ pub fn plan(
         .iter()
         .filter(|(key, (version, live))| {
             if ours_seen.contains(*key) {
-                store_version(store, key).is_some_and(|mine| mine < *version)
+                store_version(store, key, now_ms).is_some_and(|mine| mine < *version)
             } else {
                 *live || version.millis() >= recent_since_ms
             }
@@ -138,16 +140,15 @@ pub fn plan(
     (want, push)
 }
 
-fn store_version(store: &Store, key: &[u8]) -> Option<Version> {
-    store.with_key_untouched(key, store.clock().wall_ms(), |k| k.version())
+fn store_version(store: &Store, key: &[u8], now_ms: u64) -> Option<Version> {
+    store.with_key_untouched(key, now_ms, |k| k.version())
 }
 
 /// Our entries for `keys` (what a peer asked for).
-pub fn entries_for(store: &Store, keys: &[serde_bytes::ByteBuf]) -> Vec<WireEntry> {
-    let now = store.clock().wall_ms();
+pub fn entries_for(store: &Store, keys: &[serde_bytes::ByteBuf], now_ms: u64) -> Vec<WireEntry> {
     keys.iter()
         .filter_map(|key| {
-            store.with_key_untouched(key, now, |k| {
+            store.with_key_untouched(key, now_ms, |k| {
                 let version = k.version()?;
                 Some(WireEntry {
                     key: key.to_vec(),
@@ -164,12 +165,15 @@ pub fn entries_for(store: &Store, keys: &[serde_bytes::ByteBuf]) -> Vec<WireEntr
 /// hold something newer, our entries: the peer needs them (this is how a
 /// delete reaches a peer that sent us whole buckets we hold only
 /// tombstones in).
-pub fn apply_and_rebut(store: &Store, entries: &[WireEntry]) -> (usize, Vec<WireEntry>) {
-    let now = store.clock().wall_ms();
+pub fn apply_and_rebut(
+    store: &Store,
+    entries: &[WireEntry],
+    now_ms: u64,
+) -> (usize, Vec<WireEntry>) {
     let mut applied = 0;
     let mut ours = Vec::new();
     for e in entries {
-        store.with_key(&e.key, now, |k| {
+        store.with_key(&e.key, now_ms, |k| {
             if k.apply(e.value.as_deref().map(|v| &v[..]), e.expires_at, e.version) {
                 applied += 1;
             } else if let Some(version) = k.version().filter(|v| *v > e.version) {
@@ -182,29 +186,32 @@ pub fn apply_and_rebut(store: &Store, entries: &[WireEntry]) -> (usize, Vec<Wire
             }
         });
     }
-    store.after_peer_writes(applied, now);
+    store.after_peer_writes(applied, now_ms);
     (applied, ours)
 }
 
 /// Applies a batch a peer pushed: its FLUSHALL markers, then its entries,
 /// straight from the frame they arrived in; returns how many entries took
 /// effect.
-pub fn apply_updates(store: &Store, updates: UpdatesRef<'_>) -> usize {
+pub fn apply_updates(store: &Store, updates: UpdatesRef<'_>, now_ms: u64) -> usize {
     for &marker in &updates.truncates {
         store.truncate(marker);
     }
-    apply(store, updates.entries)
+    apply(store, updates.entries, now_ms)
 }
 
 /// Applies entries from a peer under the conflict rule; returns how many
 /// took effect.
-pub fn apply<'a>(store: &Store, entries: impl IntoIterator<Item = WireEntryRef<'a>>) -> usize {
-    let now = store.clock().wall_ms();
+pub fn apply<'a>(
+    store: &Store,
+    entries: impl IntoIterator<Item = WireEntryRef<'a>>,
+    now_ms: u64,
+) -> usize {
     let applied = entries
         .into_iter()
-        .filter(|e| store.with_key(e.key, now, |k| k.apply(e.value, e.expires_at, e.version)))
+        .filter(|e| store.with_key(e.key, now_ms, |k| k.apply(e.value, e.expires_at, e.version)))
         .count();
     // Never refused for maxmemory: applied, then room is made (evict.rs).
-    store.after_peer_writes(applied, now);
+    store.after_peer_writes(applied, now_ms);
     applied
 }
