@@ -1,21 +1,25 @@
 //! Cluster membership: SWIM with suspicion through the `foca` crate.
 //!
-//! foca owns the protocol state machine and nothing else; the driver task in
-//! [`driver`] owns the UDP socket on the peer port, the timers and the wire
-//! envelope. This module holds what both sides share: the member identity,
-//! the protocol configuration derived from our flags, the envelope formats
-//! (plain, or sealed with the cluster key: see [`seal_keyed`]), and the
-//! handle the rest of the node reads membership from.
+//! foca owns the protocol state machine; the membership core in [`core`]
+//! wraps it with its timers, the wire envelope and what we keep about
+//! members, stepped by calls; the driver task in [`driver`] owns the UDP
+//! socket on the peer port and the clock, and only moves datagrams and
+//! timers between them. This module holds what they share: the member
+//! identity, the protocol configuration derived from our flags, the
+//! envelope formats (plain, or sealed with the cluster key: see
+//! [`seal_keyed`]), and the handle the rest of the node reads membership
+//! from. It never touches the keyspace.
 
+mod core;
 mod driver;
+mod sealing;
+mod suspicion;
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -23,6 +27,9 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::crypto::{AuthError, DATAGRAM_NONCE_LEN, Keyring, TAG_LEN};
 
+pub use self::core::{
+    Announce, Dropped, Event, JOIN_BACKOFF_MAX, JOIN_BACKOFF_MIN, MembershipCore, RECONNECT_EVERY,
+};
 pub use driver::start;
 
 /// A member's identity, carried in every SWIM message.
