@@ -539,12 +539,19 @@ impl MembershipCore {
     /// Works out what changed in this step: the listing and its events,
     /// former members, and when the sender was heard from.
     fn track_members(&mut self, now: Instant) {
-        if self.left_changed || !self.same_membership() {
-            self.left_changed = false;
-            self.fingerprints.clear();
-            self.fingerprints
-                .extend(self.foca.iter_membership_state().map(fingerprint));
-            self.relist();
+        match self.state_changes() {
+            Some(changes) if changes.is_empty() => {}
+            Some(changes) => {
+                for (id, state) in &changes {
+                    self.note_listed(id, *state);
+                }
+                self.take_fingerprints();
+            }
+            None => {
+                self.left_changed = false;
+                self.relist();
+                self.take_fingerprints();
+            }
         }
         if let Some(from) = self.heard_from.take()
             && self.holds(from)
@@ -554,12 +561,38 @@ impl MembershipCore {
         self.last_step = now;
     }
 
-    fn same_membership(&self) -> bool {
+    fn take_fingerprints(&mut self) {
+        self.fingerprints.clear();
+        self.fingerprints
+            .extend(self.foca.iter_membership_state().map(fingerprint));
+    }
+
+    /// The listed members whose state or identity changed since the last
+    /// step, when nothing else did (the same addresses in the same order,
+    /// no leave notice to take or forget): the common step costs a
+    /// comparison per member and no lookup. None when the listing must be
+    /// worked out again.
+    fn state_changes(&self) -> Option<Vec<(MemberId, MemberState)>> {
         let members = self.foca.iter_membership_state();
-        members.len() == self.fingerprints.len()
-            && members
-                .zip(&self.fingerprints)
-                .all(|(m, seen)| fingerprint(m) == *seen)
+        if self.left_changed || members.len() != self.fingerprints.len() {
+            return None;
+        }
+        let mut changes = Vec::new();
+        for (member, seen) in members.zip(&self.fingerprints) {
+            let current = fingerprint(member);
+            if current == *seen {
+                continue;
+            }
+            // A new identity at an address (a restart) may end a leave.
+            let renamed = current.identity != seen.identity;
+            if current.identity.0 != seen.identity.0 || (renamed && !self.left.is_empty()) {
+                return None;
+            }
+            if !self.has_left(member.id()) {
+                changes.push((member.id().clone(), member_state(member.state())));
+            }
+        }
+        Some(changes)
     }
 
     /// Whether foca holds a member at `addr`: listed, or hidden since its
@@ -568,41 +601,45 @@ impl MembershipCore {
         self.listed.contains_key(&addr) || self.left.values().any(|a| *a == addr)
     }
 
-    /// Compares the listed members with the last step's (events for what
-    /// changed), and forgets leaves and last-heard times of members foca
-    /// dropped.
-    fn relist(&mut self) {
-        let mut listed = 0;
-        for member in self.foca.iter_membership_state() {
-            let id = member.id();
-            if self.left.contains_key(&(id.node_id, id.incarnation)) {
-                continue;
+    /// Notes that `id` is listed as `state` now: an event if that is news.
+    fn note_listed(&mut self, id: &MemberId, state: MemberState) {
+        // foca keeps at most one member per address.
+        match self.listed.get_mut(&id.peer) {
+            None => {
+                self.listed.insert(id.peer, (id.clone(), state));
+                self.events.push(Event::Joined {
+                    id: id.clone(),
+                    state,
+                });
             }
-            listed += 1;
-            let state = member_state(member.state());
-            // foca keeps at most one member per address.
-            match self.listed.get_mut(&id.peer) {
-                None => {
-                    self.listed.insert(id.peer, (id.clone(), state));
-                    self.events.push(Event::Joined {
-                        id: id.clone(),
-                        state,
-                    });
+            Some(seen) if seen.1 != state || seen.0 != *id => {
+                if state == MemberState::Down && seen.1 != MemberState::Down {
+                    self.known_peers.insert(id.peer, self.last_step);
                 }
-                Some(seen) if seen.1 != state || seen.0 != *id => {
-                    if state == MemberState::Down && seen.1 != MemberState::Down {
-                        self.known_peers.insert(id.peer, self.last_step);
-                    }
-                    *seen = (id.clone(), state);
-                    self.events.push(Event::Changed {
-                        id: id.clone(),
-                        state,
-                    });
-                }
-                Some(_) => {}
+                *seen = (id.clone(), state);
+                self.events.push(Event::Changed {
+                    id: id.clone(),
+                    state,
+                });
             }
+            Some(_) => {}
         }
-        if self.listed.len() > listed {
+    }
+
+    /// Works the whole listing out again (members came, went, changed
+    /// identity or left), and forgets leaves and last-heard times of
+    /// members foca dropped.
+    fn relist(&mut self) {
+        let current: Vec<(MemberId, MemberState)> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| !self.has_left(m.id()))
+            .map(|m| (m.id().clone(), member_state(m.state())))
+            .collect();
+        for (id, state) in &current {
+            self.note_listed(id, *state);
+        }
+        if self.listed.len() > current.len() {
             self.unlist_missing();
         }
         if !self.left.is_empty() {
@@ -650,19 +687,22 @@ impl MembershipCore {
     }
 }
 
-/// What identifies a member's state in foca: its address, identity,
-/// SWIM incarnation and state.
-type Fingerprint = (SocketAddr, u64, u64, u16, foca::State);
+/// A member's state in foca, as compared between steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    /// Address, node id and incarnation.
+    identity: (SocketAddr, u64, u64),
+    swim_incarnation: u16,
+    state: foca::State,
+}
 
 fn fingerprint(member: &foca::Member<MemberId>) -> Fingerprint {
     let id = member.id();
-    (
-        id.peer,
-        id.node_id,
-        id.incarnation,
-        member.incarnation(),
-        member.state(),
-    )
+    Fingerprint {
+        identity: (id.peer, id.node_id, id.incarnation),
+        swim_incarnation: member.incarnation(),
+        state: member.state(),
+    }
 }
 
 fn member_state(state: foca::State) -> MemberState {

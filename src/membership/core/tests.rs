@@ -215,6 +215,32 @@ fn a_member_that_stops_answering_is_declared_down_then_removed() {
 }
 
 #[test]
+fn a_member_restarted_at_its_address_is_listed_under_its_new_identity() {
+    let mut cluster = Cluster::new(3, None);
+    assert!(cluster.run_until(secs(10), Cluster::all_alive));
+    let reborn = MemberId {
+        incarnation: 2,
+        ..member(2)
+    };
+    let now = cluster.now();
+    cluster.nodes[2] = MembershipCore::new(reborn.clone(), &joining_config(), None, 7, now);
+    let sees_reborn = |c: &Cluster| {
+        (0..2).all(|i| {
+            let views = c.nodes[i].views();
+            views.len() == 3
+                && views
+                    .iter()
+                    .any(|v| v.id == reborn && v.state == MemberState::Alive)
+        })
+    };
+    assert!(cluster.run_until(secs(10), sees_reborn));
+    for events in &cluster.events[..2] {
+        let restarted = |e: &Event| matches!(e, Event::Restarted { new, .. } if *new == reborn);
+        assert!(events.iter().any(restarted), "{events:?}");
+    }
+}
+
+#[test]
 fn a_leave_notice_hides_the_member_at_once() {
     let mut cluster = Cluster::new(3, None);
     assert!(cluster.run_until(secs(10), Cluster::all_alive));
