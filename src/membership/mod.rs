@@ -118,54 +118,6 @@ pub fn protocol_config(config: &Config, cluster_size: usize) -> foca::Config {
     c
 }
 
-/// The local suspicion timeout. foca starts the suspect → down timer only
-/// on the member whose own probe failed; the others wait for that verdict
-/// to reach them by gossip, and a member that misses every retransmission
-/// keeps a dead node as suspect until it probes it itself (up to N probe
-/// periods: 7 % of failures in a simulation of 200 members with 10 % loss).
-/// As in the SWIM paper and memberlist, every member therefore also times
-/// suspicions out on its own, after twice the suspicion timeout, so the
-/// suspector's verdict or the suspect's refutation normally comes first.
-#[derive(Debug, Default)]
-pub struct SuspicionTimer {
-    /// Per suspect: the SWIM incarnation it is suspected at, and since when.
-    since: std::collections::HashMap<SocketAddr, (u16, Duration)>,
-}
-
-impl SuspicionTimer {
-    /// The members to declare down at `now` (any monotonic clock), given
-    /// foca's membership state and the suspicion timeout in force.
-    pub fn overdue<'a>(
-        &mut self,
-        members: impl Iterator<Item = &'a foca::Member<MemberId>>,
-        now: Duration,
-        suspect_to_down_after: Duration,
-    ) -> Vec<foca::Member<MemberId>> {
-        let limit = suspect_to_down_after * 2;
-        let mut overdue = Vec::new();
-        let mut suspects = std::collections::HashSet::new();
-        for member in members.filter(|m| m.state() == foca::State::Suspect) {
-            let addr = member.id().peer;
-            suspects.insert(addr);
-            let since = self
-                .since
-                .entry(addr)
-                .or_insert((member.incarnation(), now));
-            if since.0 != member.incarnation() {
-                *since = (member.incarnation(), now);
-            } else if now.saturating_sub(since.1) > limit {
-                overdue.push(foca::Member::new(
-                    member.id().clone(),
-                    member.incarnation(),
-                    foca::State::Down,
-                ));
-            }
-        }
-        self.since.retain(|addr, _| suspects.contains(addr));
-        overdue
-    }
-}
-
 /// Largest datagram we send or accept, envelope included (fits a 1500-byte
 /// Ethernet MTU with IP and UDP headers).
 pub const MAX_DATAGRAM: usize = 1400;
