@@ -282,7 +282,8 @@ impl MembershipCore {
 
     /// Fires foca's timers due at `now`, in deadline order (submission
     /// order for equal deadlines). Timers they schedule wait for a later
-    /// call, even those due at once.
+    /// call, even those due at once. Like every step, it also declares
+    /// down the suspects whose local suspicion timed out.
     pub fn fire_due_timers(&mut self, now: Instant) {
         while let Some(Reverse((at, _, _))) = self.timers.peek() {
             if *at > now {
@@ -298,12 +299,16 @@ impl MembershipCore {
         self.settle(now);
     }
 
-    /// When the core next needs a call: a timer's deadline
-    /// ([`Self::fire_due_timers`]) or an announce's ([`Self::due_announce`]).
+    /// When the core next needs a call: a timer's deadline or a local
+    /// suspicion's ([`Self::fire_due_timers`]), or an announce's
+    /// ([`Self::due_announce`]).
     pub fn next_deadline(&self) -> Instant {
         let mut next = self.next_reconnect;
         if let Some(Reverse((at, _, _))) = self.timers.peek() {
             next = next.min(*at);
+        }
+        if let Some(at) = self.suspicion.next_expiry(self.suspect_to_down_after) {
+            next = next.min(at);
         }
         if let Some(join) = self.join.at
             && self.foca.num_members() == 0
@@ -319,7 +324,7 @@ impl MembershipCore {
         self.timers.iter().map(|Reverse((at, _, _))| *at).max()
     }
 
-    /// The announce due at `now`, if any, and when the next one is: the
+    /// The announce due at `now`, if any, scheduling the next one: the
     /// join backoff while we know no member, the reconnect period always.
     /// Several may be due: call until None.
     pub fn due_announce(&mut self, now: Instant) -> Option<Announce> {

@@ -25,7 +25,9 @@ pub(super) struct SuspicionTimer {
 
 impl SuspicionTimer {
     /// The members to declare down at `now`, given foca's membership state
-    /// and the suspicion timeout in force.
+    /// and the suspicion timeout in force. A verdict restarts the member's
+    /// clock: should it stay suspect, it is tried again a timeout later,
+    /// not at every step.
     pub(super) fn overdue<'a>(
         &mut self,
         members: impl Iterator<Item = &'a foca::Member<MemberId>>,
@@ -44,7 +46,8 @@ impl SuspicionTimer {
                 .or_insert((member.incarnation(), now));
             if since.0 != member.incarnation() {
                 *since = (member.incarnation(), now);
-            } else if now.saturating_duration_since(since.1) > limit {
+            } else if now.saturating_duration_since(since.1) >= limit {
+                since.1 = now;
                 overdue.push(foca::Member::new(
                     member.id().clone(),
                     member.incarnation(),
@@ -54,6 +57,12 @@ impl SuspicionTimer {
         }
         self.since.retain(|addr, _| suspects.contains(addr));
         overdue
+    }
+
+    /// When the next suspicion seen so far times out.
+    pub(super) fn next_expiry(&self, suspect_to_down_after: Duration) -> Option<Instant> {
+        let first = self.since.values().map(|(_, since)| *since).min()?;
+        Some(first + suspect_to_down_after * 2)
     }
 }
 
@@ -81,15 +90,22 @@ mod tests {
         let at = |secs: u64| t0 + Duration::from_secs(secs);
         let first = [suspect(4001, 0)];
         assert!(timer.overdue(first.iter(), at(0), timeout).is_empty());
-        assert!(timer.overdue(first.iter(), at(4), timeout).is_empty());
+        assert_eq!(timer.next_expiry(timeout), Some(at(4)));
+        assert!(timer.overdue(first.iter(), at(3), timeout).is_empty());
         // Refuted at a higher incarnation, then suspected again: a new clock.
         let refuted = [suspect(4001, 1)];
-        assert!(timer.overdue(refuted.iter(), at(4), timeout).is_empty());
-        assert!(timer.overdue(refuted.iter(), at(8), timeout).is_empty());
-        let overdue = timer.overdue(refuted.iter(), at(9), timeout);
+        assert!(timer.overdue(refuted.iter(), at(3), timeout).is_empty());
+        assert!(timer.overdue(refuted.iter(), at(6), timeout).is_empty());
+        assert_eq!(timer.next_expiry(timeout), Some(at(7)));
+        let overdue = timer.overdue(refuted.iter(), at(7), timeout);
         assert_eq!(overdue.len(), 1);
         assert_eq!(overdue[0].state(), foca::State::Down);
         assert_eq!(overdue[0].incarnation(), 1);
+        assert!(
+            timer.overdue(refuted.iter(), at(7), timeout).is_empty(),
+            "the verdict restarts the clock"
+        );
+        assert_eq!(timer.next_expiry(timeout), Some(at(11)));
     }
 
     #[test]
@@ -100,6 +116,7 @@ mod tests {
         let suspected = [suspect(4001, 0)];
         assert!(timer.overdue(suspected.iter(), t0, timeout).is_empty());
         assert!(timer.overdue([].iter(), t0, timeout).is_empty());
+        assert_eq!(timer.next_expiry(timeout), None);
         let later = t0 + Duration::from_secs(10);
         assert!(
             timer.overdue(suspected.iter(), later, timeout).is_empty(),
