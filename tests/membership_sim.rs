@@ -1,19 +1,22 @@
-//! Deterministic simulation of cluster membership: N foca instances with our
-//! `MemberId`, `PostcardCodec` and the real `protocol_config` (default flags:
-//! probe period 600 ms, probe RTT 300 ms, suspicion 2.4 s x log10(N)), driven
-//! the way `membership::driver` drives them, over a simulated network.
+//! Deterministic simulation of cluster membership: N `MembershipCore`s, the
+//! node's own membership logic (foca with our `MemberId`, codec and
+//! `protocol_config`, the local suspicion timeout, the join backoff and
+//! reconnects) with default flags (probe period 600 ms, probe RTT 300 ms,
+//! suspicion 2.4 s x log10(N)), stepped the way `membership::driver` steps
+//! them, over a simulated network.
 //!
-//! Everything runs on one thread in virtual time: an event queue ordered by
-//! (virtual time, sequence number) holds datagrams in flight and foca's
-//! timers, and a seeded `StdRng` decides delays, losses and foca's own random
-//! choices. A run is therefore reproducible from its seed, and a thousand
-//! nodes for a simulated minute take seconds, not a minute.
+//! Everything runs on one thread in virtual time (an `Instant` is a fixed
+//! base plus the virtual time): an event queue ordered by (virtual time,
+//! sequence number) holds datagrams in flight and each node's next
+//! deadline, and a seeded `StdRng` decides delays, losses and the seed of
+//! every core. A run is therefore reproducible from its seed, and a
+//! thousand nodes for a simulated minute take seconds, not a minute.
 //!
 //! What is measured, in protocol periods (virtual time / probe period):
-//! - a join: a new node announces to one member; until every member has it
-//!   alive;
-//! - a failure: one member stops (no more timers, everything sent to it is
-//!   lost); until every other member has it down.
+//! - a join: a new node started with `--join` one member; until every
+//!   member has it alive;
+//! - a failure: one member stops (no more deadlines, everything sent to it
+//!   is lost); until every other member has it down.
 //!
 //! Also counted: members declared down while running (false downs) and
 //! members rejoining under a new incarnation because a peer told them they
@@ -31,23 +34,13 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use foca::{
-    AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, PostcardCodec, State,
-    Timer,
-};
 use kriminodb::Config;
-use kriminodb::membership::{MemberId, SuspicionTimer, protocol_config};
+use kriminodb::membership::{self, MemberId, MemberState, MembershipCore};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-type Swim = Foca<MemberId, PostcardCodec, StdRng, NoCustomBroadcast>;
-
-/// The driver's join loop: first retry after 500 ms, doubling up to 5 s.
-const JOIN_BACKOFF_MIN: Duration = Duration::from_millis(500);
-const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Generous bound for the assertions: the point is that the news reaches
 /// everyone, not how fast (the ignored test prints how fast).
 const BOUND_PERIODS: u32 = 60;
@@ -99,26 +92,23 @@ fn member_id(i: usize) -> MemberId {
 }
 
 enum Event {
-    /// A datagram arrives at node `to`.
-    Deliver { to: usize, data: Bytes },
-    /// A timer foca asked for fires at `node`.
-    Timer { node: usize, timer: Timer<MemberId> },
-    /// Bootstrap shortcut: the node learns every other initial member as
-    /// alive (`apply_many` without broadcasting, as if restored from a
-    /// snapshot), instead of N announces gossiped through the cluster.
-    Boot { node: usize, members: usize },
-    /// While the node knows nobody, it announces to `seed` and retries with
-    /// a growing backoff, as the driver's join loop does.
-    Join {
-        node: usize,
-        seed: SocketAddr,
-        backoff: Duration,
+    /// A datagram from node `from` arrives at node `to`.
+    Deliver {
+        from: usize,
+        to: usize,
+        data: Vec<u8>,
     },
+    /// A node's next deadline (foca's timers, the join backoff, the
+    /// reconnect period), if it is still the one the node asked for.
+    Wake { node: usize },
+    /// Bootstrap shortcut: the node learns every other initial member as
+    /// alive (`MembershipCore::bootstrap`), instead of N announces
+    /// gossiped through the cluster.
+    Boot { node: usize, members: usize },
 }
 
 /// A queued event. Ordered by time, then by submission, so simultaneous
-/// events (foca often asks for several timers at once) run in the order
-/// they were queued, as the driver's timer heap does.
+/// events run in the order they were queued.
 struct Scheduled {
     at: Duration,
     seq: u64,
@@ -143,21 +133,21 @@ impl Ord for Scheduled {
 }
 
 struct Node {
-    foca: Swim,
-    runtime: AccumulatingRuntime<MemberId>,
-    /// False once stopped: its timers and incoming datagrams are discarded.
+    core: MembershipCore,
+    /// False once stopped: its deadlines and incoming datagrams are
+    /// discarded.
     up: bool,
-    /// Cluster size the configuration was last scaled for (the driver
-    /// rescales whenever its member count changes).
-    cluster_size: usize,
-    /// The driver's local suspicion timeout.
-    suspicion: SuspicionTimer,
+    /// Its `--join` seeds, resolved.
+    seeds: Vec<SocketAddr>,
+    /// The virtual time a `Wake` is queued for: the core's next deadline
+    /// when it was last stepped. Any other queued wake is stale, skipped.
+    wake: Option<Duration>,
 }
 
 /// Which nodes currently see `target` in state `want`.
 struct Watch {
     target: SocketAddr,
-    want: State,
+    want: MemberState,
     /// Running nodes other than the target: the ones that must see it.
     observer: Vec<bool>,
     seen: Vec<bool>,
@@ -169,8 +159,8 @@ struct Watch {
 struct Counters {
     sent: u64,
     lost: u64,
-    /// Errors foca returned (the driver logs and counts them).
-    errors: u64,
+    /// Datagrams a core dropped (the driver logs them; foca refused them).
+    dropped: u64,
     /// A member declared down while it was running: a false positive.
     false_downs: u64,
     /// A member told by its peers it was down, rejoining under a new
@@ -179,13 +169,15 @@ struct Counters {
 }
 
 struct Sim {
+    /// The `Instant` at virtual time zero.
+    base: Instant,
     now: Duration,
     seq: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
     nodes: Vec<Node>,
     net: Net,
-    /// Network and scenario choices; each foca has its own generator seeded
-    /// from this one, so the run depends on the seed only.
+    /// Network and scenario choices; each core has its own generator
+    /// seeded from this one, so the run depends on the seed only.
     rng: StdRng,
     config: Config,
     watch: Option<Watch>,
@@ -197,6 +189,7 @@ impl Sim {
     /// the first probe period so that their probes are not in lockstep.
     fn new(members: usize, net: Net, seed: u64) -> Self {
         let mut sim = Self {
+            base: Instant::now(),
             now: Duration::ZERO,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -208,7 +201,7 @@ impl Sim {
             counters: Counters::default(),
         };
         for _ in 0..members {
-            let node = sim.add_node();
+            let node = sim.add_node(Vec::new());
             let at = sim.random_duration(Duration::ZERO, sim.config.probe_period);
             sim.schedule(at, Event::Boot { node, members });
         }
@@ -231,36 +224,44 @@ impl Sim {
         )
     }
 
-    /// A fresh node that knows nobody, configured as the driver starts one:
-    /// for a cluster of one, rescaled as it learns members.
-    fn add_node(&mut self) -> usize {
+    /// The virtual time as the cores see it.
+    fn instant(&self) -> Instant {
+        self.base + self.now
+    }
+
+    /// The wall clock as the cores see it (unix ms).
+    fn wall_ms(&self) -> u64 {
+        1_700_000_000_000 + self.now.as_millis() as u64
+    }
+
+    /// A fresh node that knows nobody, started as the driver starts one,
+    /// with `seeds` as its `--join`.
+    fn add_node(&mut self, seeds: Vec<SocketAddr>) -> usize {
         let i = self.nodes.len();
-        let foca = Foca::new(
+        let config = Config {
+            join: seeds.iter().map(ToString::to_string).collect(),
+            ..self.config.clone()
+        };
+        let core = MembershipCore::new(
             member_id(i),
-            protocol_config(&self.config, 1),
-            StdRng::seed_from_u64(self.rng.random()),
-            PostcardCodec,
+            &config,
+            None,
+            self.rng.random(),
+            self.instant(),
         );
         self.nodes.push(Node {
-            foca,
-            runtime: AccumulatingRuntime::new(),
+            core,
             up: true,
-            cluster_size: 1,
-            suspicion: SuspicionTimer::default(),
+            seeds,
+            wake: None,
         });
+        self.wake_at_deadline(i);
         i
     }
 
     /// Adds a node that joins through `seed` (whose address only it knows).
     fn join(&mut self, seed: usize) -> usize {
-        let node = self.add_node();
-        let event = Event::Join {
-            node,
-            seed: addr_of(seed),
-            backoff: JOIN_BACKOFF_MIN,
-        };
-        self.schedule(self.now, event);
-        node
+        self.add_node(vec![addr_of(seed)])
     }
 
     /// Stops a node as `kill -9` would: it sends nothing more, and whatever
@@ -291,58 +292,37 @@ impl Sim {
         };
         debug_assert!(next.at >= self.now, "time never goes backwards");
         self.now = next.at;
+        let (now, now_ms) = (self.instant(), self.wall_ms());
         let node = match next.event {
-            Event::Deliver { to, data } => {
+            Event::Deliver { from, to, data } => {
                 let n = &mut self.nodes[to];
                 if !n.up {
                     return true;
                 }
-                if n.foca.handle_data(&data, &mut n.runtime).is_err() {
-                    self.counters.errors += 1;
+                if n.core
+                    .handle_datagram(&data, addr_of(from), now, now_ms)
+                    .is_err()
+                {
+                    self.counters.dropped += 1;
                 }
                 to
             }
-            Event::Timer { node, timer } => {
+            Event::Wake { node } => {
                 let n = &mut self.nodes[node];
-                if !n.up {
+                if !n.up || n.wake != Some(next.at) {
                     return true;
                 }
-                if n.foca.handle_timer(timer, &mut n.runtime).is_err() {
-                    self.counters.errors += 1;
+                n.wake = None;
+                // As the driver at a deadline.
+                n.core.fire_due_timers(now);
+                while let Some(announce) = n.core.due_announce(now) {
+                    n.core.announce(announce, &n.seeds, now);
                 }
                 node
             }
             Event::Boot { node, members } => {
-                let others = (0..members)
-                    .filter(|&j| j != node)
-                    .map(|j| Member::alive(member_id(j)));
-                let n = &mut self.nodes[node];
-                if n.foca.apply_many(others, false, &mut n.runtime).is_err() {
-                    self.counters.errors += 1;
-                }
-                node
-            }
-            Event::Join {
-                node,
-                seed,
-                backoff,
-            } => {
-                let n = &mut self.nodes[node];
-                if !n.up || n.foca.num_members() > 0 {
-                    return true;
-                }
-                if n.foca
-                    .announce(MemberId::placeholder(seed), &mut n.runtime)
-                    .is_err()
-                {
-                    self.counters.errors += 1;
-                }
-                let retry = Event::Join {
-                    node,
-                    seed,
-                    backoff: (backoff * 2).min(JOIN_BACKOFF_MAX),
-                };
-                self.schedule(self.now + backoff, retry);
+                let others = (0..members).filter(|&j| j != node).map(member_id);
+                self.nodes[node].core.bootstrap(others, now);
                 node
             }
         };
@@ -351,72 +331,69 @@ impl Sim {
         true
     }
 
-    /// Carries out what foca asked `node` for, as the driver's flush does:
-    /// datagrams onto the network, timers into the queue, notifications
-    /// into the counters, and the configuration rescaled to the member count.
+    /// Carries out what `node`'s core produced, as the driver does:
+    /// datagrams onto the network, events into the counters, and a wake at
+    /// its next deadline.
     fn flush(&mut self, node: usize) {
-        while let Some((to, data)) = self.nodes[node].runtime.to_send() {
+        let now_ms = self.wall_ms();
+        let sent: Vec<_> = self.nodes[node].core.drain_outgoing(now_ms).collect();
+        for (to, data) in sent {
             self.counters.sent += 1;
             if self.rng.random_bool(self.net.loss) {
                 self.counters.lost += 1;
                 continue;
             }
             let delay = self.random_duration(self.net.delay.0, self.net.delay.1);
-            let to = index_of(to.peer);
-            self.schedule(self.now + delay, Event::Deliver { to, data });
+            let to = index_of(to);
+            self.schedule(
+                self.now + delay,
+                Event::Deliver {
+                    from: node,
+                    to,
+                    data,
+                },
+            );
         }
-        while let Some((after, timer)) = self.nodes[node].runtime.to_schedule() {
-            self.schedule(self.now + after, Event::Timer { node, timer });
-        }
-        while let Some(notification) = self.nodes[node].runtime.to_notify() {
-            match notification {
-                OwnedNotification::MemberDown(id) if self.nodes[index_of(id.peer)].up => {
+        let events: Vec<_> = self.nodes[node].core.drain_events().collect();
+        for event in events {
+            match event {
+                membership::Event::Changed {
+                    id,
+                    state: MemberState::Down,
+                } if self.nodes[index_of(id.peer)].up => {
                     self.counters.false_downs += 1;
                 }
-                OwnedNotification::Rejoin(_) => self.counters.rejoins += 1,
+                membership::Event::Rejoined(_) => self.counters.rejoins += 1,
                 _ => {}
             }
         }
-        let n = &mut self.nodes[node];
-        let size = n.foca.num_members() + 1;
-        if size != n.cluster_size {
-            n.cluster_size = size;
-            if n.foca
-                .set_config(protocol_config(&self.config, size))
-                .is_err()
-            {
-                self.counters.errors += 1;
-            }
-        }
-        let limit = protocol_config(&self.config, n.cluster_size).suspect_to_down_after;
-        let overdue = n
-            .suspicion
-            .overdue(n.foca.iter_membership_state(), self.now, limit);
-        if !overdue.is_empty() {
-            if n.foca
-                .apply_many(overdue.into_iter(), true, &mut n.runtime)
-                .is_err()
-            {
-                self.counters.errors += 1;
-            }
-            self.flush(node);
+        self.wake_at_deadline(node);
+    }
+
+    /// Queues a wake at `node`'s next deadline, unless one is queued for
+    /// that time or earlier.
+    fn wake_at_deadline(&mut self, node: usize) {
+        let deadline = self.nodes[node]
+            .core
+            .next_deadline()
+            .saturating_duration_since(self.base)
+            .max(self.now);
+        if self.nodes[node].wake.is_none_or(|queued| deadline < queued) {
+            self.nodes[node].wake = Some(deadline);
+            self.schedule(deadline, Event::Wake { node });
         }
     }
 
-    /// How `observer` sees the member at `target`, if it knows it.
-    fn view(&self, observer: usize, target: SocketAddr) -> Option<State> {
-        self.nodes[observer]
-            .foca
-            .iter_membership_state()
-            .find(|m| m.id().peer == target)
-            .map(|m| m.state())
+    /// How `observer` lists the member at `target`, if it does.
+    fn view(&self, observer: usize, target: SocketAddr) -> Option<MemberState> {
+        self.nodes[observer].core.state_of(target)
     }
 
     /// Starts tracking which running nodes (other than `target`) see
     /// `target` in state `want`. Tracking is incremental, one node after
     /// each of its events, because scanning every member list after every
     /// event would cost N times more than the simulation itself.
-    fn watch(&mut self, target: usize, want: State) {
+    fn watch(&mut self, target: usize, want: MemberState) {
         let target = addr_of(target);
         let mut watch = Watch {
             target,
@@ -445,7 +422,7 @@ impl Sim {
         // Down is final in SWIM: once seen it counts, even after the member
         // is dropped from the list (remove_down_after). Alive is not: a
         // member may still be suspected after it was first seen alive.
-        if watch.want == State::Down && watch.seen[node] {
+        if watch.want == MemberState::Down && watch.seen[node] {
             return;
         }
         let now_seen = self.view(node, watch.target) == Some(watch.want);
@@ -509,7 +486,7 @@ fn scenario(n: usize, loss: f64, seed: u64, bound: u32) -> Outcome {
 
     let seed_node = sim.rng.random_range(0..n - 1);
     let joiner = sim.join(seed_node);
-    sim.watch(joiner, State::Alive);
+    sim.watch(joiner, MemberState::Alive);
     let start = sim.now;
     let join = sim
         .run_until(start + bound, Sim::watch_complete)
@@ -520,7 +497,7 @@ fn scenario(n: usize, loss: f64, seed: u64, bound: u32) -> Outcome {
     sim.run_for(pause);
     let victim = sim.rng.random_range(0..n - 1);
     sim.stop(victim);
-    sim.watch(victim, State::Down);
+    sim.watch(victim, MemberState::Down);
     let start = sim.now;
     let failure = sim
         .run_until(start + bound, Sim::watch_complete)

@@ -1,22 +1,25 @@
-//! The membership target: datagrams fed to one node's SWIM state.
+//! The membership target: datagrams fed to one node's membership core.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
-use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, PostcardCodec};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
+use std::time::Instant;
 
 use crate::config::Config;
-use crate::membership::{self, Kind, MemberId};
+use crate::membership::{Dropped, MemberId, MembershipCore};
 
-/// A membership node's view for the datagram target: foca configured as
-/// the driver configures it, fed synchronously.
+/// Wall clock of the harness (unix ms): datagrams are not sealed, so it
+/// only has to be some time.
+const WALL_MS: u64 = 1_700_000_000_000;
+
+/// One membership node for the datagram target: the node's own
+/// [`MembershipCore`], configured as the driver configures it, stepped
+/// synchronously in a time that moves only to fire timers.
 pub struct MembershipHarness {
-    pub(super) foca: Foca<MemberId, PostcardCodec, StdRng, NoCustomBroadcast>,
-    pub(super) runtime: AccumulatingRuntime<MemberId>,
-    /// Sealed datagrams foca asked to send, when recording (seed corpus).
+    core: MembershipCore,
+    now: Instant,
+    /// `--join`, already resolved.
+    seeds: Vec<SocketAddr>,
+    /// Datagrams the core sent, when [`Self::recording`].
     pub(super) sent: Option<Vec<(SocketAddr, Vec<u8>)>>,
-    timers: Vec<foca::Timer<MemberId>>,
 }
 
 impl Default for MembershipHarness {
@@ -25,10 +28,23 @@ impl Default for MembershipHarness {
     }
 }
 
+/// Where the target's datagrams come from: node 2 of the seed exchange,
+/// so that a leave notice for it can be believed.
+const FUZZ_SENDER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4001);
+
 impl MembershipHarness {
     /// Node `node_id` at 127.0.0.1:`peer_port` (the fuzz target is node 1
     /// at port 4000: datagrams for another identity are refused early).
     pub fn new(node_id: u64, peer_port: u16) -> Self {
+        Self::with_seeds(node_id, peer_port, Vec::new())
+    }
+
+    /// The same, started with `--join` `seed`: it announces itself at once.
+    pub fn joining(node_id: u64, peer_port: u16, seed: SocketAddr) -> Self {
+        Self::with_seeds(node_id, peer_port, vec![seed])
+    }
+
+    fn with_seeds(node_id: u64, peer_port: u16, seeds: Vec<SocketAddr>) -> Self {
         let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), peer_port);
         let me = MemberId {
             node_id,
@@ -37,59 +53,76 @@ impl MembershipHarness {
             peer,
             client: SocketAddr::new(peer.ip(), peer_port - 1000),
         };
-        Self {
-            foca: Foca::new(
-                me,
-                membership::protocol_config(&Config::default(), 1),
-                StdRng::seed_from_u64(node_id),
-                PostcardCodec,
-            ),
-            runtime: AccumulatingRuntime::new(),
-            sent: None,
-            timers: Vec::new(),
-        }
-    }
-
-    /// One datagram, as the driver handles it; returns whether it was
-    /// accepted (a rejected one is counted as bad by the node).
-    pub fn datagram(&mut self, datagram: &[u8]) -> bool {
-        let accepted = match membership::open(datagram) {
-            None => false,
-            Some((Kind::Swim, payload)) => {
-                self.foca.handle_data(payload, &mut self.runtime).is_ok()
-            }
-            Some((Kind::Leave, payload)) => postcard::from_bytes::<(u64, u64)>(payload).is_ok(),
+        let config = Config {
+            join: seeds.iter().map(ToString::to_string).collect(),
+            ..Config::default()
         };
+        let now = Instant::now();
+        let mut harness = Self {
+            core: MembershipCore::new(me, &config, None, node_id, now),
+            now,
+            seeds,
+            sent: None,
+        };
+        harness.announce_due();
+        harness
+    }
+
+    /// One datagram from [`FUZZ_SENDER`], as the driver hands it over;
+    /// whether it got past the decoders.
+    pub fn datagram(&mut self, datagram: &[u8]) -> bool {
+        self.datagram_from(datagram, FUZZ_SENDER)
+    }
+
+    /// One datagram from `from`; whether it got past the decoders: taken,
+    /// or a well-formed leave notice from a member this node does not know
+    /// (every other refusal is counted as bad by the node).
+    pub fn datagram_from(&mut self, datagram: &[u8], from: SocketAddr) -> bool {
+        let handled = self.core.handle_datagram(datagram, from, self.now, WALL_MS);
         self.settle();
-        accepted
+        matches!(handled, Ok(()) | Err(Dropped::UnknownLeaver))
     }
 
-    /// Carries out what foca asked for: sends (dropped unless recording),
-    /// notifications, and timers (kept for [`Self::fire_timers`]).
-    pub(super) fn settle(&mut self) {
-        while let Some((to, data)) = self.runtime.to_send() {
-            if let Some(sent) = self.sent.as_mut() {
-                let mut sealed = Vec::new();
-                membership::seal(Kind::Swim, &data, &mut sealed);
-                sent.push((to.peer, sealed));
-            }
-        }
-        while self.runtime.to_notify().is_some() {}
-        while let Some((_, timer)) = self.runtime.to_schedule() {
-            self.timers.push(timer);
+    /// Records the datagrams it sends from now on, those of its first
+    /// announce included (seed corpus).
+    pub(super) fn recording(mut self) -> Self {
+        self.sent = Some(Vec::new());
+        self.settle();
+        self
+    }
+
+    /// Makes the announces due now, as the driver does at a deadline
+    /// (what they send is taken at the next [`Self::settle`]).
+    fn announce_due(&mut self) {
+        while let Some(announce) = self.core.due_announce(self.now) {
+            self.core.announce(announce, &self.seeds, self.now);
         }
     }
 
-    /// Fires every pending timer, as if their deadlines had all passed.
+    /// Takes what the core produced: datagrams (dropped unless recording)
+    /// and events.
+    fn settle(&mut self) {
+        let sent = self.core.drain_outgoing(WALL_MS);
+        match self.sent.as_mut() {
+            Some(recorded) => recorded.extend(sent),
+            None => sent.for_each(drop),
+        }
+        self.core.drain_events().for_each(drop);
+    }
+
+    /// Fires every pending timer, as if their deadlines had all passed
+    /// (time moves to the last of them).
     pub fn fire_timers(&mut self) {
-        for timer in std::mem::take(&mut self.timers) {
-            let _ = self.foca.handle_timer(timer, &mut self.runtime);
+        if let Some(last) = self.core.last_timer_deadline() {
+            self.now = self.now.max(last);
         }
+        self.core.fire_due_timers(self.now);
+        self.announce_due();
         self.settle();
     }
 
     pub fn members(&self) -> usize {
-        self.foca.num_members()
+        self.core.active_members()
     }
 }
 

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::membership::MembershipHarness;
 use crate::clock::Version;
-use crate::membership::{self, Kind, MemberId};
+use crate::membership::{self, Kind};
 use crate::replication::wire::{self, Message};
 
 /// The committed seed corpus (`fuzz/seeds/<target>/seed-<name>`): real
@@ -233,36 +233,36 @@ fn length_prefixed(datagrams: &[Vec<u8>]) -> Vec<u8> {
 /// Three SWIM nodes join through node 1 (the target's identity) and probe
 /// each other for a few rounds; what reaches node 1 is kept.
 fn datagram_seeds() -> Vec<(String, Vec<u8>)> {
+    let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4000);
     let mut nodes: Vec<MembershipHarness> = (1..=3)
         .map(|n| {
-            let mut h = MembershipHarness::new(n, 3999 + n as u16);
-            h.sent = Some(Vec::new());
-            h
+            let port = 3999 + n as u16;
+            let node = if n == 1 {
+                MembershipHarness::new(n, port)
+            } else {
+                MembershipHarness::joining(n, port, target)
+            };
+            node.recording()
         })
         .collect();
-    let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4000);
-    for node in nodes.iter_mut().skip(1) {
-        let _ = node
-            .foca
-            .announce(MemberId::placeholder(target), &mut node.runtime);
-        node.settle();
-    }
     let mut received = Vec::new();
     for round in 0..6 {
         let mut in_flight = Vec::new();
-        for node in nodes.iter_mut() {
+        for (i, node) in nodes.iter_mut().enumerate() {
             if round > 1 {
                 node.fire_timers();
             }
-            in_flight.extend(node.sent.as_mut().map(std::mem::take).unwrap_or_default());
+            let sent = node.sent.as_mut().map(std::mem::take).unwrap_or_default();
+            let from = SocketAddr::new(target.ip(), 4000 + i as u16);
+            in_flight.extend(sent.into_iter().map(|(to, d)| (from, to, d)));
         }
-        for (to, datagram) in in_flight {
+        for (from, to, datagram) in in_flight {
             let port = usize::from(to.port());
             if let Some(node) = port.checked_sub(4000).and_then(|i| nodes.get_mut(i)) {
                 if port == 4000 {
                     received.push(datagram.clone());
                 }
-                node.datagram(&datagram);
+                node.datagram_from(&datagram, from);
             }
         }
     }
@@ -325,16 +325,38 @@ mod tests {
             swim.len()
         );
         for (_, name, bytes) in swim {
-            let mut harness = MembershipHarness::default();
-            let datagrams = split_datagrams(bytes);
-            assert!(
-                datagrams.iter().all(|d| harness.datagram(d)),
-                "{name} refused"
-            );
-            if name == "swim-exchange" {
-                assert!(harness.members() > 0, "node 1 learned no member");
-            }
+            check_datagram_seed(name, bytes);
         }
+    }
+
+    /// Every datagram of the seed reaches past the decoders of a fresh
+    /// node 1, and the whole exchange teaches it members.
+    fn check_datagram_seed(name: &str, bytes: &[u8]) {
+        let mut harness = MembershipHarness::default();
+        let datagrams = split_datagrams(bytes);
+        assert!(
+            datagrams.iter().all(|d| harness.datagram(d)),
+            "{name} refused"
+        );
+        if name == "swim-exchange" {
+            assert!(harness.members() > 0, "node 1 learned no member");
+        }
+    }
+
+    /// The committed datagram seeds were written by an earlier exchange;
+    /// the node must still take them.
+    #[test]
+    fn committed_datagram_seeds_reach_past_the_decoders() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/membership");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy();
+            let name = name.strip_prefix("seed-").unwrap_or(&name).to_string();
+            check_datagram_seed(&name, &std::fs::read(&path).unwrap());
+            checked += 1;
+        }
+        assert!(checked > 10, "{checked} committed seeds");
     }
 
     /// `make fuzz-seeds`: rewrites fuzz/seeds from [`seed_corpus`].

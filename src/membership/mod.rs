@@ -1,21 +1,25 @@
 //! Cluster membership: SWIM with suspicion through the `foca` crate.
 //!
-//! foca owns the protocol state machine and nothing else; the driver task in
-//! [`driver`] owns the UDP socket on the peer port, the timers and the wire
-//! envelope. This module holds what both sides share: the member identity,
-//! the protocol configuration derived from our flags, the envelope formats
-//! (plain, or sealed with the cluster key: see [`seal_keyed`]), and the
-//! handle the rest of the node reads membership from.
+//! foca owns the protocol state machine; the membership core in [`core`]
+//! wraps it with its timers, the wire envelope and what we keep about
+//! members, stepped by calls; the driver task in [`driver`] owns the UDP
+//! socket on the peer port and the clock, and only moves datagrams and
+//! timers between them. This module holds what they share: the member
+//! identity, the protocol configuration derived from our flags, the
+//! envelope formats (plain, or sealed with the cluster key: see
+//! [`seal_keyed`]), and the handle the rest of the node reads membership
+//! from. It never touches the keyspace.
 
+mod core;
 mod driver;
+mod sealing;
+mod suspicion;
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -23,6 +27,9 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::crypto::{AuthError, DATAGRAM_NONCE_LEN, Keyring, TAG_LEN};
 
+pub use self::core::{
+    Announce, Dropped, Event, JOIN_BACKOFF_MAX, JOIN_BACKOFF_MIN, MembershipCore, RECONNECT_EVERY,
+};
 pub use driver::start;
 
 /// A member's identity, carried in every SWIM message.
@@ -109,54 +116,6 @@ pub fn protocol_config(config: &Config, cluster_size: usize) -> foca::Config {
         down.frequency = Duration::from_secs(5);
     }
     c
-}
-
-/// The local suspicion timeout. foca starts the suspect → down timer only
-/// on the member whose own probe failed; the others wait for that verdict
-/// to reach them by gossip, and a member that misses every retransmission
-/// keeps a dead node as suspect until it probes it itself (up to N probe
-/// periods: 7 % of failures in a simulation of 200 members with 10 % loss).
-/// As in the SWIM paper and memberlist, every member therefore also times
-/// suspicions out on its own, after twice the suspicion timeout, so the
-/// suspector's verdict or the suspect's refutation normally comes first.
-#[derive(Debug, Default)]
-pub struct SuspicionTimer {
-    /// Per suspect: the SWIM incarnation it is suspected at, and since when.
-    since: std::collections::HashMap<SocketAddr, (u16, Duration)>,
-}
-
-impl SuspicionTimer {
-    /// The members to declare down at `now` (any monotonic clock), given
-    /// foca's membership state and the suspicion timeout in force.
-    pub fn overdue<'a>(
-        &mut self,
-        members: impl Iterator<Item = &'a foca::Member<MemberId>>,
-        now: Duration,
-        suspect_to_down_after: Duration,
-    ) -> Vec<foca::Member<MemberId>> {
-        let limit = suspect_to_down_after * 2;
-        let mut overdue = Vec::new();
-        let mut suspects = std::collections::HashSet::new();
-        for member in members.filter(|m| m.state() == foca::State::Suspect) {
-            let addr = member.id().peer;
-            suspects.insert(addr);
-            let since = self
-                .since
-                .entry(addr)
-                .or_insert((member.incarnation(), now));
-            if since.0 != member.incarnation() {
-                *since = (member.incarnation(), now);
-            } else if now.saturating_sub(since.1) > limit {
-                overdue.push(foca::Member::new(
-                    member.id().clone(),
-                    member.incarnation(),
-                    foca::State::Down,
-                ));
-            }
-        }
-        self.since.retain(|addr, _| suspects.contains(addr));
-        overdue
-    }
 }
 
 /// Largest datagram we send or accept, envelope included (fits a 1500-byte
