@@ -1,5 +1,5 @@
-//! Length-prefixed membership datagrams through the envelope and foca's
-//! postcard codec into a SWIM node (its timers fired after each).
+//! Length-prefixed membership datagrams into the membership core a node
+//! runs (envelope, leave notices, foca), its timers fired after each.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
