@@ -1,16 +1,23 @@
 //! kriminoDB: an in-memory key-value store that speaks the Redis protocol.
 //!
-//! Map of the crate (see `DESIGN.md` in the shared folder for the why):
+//! Map of the crate (see `DESIGN.md` in the shared folder for the why),
+//! from the bottom up:
+//! - [`clock`]: the node's clock (injectable time source, HLC); [`stats`],
+//!   [`info`]: counters and INFO's section registry; [`clients`]: the
+//!   registry of connected clients; [`crypto`]: the cluster key.
+//! - [`store`]: the sharded keyspace, entries with versions, expiry,
+//!   eviction, the digest tree and the change log every change goes to.
 //! - [`config`]: flags, environment and TOML file.
+//! - [`resp`]: the RESP2/RESP3 + inline decoder and the reply encoder.
+//! - [`membership`]: SWIM gossip (a sans-IO core and its driver task).
+//! - [`replication`]: the push path and anti-entropy (a sans-IO session
+//!   and the link tasks) over TCP on the peer port.
+//! - [`command`]: the command table, one file per family, dispatch, and
+//!   the [`command::Services`] handlers see the node through.
+//! - [`server`]: the listeners, the client session (sans-IO) and the
+//!   connection loop.
 //! - [`node`]: the composition root; [`Node::start`] returns a [`NodeHandle`].
-//! - `resp`: the RESP2/RESP3 + inline decoder and the reply encoder.
-//! - `command`: the command table and one file per command family.
-//! - `store`: the sharded keyspace, entries with versions, expiry.
-//! - `clock`: the hybrid logical clock that stamps every write.
-//! - `server`: the listener and the per-connection loop.
-//! - [`membership`]: SWIM gossip membership (foca) on the peer port.
-//! - [`replication`]: the push path and anti-entropy over TCP on the peer port.
-//! - [`crypto`]: the cluster key that seals both, and datagram anti-replay.
+//! - `fuzzing`: the fuzz targets' entry points, driving the same cores.
 
 pub mod clients;
 pub mod clock;

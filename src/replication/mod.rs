@@ -1,9 +1,11 @@
 //! Replication: every write reaches every node (DESIGN §4).
 //!
-//! - Push path: the distributor drains the store's change queue and hands
-//!   each batch, encoded once, to every peer's link; a link whose bounded
-//!   queue overflows drops it and repairs by anti-entropy instead. Clients
-//!   never wait for peers (except through WAIT).
+//! - Push path: the distributor, a reader of the store's change log (this
+//!   node's own writes; paused while there is no link), hands each batch,
+//!   encoded once, to every peer's link; a link whose bounded queue
+//!   overflows drops it and repairs by anti-entropy instead, as do all of
+//!   them if the log dropped changes before they were read. Clients never
+//!   wait for peers (except through WAIT).
 //! - Anti-entropy: every `--sync-interval` the next peer in a rotation is
 //!   reconciled through the digest tree; every new link (a join, a restart,
 //!   a healed partition, a broken link) starts with one. The protocol is in

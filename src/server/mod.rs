@@ -1,6 +1,6 @@
 //! The client-facing side: the listeners (plain and TLS, with the
-//! connection cap, protected mode and idle timeout) and the per-connection
-//! loop.
+//! connection cap, protected mode and idle timeout), the client session
+//! (sans-IO: bytes in, replies out) and the per-connection loop around it.
 
 pub mod connection;
 pub mod session;

@@ -7,8 +7,9 @@
 //! their versions. Deletes and expiries leave tombstones (DESIGN §2), which
 //! the sweep collects once the replication layer says every node has seen
 //! them ([`Store::set_tombstone_horizon`]). Every change also updates the
-//! digest tree that anti-entropy compares, and, while the node has peers,
-//! local writes are queued as [`Change`]s for the push path.
+//! digest tree that anti-entropy compares, and is published once, with its
+//! cause, to the change log ([`changelog`]) for whoever reads it: the push
+//! path, and later persistence, notifications and client-side caching.
 //!
 //! The store never parses commands or formats replies: the command layer
 //! does that through [`KeyAccess`].
