@@ -34,6 +34,12 @@ pub struct Version {
     pub node_id: u64,
 }
 
+/// The smallest HLC reading of unix millisecond `ms`: larger than every
+/// version stamped before it.
+pub fn hlc_at_millis(ms: u64) -> u64 {
+    (ms & PHYSICAL_MASK) << LOGICAL_BITS
+}
+
 impl Version {
     /// Physical milliseconds encoded in the HLC part.
     pub fn millis(&self) -> u64 {

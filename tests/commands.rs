@@ -23,6 +23,10 @@
 //! `+OK` is not a bulk "OK".
 
 mod common;
+#[path = "commands/hashes.rs"]
+mod hash_checks;
+#[path = "commands/sets.rs"]
+mod set_checks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -188,6 +192,8 @@ command_families!(
     errors,
     expiry,
     transactions,
+    hashes,
+    sets,
 );
 
 // ---------------------------------------------------------------------------
@@ -356,6 +362,9 @@ const GENEROUS: std::time::Duration = std::time::Duration::from_secs(10);
 
 mod checks {
     use std::collections::HashSet;
+
+    pub use crate::hash_checks::hashes;
+    pub use crate::set_checks::sets;
 
     use super::*;
 

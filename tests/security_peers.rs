@@ -296,6 +296,7 @@ fn inject(key: &str) -> Vec<u8> {
                 hlc: wall_ms() << 16,
                 node_id: 4242,
             },
+            typed: None,
         }],
         truncates: vec![],
         last_seq: 1,

@@ -2,7 +2,7 @@
 //! COPY, and the EXPIRE/TTL family, with Redis 7's replies and errors.
 
 use super::{Args, CmdError, CmdResult, Ctx};
-use crate::store::{Expiry, Glob, NO_EXPIRY};
+use crate::store::{Content, Glob, KeyAccess, Kind, NO_EXPIRY};
 
 use super::CommandSpec;
 use super::spec::spec;
@@ -55,11 +55,11 @@ pub fn exists(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 }
 
 pub fn type_(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let exists = ctx
+    let kind = ctx
         .services
         .store
-        .with_key(args.get(1), ctx.now_ms, |k| k.exists());
-    ctx.reply.simple(if exists { "string" } else { "none" });
+        .with_key(args.get(1), ctx.now_ms, |k| k.kind());
+    ctx.reply.simple(kind.map_or("none", Kind::name));
     Ok(())
 }
 
@@ -97,10 +97,10 @@ pub fn scan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         }
         i += 2;
     }
-    // Every value is a string until other types exist.
-    let type_matches = type_filter.is_none_or(|t| t.eq_ignore_ascii_case(b"string"));
     let (next, keys) = ctx.services.store.scan(cursor, count, ctx.now_ms, |e| {
-        type_matches && pattern.as_ref().is_none_or(|p| p.matches(e.key()))
+        let kind = e.typed().map_or(Some(Kind::String), |t| t.kind());
+        type_filter.is_none_or(|t| kind.is_some_and(|k| t.eq_ignore_ascii_case(k.name().as_bytes())))
+            && pattern.as_ref().is_none_or(|p| p.matches(e.key()))
     });
     let reply = &mut *ctx.reply;
     reply.array(2);
@@ -122,11 +122,9 @@ pub fn randomkey(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 fn rename_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, only_if_new: bool) -> CmdResult {
     let (src, dst) = (args.get(1), args.get(2));
     let renamed = ctx.services.store.with_keys(&[src, dst], ctx.now_ms, |m| {
-        let from = m.key(src);
-        let Some(value) = from.value().map(<[u8]>::to_vec) else {
+        let Some(content) = content_of(&m.key(src)) else {
             return Err(CmdError::NO_SUCH_KEY);
         };
-        let expires_at = from.expires_at().unwrap_or(NO_EXPIRY);
         if src == dst {
             return Ok(!only_if_new);
         }
@@ -137,7 +135,7 @@ fn rename_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, only_if_new: bool) -> CmdR
         // under the conflict rule.
         let version = ctx.services.store.next_version();
         m.key(src).delete_at(version);
-        m.key(dst).set_at(&value, expiry_of(expires_at), version);
+        m.key(dst).write_content(&content, version);
         Ok(true)
     })?;
     if only_if_new {
@@ -148,12 +146,18 @@ fn rename_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, only_if_new: bool) -> CmdR
     Ok(())
 }
 
-fn expiry_of(expires_at: u64) -> Expiry {
-    if expires_at == NO_EXPIRY {
-        Expiry::Persist
-    } else {
-        Expiry::At(expires_at)
+/// What RENAME and COPY carry over: a plain string's bytes or a typed
+/// value's visible content, with the expiry.
+fn content_of(k: &KeyAccess<'_>) -> Option<Content> {
+    if let Some(value) = k.value() {
+        return Some(Content {
+            kind: Kind::String,
+            string: Some(value.to_vec()),
+            elements: Vec::new(),
+            expires_at: k.expires_at().unwrap_or(NO_EXPIRY),
+        });
     }
+    k.typed_content()
 }
 
 pub fn rename(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -187,16 +191,15 @@ pub fn copy(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         ));
     }
     let copied = ctx.services.store.with_keys(&[src, dst], ctx.now_ms, |m| {
-        let from = m.key(src);
-        let Some(value) = from.value().map(<[u8]>::to_vec) else {
+        let Some(content) = content_of(&m.key(src)) else {
             return false;
         };
-        let expires_at = from.expires_at().unwrap_or(NO_EXPIRY);
         let mut to = m.key(dst);
         if to.exists() && !replace {
             return false;
         }
-        to.set(&value, expiry_of(expires_at));
+        let version = ctx.services.store.next_version();
+        to.write_content(&content, version);
         true
     });
     ctx.reply.int(i64::from(copied));

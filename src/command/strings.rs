@@ -2,9 +2,14 @@
 //! read-modify-write family (APPEND, SETRANGE, INCR…), with Redis 7's
 //! options, replies and error texts.
 
+use std::borrow::Cow;
+
+use rust_decimal::Decimal;
+
 use super::{Args, CmdError, CmdResult, Ctx};
 use crate::clock::Version;
 use crate::resp::parse_i64;
+use crate::store::value::register::parse_decimal;
 use crate::store::{Expiry, KeyAccess, NO_EXPIRY};
 
 use super::CommandSpec;
@@ -36,15 +41,21 @@ pub(super) static FAMILY: &[CommandSpec] = &[
     spec!("incrbyfloat", 3, incrbyfloat, [Write, Denyoom, Fast], (1, 1, 1), "string", "2.6.0", "key increment", "Increments a floating point value by a number."),
 ];
 
+/// The key's value as a string command sees it (a counter reads as its
+/// sum); WRONGTYPE for a hash or a set.
+fn string_of<'k>(k: &'k KeyAccess<'_>) -> Result<Option<Cow<'k, [u8]>>, CmdError> {
+    k.string().map_err(|_| CmdError::WRONG_TYPE)
+}
+
 pub fn get(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let reply = &mut *ctx.reply;
-    ctx.services
-        .store
-        .with_key(args.get(1), ctx.now_ms, |k| match k.value() {
-            Some(v) => reply.bulk(v),
+    ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
+        match string_of(k)? {
+            Some(v) => reply.bulk(&v),
             None => reply.null(),
-        });
-    Ok(())
+        }
+        Ok(())
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,8 +158,8 @@ pub fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let reply = &mut *ctx.reply;
     ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         if get {
-            match k.value() {
-                Some(v) => reply.bulk(v),
+            match string_of(k)? {
+                Some(v) => reply.bulk(&v),
                 None => reply.null(),
             }
         }
@@ -165,8 +176,8 @@ pub fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         } else if !get {
             reply.null();
         }
-    });
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Writes a value; an absolute expiry already in the past deletes the key
@@ -214,27 +225,27 @@ pub fn psetex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 pub fn getset(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let reply = &mut *ctx.reply;
     ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
-        match k.value() {
-            Some(v) => reply.bulk(v),
+        match string_of(k)? {
+            Some(v) => reply.bulk(&v),
             None => reply.null(),
         }
         k.set(args.get(2), Expiry::Persist);
-    });
-    Ok(())
+        Ok(())
+    })
 }
 
 pub fn getdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let reply = &mut *ctx.reply;
-    ctx.services
-        .store
-        .with_key(args.get(1), ctx.now_ms, |k| match k.value() {
+    ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
+        match string_of(k)? {
             Some(v) => {
-                reply.bulk(v);
+                reply.bulk(&v);
                 k.delete();
             }
             None => reply.null(),
-        });
-    Ok(())
+        }
+        Ok(())
+    })
 }
 
 pub fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -242,11 +253,11 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let expiry = expire_at(opt, ctx.now_ms, "getex")?;
     let reply = &mut *ctx.reply;
     ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
-        let Some(v) = k.value() else {
+        let Some(v) = string_of(k)? else {
             reply.null();
-            return;
+            return Ok(());
         };
-        reply.bulk(v);
+        reply.bulk(&v);
         match (opt, expiry) {
             (ExpireOpt::None, _) => {}
             (ExpireOpt::Persist, _) if k.expires_at().is_some_and(|t| t != NO_EXPIRY) => {
@@ -257,8 +268,8 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             }
             _ => {}
         }
-    });
-    Ok(())
+        Ok(())
+    })
 }
 
 pub fn mget(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
@@ -267,9 +278,10 @@ pub fn mget(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     for key in args.iter().skip(1) {
         ctx.services
             .store
-            .with_key(key, ctx.now_ms, |k| match k.value() {
-                Some(v) => reply.bulk(v),
-                None => reply.null(),
+            .with_key(key, ctx.now_ms, |k| match k.string() {
+                Ok(Some(v)) => reply.bulk(&v),
+                // MGET answers nil for keys of other types, as Redis.
+                Ok(None) | Err(_) => reply.null(),
             });
     }
     Ok(())
@@ -327,7 +339,7 @@ pub fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let suffix = args.get(2);
     let max = ctx.services.config.proto_max_bulk_len;
     let len = ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
-        let mut value = k.value().map(<[u8]>::to_vec).unwrap_or_default();
+        let mut value = string_of(k)?.map(Cow::into_owned).unwrap_or_default();
         if value.len() as u64 + suffix.len() as u64 > max {
             return Err(TOO_LONG);
         }
@@ -341,8 +353,8 @@ pub fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 pub fn strlen(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let len = ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
-        k.value().map_or(0, <[u8]>::len)
-    });
+        string_of(k).map(|v| v.map_or(0, |v| v.len()))
+    })?;
     ctx.reply.int(len as i64);
     Ok(())
 }
@@ -351,10 +363,10 @@ pub fn getrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let (start, end) = (args.int(2)?, args.int(3)?);
     let reply = &mut *ctx.reply;
     ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
-        let value = k.value().unwrap_or_default();
-        reply.bulk(substring(value, start, end));
-    });
-    Ok(())
+        let value = string_of(k)?.unwrap_or_default();
+        reply.bulk(substring(&value, start, end));
+        Ok(())
+    })
 }
 
 /// Redis's GETRANGE index arithmetic (negative indexes count from the end).
@@ -388,16 +400,16 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let patch = args.get(3);
     let max = ctx.services.config.proto_max_bulk_len;
     let len = ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
-        let current = k.value();
+        let current = string_of(k)?;
         // An empty patch changes nothing and creates nothing, as in Redis.
         if patch.is_empty() {
-            return Ok(current.map_or(0, <[u8]>::len));
+            return Ok(current.map_or(0, |v| v.len()));
         }
         if offset as u64 + patch.len() as u64 > max {
             return Err(TOO_LONG);
         }
         let (offset, end) = (offset as usize, offset as usize + patch.len());
-        let mut value = current.map(<[u8]>::to_vec).unwrap_or_default();
+        let mut value = current.map(Cow::into_owned).unwrap_or_default();
         if value.len() < end {
             value.resize(end, 0);
         }
@@ -409,15 +421,23 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// INCR and friends are counter operations (DESIGN §2a): the check is
+/// Redis's, on the local value, and the write adds this node's
+/// contribution, so increments made at the same time on other nodes all
+/// count once the contributions meet.
 fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CmdResult {
+    let node = ctx.services.store.clock().hlc().node_id();
     let result = ctx.services.store.with_key(key, ctx.now_ms, |k| {
-        let current = match k.value() {
-            Some(v) => parse_i64(v).ok_or(CmdError::NOT_INTEGER)?,
+        let current = match string_of(k)? {
+            Some(v) => parse_i64(&v).ok_or(CmdError::NOT_INTEGER)?,
             None => 0,
         };
         let next = current.checked_add(delta).ok_or(CmdError::OVERFLOW)?;
-        let mut fmt = itoa::Buffer::new();
-        k.set(fmt.format(next).as_bytes(), Expiry::Keep);
+        k.write_typed(|value, version, _| {
+            let mut d = value.delta();
+            value.string_incr(Decimal::from(delta), node, version, &mut d);
+            ((), Some(d))
+        });
         Ok(next)
     })?;
     ctx.reply.int(result);
@@ -501,16 +521,35 @@ fn decimal(bytes: &[u8]) -> Option<rust_decimal::Decimal> {
     }
 }
 
+/// INCRBYFLOAT is a counter operation too, in exact decimals; the reply
+/// is the value read back, as GET then shows it. An operand or result
+/// beyond what a decimal holds (|x| ≥ 7.9e28, or more than 28 digits
+/// after the point) falls back to writing the result as a plain value,
+/// which concurrent increments elsewhere do not add to.
 pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let delta = args.get(2);
     let delta_value = parse_float(delta).ok_or(CmdError::NOT_FLOAT)?;
+    let node = ctx.services.store.clock().hlc().node_id();
     let reply = &mut *ctx.reply;
     ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
-        let current = k.value().unwrap_or(b"0");
+        let current = string_of(k)?.map(Cow::into_owned);
+        let current = current.as_deref().unwrap_or(b"0");
         let current_value = parse_float(current).ok_or(CmdError::NOT_FLOAT)?;
         let text = add_floats(current, current_value, delta, delta_value)?;
-        k.set(text.as_bytes(), Expiry::Keep);
-        reply.bulk(text.as_bytes());
+        let exact = parse_decimal(delta)
+            .zip(parse_decimal(current))
+            .filter(|(d, c)| c.checked_add(*d).is_some());
+        let Some((by, _)) = exact else {
+            k.set(text.as_bytes(), Expiry::Keep);
+            reply.bulk(text.as_bytes());
+            return Ok(());
+        };
+        let read = k.write_typed(|value, version, _| {
+            let mut d = value.delta();
+            value.string_incr(by, node, version, &mut d);
+            (value.string_value().map(Cow::into_owned), Some(d))
+        });
+        reply.bulk(read.as_deref().unwrap_or(text.as_bytes()));
         Ok(())
     })
 }

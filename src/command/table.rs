@@ -7,7 +7,9 @@ use std::sync::LazyLock;
 use super::args::{Args, CmdError, CmdResult, sub_arity};
 use super::context::Ctx;
 use super::spec::{CommandSpec, CommandTable, spec};
-use super::{cluster, connection, docs, keys, server, strings, transaction};
+use super::{
+    cluster, connection, docs, hashes, keys, objects, server, sets, strings, transaction,
+};
 use crate::resp::Reply;
 
 /// The table's own row.
@@ -25,6 +27,9 @@ static FAMILIES: &[&[CommandSpec]] = &[
     transaction::FAMILY,
     strings::FAMILY,
     keys::FAMILY,
+    objects::FAMILY,
+    hashes::FAMILY,
+    sets::FAMILY,
 ];
 
 /// Every command, in the families' order.

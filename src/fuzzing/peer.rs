@@ -372,6 +372,7 @@ mod tests {
                 value: e.value.as_deref().map(|v| v[..].into()),
                 expires_at: e.expires_at,
                 version: e.version,
+                typed: e.typed.as_deref().map(|v| v[..].into()),
             })
             .chain(
                 truncates
@@ -412,6 +413,7 @@ mod tests {
                 key: key.clone(),
                 version: harness.store().next_version(),
                 live: true,
+                content: 0,
             }],
             last: true,
         };

@@ -135,6 +135,7 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
         value: value.map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
         expires_at: 0,
         version: version(hlc),
+        typed: None,
     };
     let hello = Message::Hello {
         node_id: 7,
@@ -186,6 +187,7 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
                     key: b"k".to_vec(),
                     version: version(now),
                     live: true,
+                    content: 0,
                 }],
                 last: true,
             },

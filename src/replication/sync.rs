@@ -3,7 +3,7 @@
 //! The sessions (`super::session`) decide when; nothing here keeps state
 //! between calls, does I/O or reads a clock (the time is a parameter).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::wire::{KeyVersion, UpdatesRef, WireEntry, WireEntryRef};
 use crate::clock::Version;
@@ -57,15 +57,52 @@ pub fn differing_leaves(store: &Store, groups: &[(u16, Vec<u64>)]) -> (Vec<u16>,
     (empty_there, summarize)
 }
 
-pub fn to_wire(e: &Entry) -> WireEntry {
-    WireEntry {
+/// Fragments of a typed value per wire entry: bounds a large key's
+/// repair frames (a 1,000,000-field hash goes in pieces, each a valid
+/// state on its own).
+pub const TYPED_CHUNK: usize = 512;
+
+/// What the other side holds of a key (from its summary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub version: Version,
+    pub live: bool,
+    /// A typed value's content digest, 0 for a plain entry.
+    pub content: u64,
+}
+
+/// An entry as wire entries: one for a plain entry, one per chunk of a
+/// typed value (element tombstones older than `recent_since_ms` left
+/// out, as key tombstones are by [`worth_sending`]).
+pub fn to_wire(e: &Entry, recent_since_ms: u64) -> Vec<WireEntry> {
+    if let Some(typed) = e.typed() {
+        return typed
+            .fragments(TYPED_CHUNK, recent_since_ms)
+            .into_iter()
+            .map(|f| WireEntry {
+                key: e.key().to_vec(),
+                value: None,
+                expires_at: 0,
+                version: f.newest(),
+                typed: Some(serde_bytes::ByteBuf::from(f.encode().into_vec())),
+            })
+            .collect();
+    }
+    vec![WireEntry {
         key: e.key().to_vec(),
         value: e
             .is_live()
             .then(|| serde_bytes::ByteBuf::from(e.value().to_vec())),
         expires_at: if e.is_live() { e.expires_at } else { 0 },
         version: e.version,
-    }
+        typed: None,
+    }]
+}
+
+/// A typed entry's content digest (0 for a plain one), as summaries
+/// carry it.
+fn content_of(e: &Entry) -> u64 {
+    e.typed().map_or(0, |t| t.digest())
 }
 
 /// Whether a tombstone is worth handing to a peer that holds nothing for
@@ -75,7 +112,7 @@ pub fn to_wire(e: &Entry) -> WireEntry {
 /// handing it back to a node that already collected it would only undo the
 /// collection, round after round.
 pub fn worth_sending(e: &Entry, recent_since_ms: u64) -> bool {
-    e.is_live() || e.version.millis() >= recent_since_ms
+    e.is_live() || e.typed().is_some() || e.version.millis() >= recent_since_ms
 }
 
 /// Every entry in `leaves` worth sending to a peer that holds nothing
@@ -84,7 +121,7 @@ pub fn entries_in(store: &Store, leaves: &[u16], recent_since_ms: u64) -> Vec<Wi
     let mut out = Vec::new();
     store.for_each_entry_in_leaves(leaves, |e| {
         if worth_sending(e, recent_since_ms) {
-            out.push(to_wire(e));
+            out.extend(to_wire(e, recent_since_ms));
         }
     });
     out
@@ -98,73 +135,68 @@ pub fn summary_of(store: &Store, leaves: &[u16]) -> Vec<KeyVersion> {
             key: e.key().to_vec(),
             version: e.version,
             live: e.is_live(),
+            content: content_of(e),
         });
     });
     out
 }
 
-/// Initiator: given the responder's summary of `leaves` (key → version,
-/// live), the keys to ask for (theirs is newer) and our entries to push
-/// (ours is newer). A tombstone for a key the other side lacks goes only
-/// while it is recent (see [`worth_sending`]).
+/// Initiator: given the responder's summary of `leaves`, the keys to ask
+/// for (theirs is newer) and our entries to push (ours is newer). A
+/// tombstone for a key the other side lacks goes only while it is recent
+/// (see [`worth_sending`]). Typed values are not ordered by version: when
+/// either side's is typed and their contents differ, each side sends its
+/// value and both join them.
 pub fn plan(
     store: &Store,
     leaves: &[u16],
-    theirs: &HashMap<Vec<u8>, (Version, bool)>,
+    theirs: &HashMap<Vec<u8>, Held>,
     recent_since_ms: u64,
-    now_ms: u64,
 ) -> (Vec<Vec<u8>>, Vec<WireEntry>) {
-    let mut ours_seen = HashSet::new();
+    let mut ours_seen = HashMap::new();
     let mut push = Vec::new();
     store.for_each_entry_in_leaves(leaves, |e| {
-        ours_seen.insert(e.key().to_vec());
+        let content = content_of(e);
+        ours_seen.insert(e.key().to_vec(), (e.version, content));
         let newer = match theirs.get(e.key()) {
-            Some((version, _)) => *version < e.version,
+            Some(held) if content != 0 || held.content != 0 => content != held.content,
+            Some(held) => held.version < e.version,
             None => worth_sending(e, recent_since_ms),
         };
         if newer {
-            push.push(to_wire(e));
+            push.extend(to_wire(e, recent_since_ms));
         }
     });
     let want = theirs
         .iter()
-        .filter(|(key, (version, live))| {
-            if ours_seen.contains(*key) {
-                store_version(store, key, now_ms).is_some_and(|mine| mine < *version)
-            } else {
-                *live || version.millis() >= recent_since_ms
-            }
+        .filter(|(key, held)| match ours_seen.get(*key) {
+            Some((_, content)) if *content != 0 || held.content != 0 => *content != held.content,
+            Some((mine, _)) => *mine < held.version,
+            None => held.live || held.content != 0 || held.version.millis() >= recent_since_ms,
         })
         .map(|(key, _)| key.clone())
         .collect();
     (want, push)
 }
 
-fn store_version(store: &Store, key: &[u8], now_ms: u64) -> Option<Version> {
-    store.with_key_untouched(key, now_ms, |k| k.version())
-}
-
 /// Our entries for `keys` (what a peer asked for).
 pub fn entries_for(store: &Store, keys: &[serde_bytes::ByteBuf], now_ms: u64) -> Vec<WireEntry> {
-    keys.iter()
-        .filter_map(|key| {
-            store.with_key_untouched(key, now_ms, |k| {
-                let version = k.version()?;
-                Some(WireEntry {
-                    key: key.to_vec(),
-                    value: k.value().map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
-                    expires_at: k.expires_at().unwrap_or(0),
-                    version,
-                })
-            })
-        })
-        .collect()
+    let mut out = Vec::new();
+    for key in keys {
+        store.with_key_untouched(key, now_ms, |k| {
+            if let Some(e) = k.entry() {
+                out.extend(to_wire(e, 0));
+            }
+        });
+    }
+    out
 }
 
 /// Applies entries from a peer and returns, for those it refused because we
 /// hold something newer, our entries: the peer needs them (this is how a
 /// delete reaches a peer that sent us whole buckets we hold only
-/// tombstones in).
+/// tombstones in). Typed values are joined, never refused: the initiator
+/// asked for ours when it sent its own.
 pub fn apply_and_rebut(
     store: &Store,
     entries: &[WireEntry],
@@ -174,20 +206,34 @@ pub fn apply_and_rebut(
     let mut ours = Vec::new();
     for e in entries {
         store.with_key(&e.key, now_ms, |k| {
-            if k.apply(e.value.as_deref().map(|v| &v[..]), e.expires_at, e.version) {
+            if apply_one(k, e.borrowed()) {
                 applied += 1;
-            } else if let Some(version) = k.version().filter(|v| *v > e.version) {
-                ours.push(WireEntry {
-                    key: e.key.clone(),
-                    value: k.value().map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
-                    expires_at: k.expires_at().unwrap_or(0),
-                    version,
-                });
+            } else if e.typed.is_none()
+                && let Some(mine) = k.entry().filter(|m| m.version > e.version && m.typed().is_none())
+            {
+                ours.extend(to_wire(mine, 0));
             }
         });
     }
     store.after_peer_writes(applied, now_ms);
     (applied, ours)
+}
+
+/// Applies one peer entry under the merge rules: a typed fragment is
+/// decoded and joined (refused and counted if it is not well formed), a
+/// plain one by its version. Returns whether it took effect.
+fn apply_one(k: &mut crate::store::KeyAccess<'_>, e: WireEntryRef<'_>) -> bool {
+    match e.typed {
+        Some(bytes) => match k.apply_fragment(bytes) {
+            Ok(changed) => changed,
+            Err(error) => {
+                k.refused_fragment();
+                tracing::debug!(%error, "refused a peer's typed value");
+                false
+            }
+        },
+        None => k.apply(e.value, e.expires_at, e.version),
+    }
 }
 
 /// Applies a batch a peer pushed: its FLUSHALL markers, then its entries,
@@ -209,7 +255,7 @@ pub fn apply<'a>(
 ) -> usize {
     let applied = entries
         .into_iter()
-        .filter(|e| store.with_key(e.key, now_ms, |k| k.apply(e.value, e.expires_at, e.version)))
+        .filter(|e| store.with_key(e.key, now_ms, |k| apply_one(k, *e)))
         .count();
     // Never refused for maxmemory: applied, then room is made (evict.rs).
     store.after_peer_writes(applied, now_ms);

@@ -17,7 +17,7 @@ use crate::clock::Version;
 use crate::store::{Change, ChangeKind};
 
 /// Bumped whenever a message changes incompatibly.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Entries per frame on the push path and in sync streams: bounds both the
 /// memory of one frame and the time a peer spends applying it.
 pub const CHUNK_ENTRIES: usize = 1024;
@@ -31,6 +31,11 @@ pub struct WireEntry {
     pub value: Option<serde_bytes::ByteBuf>,
     pub expires_at: u64,
     pub version: Version,
+    /// For a typed key (counter, hash, set): a fragment of its value
+    /// (`store::value::Fragment`, encoded), `value` None and `version` the
+    /// fragment's newest. Decoded and checked by the store before it is
+    /// applied.
+    pub typed: Option<serde_bytes::ByteBuf>,
 }
 
 /// [`WireEntry`] borrowing its key and value: the same bytes on the wire,
@@ -44,6 +49,9 @@ pub struct WireEntryRef<'a> {
     pub value: Option<&'a [u8]>,
     pub expires_at: u64,
     pub version: Version,
+    /// See [`WireEntry::typed`].
+    #[serde(borrow, with = "serde_bytes")]
+    pub typed: Option<&'a [u8]>,
 }
 
 /// A key and the version a node holds of it (sync summaries).
@@ -54,6 +62,10 @@ pub struct KeyVersion {
     pub version: Version,
     /// False for a tombstone.
     pub live: bool,
+    /// A typed value's content digest (0 for a plain entry): two typed
+    /// replicas whose digests differ exchange their values whatever their
+    /// newest versions.
+    pub content: u64,
 }
 
 /// Postcard encodes an enum variant as its index: [`Message::Updates`]'s,
@@ -222,6 +234,7 @@ impl WireEntry {
             value: self.value.as_deref().map(|v| &v[..]),
             expires_at: self.expires_at,
             version: self.version,
+            typed: self.typed.as_deref().map(|v| &v[..]),
         }
     }
 }
@@ -233,6 +246,7 @@ impl<'a> WireEntryRef<'a> {
             value: self.value.map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
             expires_at: self.expires_at,
             version: self.version,
+            typed: self.typed.map(|v| serde_bytes::ByteBuf::from(v.to_vec())),
         }
     }
 
@@ -244,11 +258,13 @@ impl<'a> WireEntryRef<'a> {
                 value,
                 expires_at,
                 version,
+                typed,
             } => Some(Self {
                 key,
                 value: value.as_deref(),
                 expires_at: *expires_at,
                 version: *version,
+                typed: typed.as_deref(),
             }),
             ChangeKind::Truncate { .. } | ChangeKind::Discard => None,
         }
@@ -330,6 +346,7 @@ mod tests {
                 value: Some(serde_bytes::ByteBuf::from(b"v".to_vec())),
                 expires_at: 5,
                 version: Version { hlc: 9, node_id: 2 },
+                typed: None,
             }],
             truncates: vec![],
             last_seq: 3,
@@ -348,6 +365,7 @@ mod tests {
                     value: value.map(Into::into),
                     expires_at,
                     version: version(100 + seq),
+                    typed: (key == b"typed").then(|| vec![1, 2, 3].into()),
                 },
             )
         };
@@ -356,6 +374,7 @@ mod tests {
         vec![
             entry(1, b"k", Some(b"v"), crate::store::NO_EXPIRY),
             entry(2, b"gone", None, 0),
+            entry(8, b"typed", None, 0),
             truncate(3, version(1 << 40)),
             entry(4, b"empty", Some(b""), 1_700_000_000_000),
             entry(5, b"", Some(&big), 7),
@@ -444,10 +463,10 @@ mod tests {
         let owned = changes();
         let all: Vec<&Change> = owned.iter().collect();
         let mut updates = encode_updates(&all, 1).unwrap();
-        updates[0] = 2;
+        updates[0] = (PROTOCOL_VERSION + 1) as u8;
         assert!(matches!(
             decode_inbound(&updates),
-            Err(WireError::Version(2))
+            Err(WireError::Version(v)) if v == PROTOCOL_VERSION + 1
         ));
         for bytes in [&[][..], &[1], &[1, 1], &[1, 1, 1], &[0xff; 8]] {
             assert!(decode_inbound(bytes).is_err(), "{bytes:?}");

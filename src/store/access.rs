@@ -5,20 +5,22 @@ use super::changelog::Cause;
 use super::entry::{Entry, NO_EXPIRY};
 use super::evict::lru_clock;
 use super::shard::{Shard, ShardGuard};
+use super::typed_access::PlainWrite;
+use super::value::Fragment;
 use super::{Expiry, KeyHashes, Store};
 use crate::clock::Version;
 
 /// Exclusive access to one key while its shard is locked.
 pub struct KeyAccess<'a> {
-    store: &'a Store,
-    shard: &'a mut Shard,
-    key: &'a [u8],
-    hashes: KeyHashes,
+    pub(super) store: &'a Store,
+    pub(super) shard: &'a mut Shard,
+    pub(super) key: &'a [u8],
+    pub(super) hashes: KeyHashes,
     /// Slot of this key's entry (live or tombstone), if any.
-    slot: Option<u32>,
+    pub(super) slot: Option<u32>,
     /// The batch's clock reading; versions are ticked from it rather than
     /// from a fresh one (about 100 instructions less per write, callgrind).
-    now_ms: u64,
+    pub(super) now_ms: u64,
 }
 
 impl<'a> KeyAccess<'a> {
@@ -68,9 +70,18 @@ impl<'a> KeyAccess<'a> {
         self.live_entry().is_some()
     }
 
-    /// The live value, if any.
+    /// The live value of a plain string, if any (a typed value's is read
+    /// through `KeyAccess::string` or `KeyAccess::typed`).
     pub fn value(&self) -> Option<&[u8]> {
-        self.live_entry().map(Entry::value)
+        self.live_entry()
+            .filter(|e| e.typed().is_none())
+            .map(Entry::value)
+    }
+
+    /// Whether the key's entry holds a typed value (live or not).
+    pub(super) fn holds_typed(&self) -> bool {
+        self.slot
+            .is_some_and(|i| self.shard.slab.get(i).typed().is_some())
     }
 
     /// The live entry's expiry (None: no key; Some(NO_EXPIRY): persistent).
@@ -100,6 +111,9 @@ impl<'a> KeyAccess<'a> {
     /// Writes `value` with a version the caller took from the clock (a
     /// RENAME stamps its delete and its write with one version).
     pub fn set_at(&mut self, value: &[u8], expiry: Expiry, version: Version) {
+        if self.holds_typed() {
+            return self.write_over_typed(PlainWrite::Set(value, expiry), version);
+        }
         self.put(value, expiry, version);
         self.publish(Cause::Local);
     }
@@ -139,6 +153,10 @@ impl<'a> KeyAccess<'a> {
         let Some(i) = self.slot.filter(|&i| self.shard.slab.get(i).is_live()) else {
             return false;
         };
+        if self.holds_typed() {
+            self.write_over_typed(PlainWrite::Delete, version);
+            return true;
+        }
         self.shard
             .set_tombstone(i, self.hashes.digest, version, self.now_ms);
         self.publish(Cause::Local);
@@ -155,6 +173,10 @@ impl<'a> KeyAccess<'a> {
             return self.delete();
         }
         let version = self.store.clock.hlc().tick_at(self.now_ms);
+        if self.holds_typed() {
+            self.write_over_typed(PlainWrite::Expire(expires_at), version);
+            return true;
+        }
         self.shard
             .set_expiry(i, self.hashes.digest, expires_at, version);
         self.publish(Cause::Local);
@@ -167,6 +189,12 @@ impl<'a> KeyAccess<'a> {
     /// is idempotent and order-independent. `value` None is a delete.
     /// Returns whether it took effect.
     pub fn apply(&mut self, value: Option<&[u8]>, expires_at: u64, version: Version) -> bool {
+        if self.holds_typed() {
+            // A plain write replaces a typed value where it is newer: its
+            // clear marker and string join the value element by element.
+            let fragment = Fragment::plain(value, expires_at, version);
+            return self.merge_fragment(&fragment, Cause::Replicated);
+        }
         self.store.clock.hlc().observe(version);
         if self.version().is_some_and(|held| held >= version) || version < self.store.truncated() {
             return false;

@@ -121,6 +121,9 @@ pub enum ChangeKind {
         value: Option<Box<[u8]>>,
         expires_at: u64,
         version: Version,
+        /// For a typed key: the fragment this change wrote (a delta), as
+        /// `value::Fragment::encode` gives it; `value` is then None.
+        typed: Option<Box<[u8]>>,
     },
     /// FLUSHALL: everything older than `version` is gone.
     Truncate { version: Version },

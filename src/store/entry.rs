@@ -8,6 +8,7 @@
 //! close to Redis's. Entries never move once placed, so a slot index is a
 //! stable position for SCAN.
 
+use super::value::Typed;
 use crate::clock::Version;
 
 /// `expires_at` value meaning "no expiry".
@@ -64,6 +65,17 @@ enum Body {
         key_len: u32,
         data: Box<[u8]>,
     },
+    /// A typed value (a counter, a hash, a set; see `value`): the key in
+    /// its own allocation, the value behind a box, so the entry keeps its
+    /// one cache line whatever the value holds. Live when the value has
+    /// visible content, else a tombstone that keeps what a plain one
+    /// cannot (counter resets, element tombstones).
+    Typed {
+        state: SlotState,
+        lru: [u8; 3],
+        key: Box<[u8]>,
+        value: Box<Typed>,
+    },
 }
 
 impl Body {
@@ -102,6 +114,7 @@ impl Body {
                 ..
             } => (&bytes[..usize::from(*len)], usize::from(*key_len)),
             Body::Heap { key_len, data, .. } => (data, *key_len as usize),
+            Body::Typed { key, .. } => (key, key.len()),
         }
     }
 }
@@ -136,7 +149,78 @@ impl Entry {
     pub fn state(&self) -> SlotState {
         match self.body {
             Body::Free { .. } => SlotState::Free,
-            Body::Inline { state, .. } | Body::Heap { state, .. } => state,
+            Body::Inline { state, .. } | Body::Heap { state, .. } | Body::Typed { state, .. } => {
+                state
+            }
+        }
+    }
+
+    /// The typed value, if the entry holds one (a plain string does not).
+    pub fn typed(&self) -> Option<&Typed> {
+        match &self.body {
+            Body::Typed { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    pub fn typed_mut(&mut self) -> Option<&mut Typed> {
+        match &mut self.body {
+            Body::Typed { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Gives the entry a typed value (keeping its key and access clock);
+    /// its state follows the value's visibility, its version the value's
+    /// newest and its expiry the value's (or, for a tombstone, `now_ms`
+    /// as its arrival).
+    pub fn set_typed(&mut self, value: Box<Typed>, now_ms: u64) {
+        let lru = self.lru_bytes();
+        let state = if value.kind().is_some() {
+            SlotState::Live
+        } else {
+            SlotState::Tombstone
+        };
+        self.version = value.newest();
+        self.expires_at = if state == SlotState::Live {
+            value.expires_at
+        } else {
+            now_ms
+        };
+        self.body = Body::Typed {
+            state,
+            lru,
+            key: self.key().into(),
+            value,
+        };
+    }
+
+    /// Takes the typed value out, leaving a plain tombstone in its place
+    /// (the caller puts a value back).
+    pub fn take_typed(&mut self) -> Option<Box<Typed>> {
+        if !matches!(self.body, Body::Typed { .. }) {
+            return None;
+        }
+        let lru = self.lru_bytes();
+        let plain = Body::new(SlotState::Tombstone, self.key(), &[], lru);
+        let body = std::mem::replace(&mut self.body, plain);
+        match body {
+            Body::Typed { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The version the digest tree counts for this entry: a plain entry's
+    /// version names its contents (every write has its own); a typed
+    /// value's newest version does not (two replicas may differ in older
+    /// elements), so its content digest stands in for it.
+    pub fn digest_version(&self) -> Version {
+        match &self.body {
+            Body::Typed { value, .. } => Version {
+                hlc: value.digest(),
+                node_id: u64::MAX,
+            },
+            _ => self.version,
         }
     }
 
@@ -206,14 +290,16 @@ impl Entry {
     fn lru_bytes(&self) -> [u8; 3] {
         match self.body {
             Body::Free { .. } => [0; 3],
-            Body::Inline { lru, .. } | Body::Heap { lru, .. } => lru,
+            Body::Inline { lru, .. } | Body::Heap { lru, .. } | Body::Typed { lru, .. } => lru,
         }
     }
 
     /// Records an access at `clock` (a value of `evict::lru_clock`): a
     /// plain store under the shard lock the access holds anyway.
     pub fn touch(&mut self, clock: u32) {
-        if let Body::Inline { lru, .. } | Body::Heap { lru, .. } = &mut self.body {
+        if let Body::Inline { lru, .. } | Body::Heap { lru, .. } | Body::Typed { lru, .. } =
+            &mut self.body
+        {
             let [a, b, c, _] = clock.to_le_bytes();
             *lru = [a, b, c];
         }
@@ -234,6 +320,7 @@ impl Entry {
     pub fn heap_size(&self) -> usize {
         match &self.body {
             Body::Heap { data, .. } => data.len(),
+            Body::Typed { key, value, .. } => key.len() + value.heap_size(),
             _ => 0,
         }
     }

@@ -468,8 +468,18 @@ impl Store {
         }
         let version = self.clock.hlc().tick_at(now_ms);
         let key_hash = digest::key_hash(e.key());
-        shard.set_tombstone(slot, key_hash, version, now_ms);
-        shard.publish_slot(&self.log, Cause::Evicted, slot);
+        if e.typed().is_some() {
+            // A typed value is cleared like a DEL: its counters reset to
+            // what they hold here, or the peers' copies would bring them back.
+            let fragment = shard.update_typed(slot, key_hash, now_ms, |mut value| {
+                let fragment = value.clear_local(version, now_ms);
+                (value, fragment)
+            });
+            shard.publish_fragment(&self.log, Cause::Evicted, slot, &fragment);
+        } else {
+            shard.set_tombstone(slot, key_hash, version, now_ms);
+            shard.publish_slot(&self.log, Cause::Evicted, slot);
+        }
         drop(guard);
         self.memory.evicted_keys.fetch_add(1, Ordering::Relaxed);
         bytes

@@ -22,6 +22,8 @@ pub mod evict;
 pub mod glob;
 mod info;
 mod shard;
+mod typed_access;
+pub mod value;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +32,8 @@ use parking_lot::Mutex;
 
 use crate::clock::{Clock, Version};
 pub use access::{KeyAccess, MultiAccess};
+pub use typed_access::{Content, WrongType};
+pub use value::Kind;
 use changelog::ChangeLog;
 pub use changelog::{Cause, Causes, Change, ChangeBatch, ChangeKind, ChangeReader, Lagged};
 pub use digest::DigestTree;
@@ -81,6 +85,8 @@ pub enum Expiry {
 #[derive(Debug, Default)]
 pub struct StoreStats {
     pub expired_keys: AtomicU64,
+    /// Peers' typed values that did not decode or were malformed.
+    pub refused_fragments: AtomicU64,
 }
 
 pub struct Store {
@@ -354,9 +360,14 @@ impl Store {
     pub fn dump(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>, u64, Version)> {
         let mut out = Vec::new();
         self.for_each_entry(|e| {
-            let value = e.is_live().then(|| e.value().to_vec());
+            // A typed value by its content digest, which covers every
+            // element and version (two replicas agree exactly when equal).
+            let value = match e.typed() {
+                Some(t) => Some(format!("typed:{:016x}", t.digest()).into_bytes()),
+                None => e.is_live().then(|| e.value().to_vec()),
+            };
             let expires_at = if e.is_live() { e.expires_at } else { NO_EXPIRY };
-            out.push((e.key().to_vec(), value, expires_at, e.version));
+            out.push((e.key().to_vec(), value, expires_at, e.digest_version()));
             true
         });
         out.sort();
@@ -486,7 +497,10 @@ impl Store {
             let mut h = sha1_smol::Sha1::new();
             h.update(&(e.key().len() as u64).to_le_bytes());
             h.update(e.key());
-            h.update(e.value());
+            match e.typed() {
+                Some(t) => h.update(&t.visible_digest()),
+                None => h.update(e.value()),
+            }
             h.update(&e.expires_at.to_le_bytes());
             // XOR is order-independent; SHA-1 makes accidental cancellation
             // between different entries practically impossible.

@@ -13,6 +13,7 @@ use parking_lot::MutexGuard;
 use super::changelog::{Cause, Change, ChangeKind, ChangeLog, STAGE_LIMIT};
 use super::digest::{ShardLeaves, key_hash};
 use super::entry::{Entry, NO_EXPIRY, Slab, SlotState};
+use super::value::Typed;
 use super::{KeyHashes, Store};
 use crate::clock::Version;
 
@@ -44,9 +45,10 @@ fn redigest(digest: &mut ShardLeaves, key_hash: u64, old: Option<Version>, new: 
 }
 
 /// The version an entry contributes to the digest: live values and
-/// tombstones alike (a free slot contributes nothing).
+/// tombstones alike (a free slot contributes nothing); a typed value's
+/// stands for its content (see `Entry::digest_version`).
 fn live_version(e: &Entry) -> Option<Version> {
-    (e.state() != SlotState::Free).then_some(e.version)
+    (e.state() != SlotState::Free).then(|| e.digest_version())
 }
 
 /// (live, volatile, tombstone) contribution of an entry to the counters.
@@ -119,9 +121,31 @@ impl Shard {
             let live = e.is_live();
             ChangeKind::Entry {
                 key: e.key().into(),
-                value: live.then(|| e.value().into()),
+                value: (live && e.typed().is_none()).then(|| e.value().into()),
                 expires_at: if live { e.expires_at } else { NO_EXPIRY },
                 version: e.version,
+                typed: None,
+            }
+        });
+    }
+
+    /// Publishes a typed write: the fragment it changed (a delta), never
+    /// the whole value.
+    pub fn publish_fragment(
+        &mut self,
+        log: &ChangeLog,
+        cause: Cause,
+        slot: u32,
+        fragment: &super::value::Fragment,
+    ) {
+        self.publish(log, cause, |shard| {
+            let e = shard.slab.get(slot);
+            ChangeKind::Entry {
+                key: e.key().into(),
+                value: None,
+                expires_at: NO_EXPIRY,
+                version: fragment.newest(),
+                typed: Some(fragment.encode()),
             }
         });
     }
@@ -214,6 +238,48 @@ impl Shard {
         self.count((0, 0, 1));
     }
 
+    /// The one path of typed writes, local and replicated: `f` gets the
+    /// entry's value as a [`Typed`] (a plain string or tombstone turned
+    /// into one) and returns the new value, which goes back as a compact
+    /// plain entry when it is just a plain string or tombstone. Counters
+    /// and the digest follow.
+    pub fn update_typed<R>(
+        &mut self,
+        slot: u32,
+        key_hash: u64,
+        now_ms: u64,
+        f: impl FnOnce(Box<Typed>) -> (Box<Typed>, R),
+    ) -> R {
+        let e = self.slab.get_mut(slot);
+        let old = live_version(e);
+        let before = weight(e);
+        let current = match e.take_typed() {
+            Some(value) => value,
+            None if e.is_live() => Box::new(Typed::from_plain(
+                Some(e.value()),
+                e.expires_at,
+                e.version,
+            )),
+            None => Box::new(Typed::from_plain(None, 0, e.version)),
+        };
+        let (value, out) = f(current);
+        match value.as_plain() {
+            Some((Some(bytes), expires_at, version)) => {
+                e.set_value(bytes);
+                e.expires_at = expires_at;
+                e.version = version;
+            }
+            Some((None, _, version)) => e.make_tombstone(version, now_ms),
+            None => e.set_typed(value, now_ms),
+        }
+        let new = live_version(e);
+        let after = weight(e);
+        redigest(&mut self.digest, key_hash, old, new);
+        self.uncount(before);
+        self.count(after);
+        out
+    }
+
     /// Changes a live entry's expiry under a new version.
     pub fn set_expiry(&mut self, slot: u32, key_hash: u64, expires_at: u64, version: Version) {
         let e = self.slab.get_mut(slot);
@@ -230,9 +296,26 @@ impl Shard {
     /// replica expires it at the same instant, so they agree without a new
     /// write.
     pub fn expire(&mut self, store: &Store, slot: u32, key_hash: u64, now_ms: u64) {
-        let version = self.slab.get(slot).version;
-        self.set_tombstone(slot, key_hash, version, now_ms);
-        self.publish_slot(&store.log, Cause::Expired, slot);
+        let e = self.slab.get(slot);
+        if e.typed().is_some() {
+            // Every replica clears at the same version, derived from the
+            // expiry time: what was written before it goes, counters are
+            // reset to what each replica had seen (equal versions merge by
+            // the larger observation, see `Register::merge`).
+            let fragment = self.update_typed(slot, key_hash, now_ms, |mut value| {
+                let clear = Version {
+                    hlc: crate::clock::hlc_at_millis(value.expires_at),
+                    node_id: 0,
+                };
+                let fragment = value.clear_local(clear.max(value.clear), now_ms);
+                (value, fragment)
+            });
+            self.publish_fragment(&store.log, Cause::Expired, slot, &fragment);
+        } else {
+            let version = e.version;
+            self.set_tombstone(slot, key_hash, version, now_ms);
+            self.publish_slot(&store.log, Cause::Expired, slot);
+        }
         store.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
     }
 

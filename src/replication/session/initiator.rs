@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::bookkeeping::Claim;
 use super::{Local, Now, chunked, entry_frames};
-use crate::clock::Version;
+
 use crate::replication::framing::PeerError;
 use crate::replication::sync;
 use crate::replication::wire::Message;
@@ -55,7 +55,7 @@ struct Session {
     /// The responder's summary so far: the leaves that differ, and what it
     /// holds in them (key → version, live).
     leaves: Vec<u16>,
-    theirs: HashMap<Vec<u8>, (Version, bool)>,
+    theirs: HashMap<Vec<u8>, sync::Held>,
 }
 
 /// What a message from the peer meant for the current reconciliation.
@@ -244,7 +244,14 @@ impl Initiator {
                 };
                 current
                     .theirs
-                    .extend(keys.into_iter().map(|kv| (kv.key, (kv.version, kv.live))));
+                    .extend(keys.into_iter().map(|kv| {
+                        let held = sync::Held {
+                            version: kv.version,
+                            live: kv.live,
+                            content: kv.content,
+                        };
+                        (kv.key, held)
+                    }));
                 current.leaves.extend(leaves);
                 if last {
                     let recent = local
@@ -253,7 +260,7 @@ impl Initiator {
                         .recent_tombstones_since(now.unix_ms);
                     let theirs = std::mem::take(&mut current.theirs);
                     let leaves = std::mem::take(&mut current.leaves);
-                    let (want, push) = sync::plan(store, &leaves, &theirs, recent, now.unix_ms);
+                    let (want, push) = sync::plan(store, &leaves, &theirs, recent);
                     entry_frames(session, push, &mut step.send);
                     let want = want.into_iter().map(serde_bytes::ByteBuf::from).collect();
                     chunked(want, |keys, last| {

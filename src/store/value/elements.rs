@@ -1,0 +1,236 @@
+//! The elements of a hash (fields) or a set (members): each a versioned
+//! [`Register`], live ones in insertion order (so a random pick and a
+//! SCAN step are O(1)), removed ones kept apart as element tombstones
+//! until collected, so that a HDEL/SREM does not lose to an older add
+//! arriving late.
+//!
+//! The content digest is the XOR of every element's hash (tombstones
+//! included), kept up to date on every change, so a 1,000,000-element key
+//! is never rehashed whole.
+
+use std::collections::HashMap;
+
+use indexmap::IndexMap;
+
+use super::register::Register;
+use crate::clock::Version;
+
+type Hasher = foldhash::fast::RandomState;
+
+#[derive(Debug, Clone, Default)]
+pub struct Elements {
+    live: IndexMap<Box<[u8]>, Register, Hasher>,
+    /// Removed elements: their register (a counter's tombstone carries its
+    /// observed contributions) and when the removal reached this node.
+    removed: HashMap<Box<[u8]>, (Register, u64), Hasher>,
+    digest: u64,
+    /// Bytes of the names and registers, kept for MEMORY USAGE and
+    /// maxmemory without a walk.
+    heap: usize,
+}
+
+/// Per-element overhead beyond its bytes: the index map's entry and index
+/// slot (a hash, the key box, the register) as measured by size_of.
+const PER_ELEMENT: usize =
+    std::mem::size_of::<(u64, Box<[u8]>, Register)>() + std::mem::size_of::<usize>() + 1;
+
+fn element_hash(salt: u64, name: &[u8], register: &Register) -> u64 {
+    let h = xxhash_rust::xxh3::xxh3_64_with_seed(name, salt);
+    mix(h ^ register.digest().rotate_left(17))
+}
+
+/// splitmix64's finalizer.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Elements {
+    /// Live elements.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    pub fn removed_len(&self) -> usize {
+        self.removed.len()
+    }
+
+    pub fn digest(&self, salt: u64) -> u64 {
+        mix(self.digest ^ salt)
+    }
+
+    pub fn heap_size(&self) -> usize {
+        self.heap
+            + self.live.capacity() * PER_ELEMENT
+            + self.removed.capacity() * (PER_ELEMENT + 8)
+    }
+
+    pub fn get(&self, name: &[u8]) -> Option<&Register> {
+        self.live.get(name)
+    }
+
+    /// The register of `name`, live or removed.
+    pub fn register(&self, name: &[u8]) -> Option<&Register> {
+        self.live
+            .get(name)
+            .or_else(|| self.removed.get(name).map(|(r, _)| r))
+    }
+
+    pub fn get_index(&self, i: usize) -> Option<(&[u8], &Register)> {
+        self.live.get_index(i).map(|(k, v)| (&k[..], v))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Register)> {
+        self.live.iter().map(|(k, v)| (&k[..], v))
+    }
+
+    /// Every element, removed ones included: (name, register, live).
+    pub fn iter_all(&self) -> impl Iterator<Item = (&[u8], &Register, bool)> {
+        self.iter().map(|(k, v)| (k, v, true)).chain(
+            self.removed
+                .iter()
+                .map(|(k, (v, _))| (&k[..], v, false)),
+        )
+    }
+
+    fn account(&mut self, salt: u64, name: &[u8], register: &Register, sign: bool) {
+        self.digest ^= element_hash(salt, name, register);
+        let bytes = name.len() + register.heap_size();
+        if sign {
+            self.heap += bytes;
+        } else {
+            self.heap = self.heap.saturating_sub(bytes);
+        }
+    }
+
+    /// Takes `name`'s register out (live or removed), unaccounted.
+    fn take(&mut self, salt: u64, name: &[u8]) -> Option<Register> {
+        let register = match self.live.swap_remove(name) {
+            Some(r) => r,
+            None => self.removed.remove(name)?.0,
+        };
+        self.account(salt, name, &register, false);
+        Some(register)
+    }
+
+    /// Puts a register in, live or removed as it is visible; `arrival_ms`
+    /// dates a removal.
+    fn put(&mut self, salt: u64, name: &[u8], register: Register, arrival_ms: u64) {
+        self.account(salt, name, &register, true);
+        if register.is_visible() {
+            self.live.insert(name.into(), register);
+        } else {
+            self.removed.insert(name.into(), (register, arrival_ms));
+        }
+    }
+
+    /// Changes `name`'s register with `f` (None: no such element yet),
+    /// keeping the digest and the live/removed split right. `f` returns
+    /// the new register, or None to leave the element as it was.
+    pub fn update(
+        &mut self,
+        salt: u64,
+        name: &[u8],
+        now_ms: u64,
+        f: impl FnOnce(Option<Register>) -> Option<Register>,
+    ) {
+        let old = self.take(salt, name);
+        let keep = old.clone();
+        match f(old) {
+            Some(new) => self.put(salt, name, new, now_ms),
+            None => {
+                if let Some(old) = keep {
+                    let arrival = now_ms;
+                    self.put(salt, name, old, arrival);
+                }
+            }
+        }
+    }
+
+    /// Joins a peer's register of `name` under `clear` (bases older than
+    /// the key's clear marker are gone). Returns whether anything changed.
+    pub fn merge(&mut self, salt: u64, name: &[u8], theirs: &Register, clear: Version, now_ms: u64) -> bool {
+        let before = self.register(name).map(Register::digest);
+        let old = self.take(salt, name);
+        let mut merged = match old {
+            Some(mut mine) => {
+                mine.merge(theirs);
+                mine
+            }
+            None => theirs.clone(),
+        };
+        apply_clear(&mut merged, clear);
+        let changed = Some(merged.digest()) != before;
+        if merged.counter.is_some() || merged.version >= clear {
+            self.put(salt, name, merged, now_ms);
+        }
+        changed
+    }
+
+    /// A new clear marker: every base older than `clear` is removed;
+    /// removed elements older than it are forgotten (the marker stands for
+    /// them), unless they carry counter observations.
+    pub fn clear_before(&mut self, salt: u64, clear: Version, now_ms: u64) {
+        let names: Vec<Box<[u8]>> = self
+            .live
+            .iter()
+            .filter(|(_, r)| r.version < clear)
+            .map(|(k, _)| k.clone())
+            .chain(
+                self.removed
+                    .iter()
+                    .filter(|(_, (r, _))| r.version < clear)
+                    .map(|(k, _)| k.clone()),
+            )
+            .collect();
+        for name in names {
+            if let Some(mut r) = self.take(salt, &name) {
+                apply_clear(&mut r, clear);
+                if r.is_visible() || r.counter.is_some() {
+                    self.put(salt, &name, r, now_ms);
+                }
+            }
+        }
+    }
+
+    /// Collects element tombstones that arrived before `arrived_before`
+    /// and were written before `written_before_ms`; returns how many.
+    pub fn collect(&mut self, salt: u64, arrived_before: u64, written_before_ms: u64) -> usize {
+        let old: Vec<Box<[u8]>> = self
+            .removed
+            .iter()
+            .filter(|(_, (r, at))| *at < arrived_before && r.newest().millis() < written_before_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in &old {
+            self.take(salt, name);
+        }
+        old.len()
+    }
+
+    /// The newest version among the elements.
+    pub fn newest(&self) -> Version {
+        self.live
+            .values()
+            .chain(self.removed.values().map(|(r, _)| r))
+            .map(Register::newest)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// A clear marker applied to one register: a base older than it is gone.
+/// Its version and observations stay (a counter's contributions are reset
+/// by what writes observed, never by versions): the base becomes None in
+/// every replica's copy alike, so digests agree, and a later join with a
+/// base newer than the marker still finds the same state everywhere.
+pub fn apply_clear(r: &mut Register, clear: Version) {
+    if r.version < clear {
+        r.base = None;
+    }
+}

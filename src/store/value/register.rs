@@ -1,0 +1,277 @@
+//! One versioned element: a string key's value, a hash field or a set
+//! member. Its base is the last write that set (or removed) it, LWW by
+//! version; if it was ever incremented it also carries counter parts: each
+//! node's running contribution and the contributions the base had observed
+//! when it was written (docs/TYPES.md, "Counters").
+//!
+//! The value is `base + Σ (contribution − observed)`: a SET/HSET/DEL
+//! resets exactly what it had seen, and increments it had not seen still
+//! count. Amounts are exact decimals (rust_decimal), summed in node order,
+//! so every replica computes the same value from the same state, whatever
+//! order the deltas came in (binary floats would not be associative).
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Version;
+
+/// Contributions of a counter; a few nodes ever increment one key, so
+/// sorted vectors beat maps in memory and time.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CounterParts {
+    /// Each node's running total of increments and the version of its
+    /// last one, sorted by node. A node's total only moves forward in its
+    /// own versions, so the larger version of a node's entry wins.
+    pub contributions: Vec<(u64, Amount, Version)>,
+    /// The contributions the base had observed, sorted by node: the reset
+    /// its write made. Equal base versions (the same expiry computed at two
+    /// replicas) merge by the larger amount per node.
+    pub observed: Vec<(u64, Amount)>,
+}
+
+/// An exact decimal, serialized as mantissa and scale so that a peer's
+/// bytes are validated (scale ≤ 28) before they become a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct Amount(pub Decimal);
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.0.mantissa(), self.0.scale()).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (mantissa, scale) = <(i128, u32)>::deserialize(d)?;
+        Decimal::try_from_i128_with_scale(mantissa, scale)
+            .map(Amount)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A register's value and version, and its counter parts if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    /// The version of the write that set the base.
+    pub version: Version,
+    /// The base: bytes (empty for a set member), or None when it was
+    /// removed (an element tombstone, or a deleted counter).
+    #[serde(with = "serde_bytes")]
+    pub base: Option<Box<[u8]>>,
+    pub counter: Option<Box<CounterParts>>,
+}
+
+impl Register {
+    pub fn new(version: Version, base: Option<&[u8]>) -> Self {
+        Self {
+            version,
+            base: base.map(Into::into),
+            counter: None,
+        }
+    }
+
+    /// Increments not reset by the base: what the counter adds to it.
+    pub fn unobserved(&self) -> Decimal {
+        let Some(parts) = &self.counter else {
+            return Decimal::ZERO;
+        };
+        let mut sum = Decimal::ZERO;
+        for (node, amount, _) in &parts.contributions {
+            let seen = observed_of(&parts.observed, *node);
+            sum = sum.saturating_add(amount.0.saturating_sub(seen));
+        }
+        sum
+    }
+
+    /// Whether the element exists: a live base, or increments that no
+    /// removal has observed.
+    pub fn is_visible(&self) -> bool {
+        self.base.is_some() || !self.unobserved().is_zero()
+    }
+
+    /// The value a reader sees: the base when nothing unobserved is added
+    /// (byte for byte what was written), else base + increments formatted
+    /// as Redis formats numbers. A base that is not a number ignores
+    /// increments (they were concurrent with the write that made it one).
+    pub fn value(&self) -> Option<Vec<u8>> {
+        let add = self.unobserved();
+        match &self.base {
+            Some(base) if add.is_zero() => Some(base.to_vec()),
+            None if add.is_zero() => None,
+            base => {
+                let start = match base {
+                    Some(bytes) => match parse_decimal(bytes) {
+                        Some(d) => d,
+                        None => return Some(bytes.to_vec()),
+                    },
+                    None => Decimal::ZERO,
+                };
+                Some(format_decimal(start.saturating_add(add)).into_bytes())
+            }
+        }
+    }
+
+    /// Adds `by` to `node`'s contribution at `version` (a local INCR).
+    pub fn increment(&mut self, node: u64, by: Decimal, version: Version) {
+        let parts = self.counter.get_or_insert_with(Default::default);
+        match parts.contributions.binary_search_by_key(&node, |c| c.0) {
+            Ok(i) => {
+                let c = &mut parts.contributions[i];
+                c.1 = Amount(c.1.0.saturating_add(by));
+                c.2 = version;
+            }
+            Err(i) => parts
+                .contributions
+                .insert(i, (node, Amount(by), version)),
+        }
+    }
+
+    /// Overwrites the base at `version`, resetting every contribution it
+    /// observes (a local SET/HSET/DEL/expiry of a counter).
+    pub fn overwrite(&mut self, version: Version, base: Option<&[u8]>) {
+        self.version = version;
+        self.base = base.map(Into::into);
+        if let Some(parts) = &mut self.counter {
+            parts.observed = parts
+                .contributions
+                .iter()
+                .map(|(node, amount, _)| (*node, *amount))
+                .collect();
+        }
+    }
+
+    /// Joins `other` into this register: the base with the larger version
+    /// wins (with the observations it made), contributions merge per node
+    /// by version. Commutative, associative and idempotent.
+    pub fn merge(&mut self, other: &Register) {
+        use std::cmp::Ordering;
+        match other.version.cmp(&self.version) {
+            Ordering::Greater => {
+                self.version = other.version;
+                self.base.clone_from(&other.base);
+                let observed = other
+                    .counter
+                    .as_ref()
+                    .map(|p| p.observed.clone())
+                    .unwrap_or_default();
+                if !observed.is_empty() || self.counter.is_some() {
+                    self.counter.get_or_insert_with(Default::default).observed = observed;
+                }
+            }
+            Ordering::Equal => {
+                if let Some(theirs) = other.counter.as_ref().filter(|p| !p.observed.is_empty()) {
+                    let parts = self.counter.get_or_insert_with(Default::default);
+                    for (node, amount) in &theirs.observed {
+                        match parts.observed.binary_search_by_key(node, |o| o.0) {
+                            Ok(i) => parts.observed[i].1 = parts.observed[i].1.max(*amount),
+                            Err(i) => parts.observed.insert(i, (*node, *amount)),
+                        }
+                    }
+                }
+            }
+            Ordering::Less => {}
+        }
+        if let Some(theirs) = &other.counter {
+            let parts = self.counter.get_or_insert_with(Default::default);
+            for c in &theirs.contributions {
+                match parts.contributions.binary_search_by_key(&c.0, |m| m.0) {
+                    Ok(i) if parts.contributions[i].2 < c.2 => parts.contributions[i] = *c,
+                    Ok(_) => {}
+                    Err(i) => parts.contributions.insert(i, *c),
+                }
+            }
+        }
+        if self.counter.as_ref().is_some_and(|p| p.contributions.is_empty() && p.observed.is_empty()) {
+            self.counter = None;
+        }
+    }
+
+    /// The newest version anything in the register carries.
+    pub fn newest(&self) -> Version {
+        let mut newest = self.version;
+        if let Some(parts) = &self.counter {
+            for c in &parts.contributions {
+                newest = newest.max(c.2);
+            }
+        }
+        newest
+    }
+
+    /// Heap bytes this register owns.
+    pub fn heap_size(&self) -> usize {
+        self.base.as_ref().map_or(0, |b| b.len())
+            + self.counter.as_ref().map_or(0, |p| {
+                std::mem::size_of::<CounterParts>()
+                    + p.contributions.capacity() * std::mem::size_of::<(u64, Amount, Version)>()
+                    + p.observed.capacity() * std::mem::size_of::<(u64, Amount)>()
+            })
+    }
+
+    /// A stable hash of the whole state, for the content digest.
+    pub fn digest(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&self.version.hlc.to_le_bytes());
+        h.update(&self.version.node_id.to_le_bytes());
+        match &self.base {
+            Some(b) => {
+                h.update(&[1]);
+                h.update(&(b.len() as u64).to_le_bytes());
+                h.update(b);
+            }
+            None => h.update(&[0]),
+        }
+        if let Some(parts) = &self.counter {
+            for (node, amount, version) in &parts.contributions {
+                h.update(&node.to_le_bytes());
+                h.update(&amount.0.serialize());
+                h.update(&version.hlc.to_le_bytes());
+                h.update(&version.node_id.to_le_bytes());
+            }
+            h.update(&[0xff]);
+            for (node, amount) in &parts.observed {
+                h.update(&node.to_le_bytes());
+                h.update(&amount.0.serialize());
+            }
+        }
+        h.digest()
+    }
+
+    /// Whether a peer's register is well formed: sorted, unique nodes.
+    pub fn is_valid(&self) -> bool {
+        self.counter.as_ref().is_none_or(|p| {
+            p.contributions.windows(2).all(|w| w[0].0 < w[1].0)
+                && p.observed.windows(2).all(|w| w[0].0 < w[1].0)
+        })
+    }
+}
+
+fn observed_of(observed: &[(u64, Amount)], node: u64) -> Decimal {
+    observed
+        .binary_search_by_key(&node, |o| o.0)
+        .map_or(Decimal::ZERO, |i| observed[i].1.0)
+}
+
+/// A decimal as the counter reads it: an integer or a plain decimal, as
+/// Redis's string2ld reads INCRBYFLOAT's operand (exponents included).
+pub fn parse_decimal(bytes: &[u8]) -> Option<Decimal> {
+    if bytes.is_empty() || bytes.len() > 64 {
+        return None;
+    }
+    let text = std::str::from_utf8(bytes).ok()?;
+    if text.contains(['e', 'E']) {
+        Decimal::from_scientific(text).ok()
+    } else {
+        Decimal::from_str_exact(text).ok()
+    }
+}
+
+/// Redis's number formats: an integer as itself, a fraction with at most
+/// 17 decimals and no trailing zeros (INCRBYFLOAT's human-friendly form).
+pub fn format_decimal(d: Decimal) -> String {
+    let d = d.round_dp(17).normalize();
+    if d.is_zero() {
+        "0".into()
+    } else {
+        d.to_string()
+    }
+}
