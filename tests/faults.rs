@@ -106,6 +106,60 @@ fn checker_hot_key_winner_is_the_largest_version() {
     );
 }
 
+/// The checker's counter and element rules (no namespaces): a counter must
+/// hold the acknowledged increments exactly, give or take the unknown ones;
+/// a hash field acknowledged and never removed must be present, one
+/// removed must be absent.
+#[test]
+fn checker_counts_increments_exactly_and_misses_no_element() {
+    use fault::checker::{Report, Stored, check};
+    use fault::history::{Action, ELEMENT_SEPARATOR, Family, Op, Outcome};
+    let op = |key: &str, family: Family, action: Action, outcome: Outcome, at: f64| Op {
+        node: 0,
+        family,
+        key: key.into(),
+        action,
+        invoked_ms: at,
+        completed_ms: at + 1.0,
+        outcome,
+        version: None,
+    };
+    let field = format!("hs:0{ELEMENT_SEPARATOR}n0:1");
+    let gone = format!("hs:0{ELEMENT_SEPARATOR}n0:2");
+    let set = || Action::Set {
+        value: "v".into(),
+        ttl_ms: None,
+    };
+    let ops = [
+        op("c:0", Family::Counter, Action::Incr { by: 3 }, Outcome::Ok(3), 1.0),
+        op("c:0", Family::Counter, Action::Incr { by: 4 }, Outcome::Ok(7), 2.0),
+        op("c:0", Family::Counter, Action::Incr { by: 1 }, Outcome::Unknown("timeout".into()), 3.0),
+        op(&field, Family::Hash, set(), Outcome::Ok(1), 4.0),
+        op(&gone, Family::Hash, set(), Outcome::Ok(1), 5.0),
+        op(&gone, Family::Hash, Action::Del, Outcome::Ok(1), 6.0),
+    ];
+    let violations = |counter: &str, fields: &[&str]| {
+        let stored = |value: &str| Stored {
+            value: value.into(),
+            expiry: -1,
+            version: (1, 1),
+        };
+        let mut dump: fault::checker::Dump = [("c:0".to_string(), stored(counter))].into_iter().collect();
+        for f in fields {
+            dump.insert(f.to_string(), stored("v"));
+        }
+        let mut report = Report::default();
+        check(&mut report, 1, &ops, &[], &[dump]);
+        report.violations
+    };
+    assert_eq!(violations("7", &[&field]), Vec::<String>::new());
+    assert_eq!(violations("8", &[&field]), Vec::<String>::new());
+    assert!(violations("6", &[&field]).iter().any(|v| v.contains("less than")));
+    assert!(violations("9", &[&field]).iter().any(|v| v.contains("counted twice")));
+    assert!(violations("7", &[]).iter().any(|v| v.contains("lost")));
+    assert!(violations("7", &[&field, &gone]).iter().any(|v| v.contains("resurrected")));
+}
+
 /// A key SET and then DELeted a few milliseconds before another node is cut
 /// off must not come back after the heal: the cut-off node may have the SET
 /// and not the DEL (this found a resurrection, fixed by keeping recent

@@ -26,6 +26,8 @@ impl Store {
     pub fn stats_info(&self, w: &mut InfoWriter<'_>) {
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         w.field("expired_keys", load(&self.stats.expired_keys));
+        // kriminoDB's own: peers' typed values refused as malformed.
+        w.field("refused_typed_values", load(&self.stats.refused_fragments));
         let limit = self.memory();
         w.field("evicted_keys", load(&limit.evicted_keys));
         // kriminoDB's own: writes from peers applied past maxmemory under

@@ -461,7 +461,7 @@ impl Store {
         for shard_no in 0..SHARDS {
             let mut shard = self.shard(shard_no);
             for _ in 0..16 {
-                if shard.volatile == 0 && shard.tombstones == 0 {
+                if shard.volatile == 0 && shard.tombstones == 0 && shard.element_tombstones == 0 {
                     break;
                 }
                 let (seen, gone) = shard.sweep(self, now_ms, horizon, SWEEP_STEP);

@@ -24,6 +24,9 @@ pub(super) struct Shard {
     pub live: usize,
     pub volatile: usize,
     pub tombstones: usize,
+    /// Live typed values holding element tombstones (the sweep collects
+    /// them, so it visits a shard that has any).
+    pub element_tombstones: usize,
     pub sweep_cursor: u32,
     /// Changes published and not yet collected into the change log.
     pub staged: Vec<Change>,
@@ -51,12 +54,18 @@ fn live_version(e: &Entry) -> Option<Version> {
     (e.state() != SlotState::Free).then(|| e.digest_version())
 }
 
-/// (live, volatile, tombstone) contribution of an entry to the counters.
-fn weight(e: &Entry) -> (usize, usize, usize) {
+/// (live, volatile, tombstone, live with element tombstones) contribution
+/// of an entry to the counters.
+fn weight(e: &Entry) -> (usize, usize, usize, usize) {
     match e.state() {
-        SlotState::Free => (0, 0, 0),
-        SlotState::Live => (1, usize::from(e.expires_at != NO_EXPIRY), 0),
-        SlotState::Tombstone => (0, 0, 1),
+        SlotState::Free => (0, 0, 0, 0),
+        SlotState::Live => (
+            1,
+            usize::from(e.expires_at != NO_EXPIRY),
+            0,
+            usize::from(e.typed().is_some_and(|t| t.removed_len() > 0)),
+        ),
+        SlotState::Tombstone => (0, 0, 1, 0),
     }
 }
 
@@ -168,16 +177,18 @@ impl Shard {
             .copied()
     }
 
-    fn uncount(&mut self, w: (usize, usize, usize)) {
+    fn uncount(&mut self, w: (usize, usize, usize, usize)) {
         self.live -= w.0;
         self.volatile -= w.1;
         self.tombstones -= w.2;
+        self.element_tombstones -= w.3;
     }
 
-    fn count(&mut self, w: (usize, usize, usize)) {
+    fn count(&mut self, w: (usize, usize, usize, usize)) {
         self.live += w.0;
         self.volatile += w.1;
         self.tombstones += w.2;
+        self.element_tombstones += w.3;
     }
 
     /// Places a new entry for a key the shard does not hold.
@@ -235,7 +246,7 @@ impl Shard {
         let before = weight(e);
         e.make_tombstone(version, arrival_ms);
         self.uncount(before);
-        self.count((0, 0, 1));
+        self.count((0, 0, 1, 0));
     }
 
     /// The one path of typed writes, local and replicated: `f` gets the
@@ -347,6 +358,13 @@ impl Shard {
                     self.expire(store, slot, key_hash(e.key()), now_ms);
                     expired += 1;
                 }
+                SlotState::Live if e.typed().is_some_and(|t| t.removed_len() > 0) => {
+                    let key_hash = key_hash(e.key());
+                    self.update_typed(slot, key_hash, now_ms, |mut value| {
+                        value.collect(horizon.0, horizon.1);
+                        (value, ())
+                    });
+                }
                 SlotState::Tombstone
                     if e.tombstone_arrival() < horizon.0 && e.version.millis() < horizon.1 =>
                 {
@@ -369,6 +387,18 @@ impl Shard {
                 let hash = store.hash(e.key());
                 self.purge(slot, hash);
                 dropped += 1;
+            } else if e.typed().is_some_and(|t| t.clear < marker) {
+                // Elements newer than the FLUSHALL stay; older ones go.
+                let key_hash = key_hash(e.key());
+                let now_ms = store.clock().wall_ms();
+                self.update_typed(slot, key_hash, now_ms, |mut value| {
+                    let marker = super::value::Fragment {
+                        clear: marker,
+                        ..Default::default()
+                    };
+                    value.merge(&marker, 0);
+                    (value, ())
+                });
             }
         }
         dropped

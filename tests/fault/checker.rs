@@ -18,7 +18,15 @@
 //!    killed afterwards (any loss is a violation, never "explained");
 //! 5. TTL keys: absent on every node once their expiry has passed on every
 //!    node's clock (the scenario waits for the latest such moment, see
-//!    [`ttl_deadline_ms`]).
+//!    [`ttl_deadline_ms`]);
+//! 6. counters (INCRBY of shared keys, HINCRBY of a shared hash field):
+//!    every node holds the same value, at least the sum of the acknowledged
+//!    increments (less those acknowledged by a node then killed with
+//!    SIGKILL, which may be gone with it) and at most that sum plus the
+//!    increments whose outcome is unknown: none lost, none counted twice;
+//! 7. hash fields and set members: each is written by one node (HSET or
+//!    SADD, sometimes then HDEL or SREM) and checked as a key of its own,
+//!    as 1 and 3: present with its value, or absent after its removal.
 //!
 //! A single-writer key allows these final states: the state left by its
 //! last acknowledged operation, or by any later operation whose outcome is
@@ -237,6 +245,10 @@ fn check_key(
     // report violations for any node.
     let count = node == 0;
     let found = stored.map(|s| s.value.as_str());
+    if writes.iter().any(|o| matches!(o.action, Action::Incr { .. })) {
+        check_counter(report, key, &writes, found, node, events, count);
+        return;
+    }
     match family {
         Family::Ttl => {
             if let Some(v) = found {
@@ -269,7 +281,7 @@ fn check_key(
                 check_hot_winner(report, key, &writes, stored, node);
             }
         }
-        Family::Unique | Family::Delete | Family::Wait => {
+        Family::Unique | Family::Delete | Family::Wait | Family::Hash | Family::Set | Family::Counter => {
             // The allowed final states.
             let state = |o: &Op| -> Option<String> {
                 match &o.action {
@@ -353,6 +365,63 @@ fn check_key(
     }
 }
 
+/// Increments add up: the value is the sum of the acknowledged ones, give
+/// or take those whose outcome is unknown and those a killed node may have
+/// taken with it.
+fn check_counter(
+    report: &mut Report,
+    key: &str,
+    writes: &[&Op],
+    found: Option<&str>,
+    node: usize,
+    events: &[Event],
+    count: bool,
+) {
+    let by = |o: &Op| match o.action {
+        Action::Incr { by } => by,
+        _ => 0,
+    };
+    let acked: i64 = writes.iter().filter(|o| o.outcome.is_ok()).map(|o| by(o)).sum();
+    let unknown: i64 = writes.iter().filter(|o| o.outcome.is_unknown()).map(|o| by(o)).sum();
+    let killed: i64 = writes
+        .iter()
+        .filter(|o| o.outcome.is_ok() && explain(o, events).is_some())
+        .map(|o| by(o))
+        .sum();
+    let value = match found.map(str::parse::<i64>) {
+        None => 0,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => {
+            report
+                .violations
+                .push(format!("counter {key} on n{node} holds {found:?}, not an integer"));
+            return;
+        }
+    };
+    if value > acked + unknown {
+        report.violations.push(format!(
+            "counter {key} on n{node} is {value}: more than the {acked} acknowledged plus {unknown} \
+             unknown increments (counted twice)"
+        ));
+    } else if value < acked - killed {
+        if count {
+            *report
+                .lost
+                .entry("unexplained increment (VIOLATION)".into())
+                .or_default() += 1;
+        }
+        report.violations.push(format!(
+            "counter {key} on n{node} is {value}: less than the {acked} acknowledged increments \
+             (of which {killed} on nodes then killed)"
+        ));
+    } else if value < acked && count {
+        *report
+            .lost
+            .entry("increment on a node then killed with kill -9".into())
+            .or_default() += 1;
+    }
+}
+
 /// The largest version wins: no acknowledged write of `key` has a version
 /// above the one it ended with, and the write whose value it holds had
 /// exactly that version (when that write's version is known).
@@ -408,6 +477,7 @@ fn describe(list: &[&Op]) -> String {
                 },
                 Action::Del => "DEL".into(),
                 Action::Wait { want } => format!("WAIT {want}"),
+                Action::Incr { by } => format!("INCRBY {by}"),
             };
             format!(
                 "[n{} {act} {:.0}..{:.0}ms {:?}]",

@@ -19,15 +19,33 @@ pub enum Family {
     Wait,
     /// `t:…` SET … PX: gone everywhere after its time.
     Ttl,
+    /// `c:…` a few counters every node INCRBYs: every acknowledged
+    /// increment counted exactly once.
+    Counter,
+    /// `hs:…` a few hashes every node HSETs its own fields in (some then
+    /// HDELed) and HINCRBYs one shared field of: no lost or resurrected
+    /// field, exact field counter.
+    Hash,
+    /// `st:…` a few sets every node SADDs its own members to (some then
+    /// SREMed): no lost or resurrected member.
+    Set,
 }
 
+/// Separates a hash's or set's key from a field or member in the
+/// history's (and the dump's) element keys: each field and member is
+/// checked as a key of its own, written by one node.
+pub const ELEMENT_SEPARATOR: char = '\u{1}';
+
 impl Family {
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 8] = [
         Family::Unique,
         Family::Hot,
         Family::Delete,
         Family::Wait,
         Family::Ttl,
+        Family::Counter,
+        Family::Hash,
+        Family::Set,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -37,6 +55,9 @@ impl Family {
             Family::Delete => "d:",
             Family::Wait => "w:",
             Family::Ttl => "t:",
+            Family::Counter => "c:",
+            Family::Hash => "hs:",
+            Family::Set => "st:",
         }
     }
 }
@@ -51,6 +72,10 @@ pub enum Action {
     /// `WAIT want timeout` after the SET before it on the same connection.
     Wait {
         want: i64,
+    },
+    /// INCRBY, or HINCRBY of a hash field (the element key names it).
+    Incr {
+        by: i64,
     },
 }
 

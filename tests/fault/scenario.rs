@@ -388,32 +388,63 @@ async fn dump(addr: SocketAddr) -> Dump {
     keys.dedup();
     let mut out = BTreeMap::new();
     for chunk in keys.chunks(500) {
-        let mut pipe = redis::pipe();
+        let mut types = redis::pipe();
         for k in chunk {
-            pipe.cmd("GET").arg(k).cmd("PEXPIRETIME").arg(k);
+            types.cmd("TYPE").arg(k);
+        }
+        let types: Vec<String> = types.query_async(&mut con).await.unwrap();
+        let mut pipe = redis::pipe();
+        for (k, t) in chunk.iter().zip(&types) {
+            let read = match t.as_str() {
+                "hash" => "HGETALL",
+                "set" => "SMEMBERS",
+                // "none" (expired since the SCAN) reads as nil too.
+                _ => "GET",
+            };
+            pipe.cmd(read).arg(k).cmd("PEXPIRETIME").arg(k);
             pipe.cmd("DEBUG").arg("VERSION").arg(k);
         }
         let replies: Vec<redis::Value> = pipe.query_async(&mut con).await.unwrap();
-        for (k, reply) in chunk.iter().zip(replies.chunks(3)) {
-            let value: Option<String> = redis::from_redis_value(reply[0].clone()).unwrap();
+        for ((k, t), reply) in chunk.iter().zip(&types).zip(replies.chunks(3)) {
             let expiry: i64 = redis::from_redis_value(reply[1].clone()).unwrap();
             let version: Option<(String, String)> =
                 redis::from_redis_value(reply[2].clone()).unwrap();
-            let version = version.map(|(hlc, node)| {
+            let Some(version) = version.map(|(hlc, node)| {
                 (
                     hlc.parse().expect("DEBUG VERSION: decimal HLC"),
                     node.parse().expect("DEBUG VERSION: decimal node id"),
                 )
-            });
-            if let (Some(value), Some(version)) = (value, version) {
-                out.insert(
-                    k.clone(),
-                    Stored {
-                        value,
-                        expiry,
-                        version,
-                    },
-                );
+            }) else {
+                continue;
+            };
+            let stored = |value| Stored {
+                value,
+                expiry,
+                version,
+            };
+            // A hash's fields and a set's members go in as element keys,
+            // each checked on its own (see `checker`).
+            let sep = super::history::ELEMENT_SEPARATOR;
+            match t.as_str() {
+                "hash" => {
+                    let fields: Vec<(String, String)> =
+                        redis::from_redis_value(reply[0].clone()).unwrap();
+                    for (f, v) in fields {
+                        out.insert(format!("{k}{sep}{f}"), stored(v));
+                    }
+                }
+                "set" => {
+                    let members: Vec<String> = redis::from_redis_value(reply[0].clone()).unwrap();
+                    for m in members {
+                        out.insert(format!("{k}{sep}{m}"), stored("1".into()));
+                    }
+                }
+                _ => {
+                    let value: Option<String> = redis::from_redis_value(reply[0].clone()).unwrap();
+                    if let Some(value) = value {
+                        out.insert(k.clone(), stored(value));
+                    }
+                }
             }
         }
     }

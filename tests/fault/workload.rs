@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
-use super::history::{Action, Family, History, Op, Outcome, Version};
+use super::history::{Action, ELEMENT_SEPARATOR, Family, History, Op, Outcome, Version};
 
 /// How long a request may go unanswered before it is "unknown". Above the
 /// WAIT timeout so a WAIT that times out is answered, not abandoned.
@@ -30,6 +30,10 @@ pub const TTL_RANGE: std::ops::RangeInclusive<u64> = 200..=1500;
 const PACE: Duration = Duration::from_millis(8);
 /// The hot keys, written by every node.
 pub const HOT_KEYS: usize = 3;
+/// The counters, hashes and sets every node writes.
+pub const SHARED_TYPED_KEYS: usize = 2;
+/// The hash field every node HINCRBYs.
+pub const SHARED_FIELD: &str = "count";
 
 /// One connection to one node, remade after anything but a server error.
 pub struct Client {
@@ -253,6 +257,51 @@ impl Worker {
                 let ttl = self.rng.u64(TTL_RANGE);
                 self.set(&key, format!("v{seq}"), Some(ttl)).await;
             }
+            Family::Counter => {
+                let key = format!("{prefix}{}", self.rng.usize(0..SHARED_TYPED_KEYS));
+                let by = self.rng.i64(1..=5);
+                let mut c = redis::cmd("INCRBY");
+                c.arg(&key).arg(by);
+                self.record(&key, Action::Incr { by }, &c).await;
+            }
+            Family::Hash => {
+                let key = format!("{prefix}{}", self.rng.usize(0..SHARED_TYPED_KEYS));
+                let field = format!("n{node}:{seq}");
+                let element = format!("{key}{ELEMENT_SEPARATOR}{field}");
+                let value = format!("v{seq}");
+                let mut c = redis::cmd("HSET");
+                c.arg(&key).arg(&field).arg(&value);
+                let set = Action::Set {
+                    value,
+                    ttl_ms: None,
+                };
+                if self.record(&element, set, &c).await.is_ok() && self.rng.u8(0..3) == 0 {
+                    let mut c = redis::cmd("HDEL");
+                    c.arg(&key).arg(&field);
+                    self.record(&element, Action::Del, &c).await;
+                }
+                let by = self.rng.i64(1..=5);
+                let mut c = redis::cmd("HINCRBY");
+                c.arg(&key).arg(SHARED_FIELD).arg(by);
+                let counter = format!("{key}{ELEMENT_SEPARATOR}{SHARED_FIELD}");
+                self.record(&counter, Action::Incr { by }, &c).await;
+            }
+            Family::Set => {
+                let key = format!("{prefix}{}", self.rng.usize(0..SHARED_TYPED_KEYS));
+                let member = format!("n{node}:{seq}");
+                let element = format!("{key}{ELEMENT_SEPARATOR}{member}");
+                let mut c = redis::cmd("SADD");
+                c.arg(&key).arg(&member);
+                let added = Action::Set {
+                    value: "1".into(),
+                    ttl_ms: None,
+                };
+                if self.record(&element, added, &c).await.is_ok() && self.rng.u8(0..3) == 0 {
+                    let mut c = redis::cmd("SREM");
+                    c.arg(&key).arg(&member);
+                    self.record(&element, Action::Del, &c).await;
+                }
+            }
         }
     }
 
@@ -280,9 +329,20 @@ impl Worker {
                 c.arg(*want).arg(WAIT_TIMEOUT_MS);
                 c
             }
+            Action::Incr { by } => {
+                let mut c = redis::cmd("INCRBY");
+                c.arg(key).arg(*by);
+                c
+            }
         };
+        self.record(key, action, &cmd).await
+    }
+
+    /// Sends `cmd` and records it as `action` on `key` (an element key for
+    /// hash and set commands).
+    async fn record(&mut self, key: &str, action: Action, cmd: &redis::Cmd) -> Outcome {
         let invoked_ms = self.history.now_ms();
-        let outcome = self.client.run(&cmd).await;
+        let outcome = self.client.run(cmd).await;
         let completed_ms = self.history.now_ms();
         self.history.record(Op {
             node: self.node,
