@@ -75,7 +75,31 @@ ROWS=(
   "5  mset-p1    0.6  1.0  -    -t mset -P 1"
   "5  mget-p1    0.6  1.0  -    -P 1 $MGET10"
   "7  get-c1000  1    0.9  -    -t get -P 1 -c 1000"
+  "13 incr-p1    1    1.0  -    -t incr -P 1"
+  "13 incr-p16   6    1.0  -    -t incr -P 16"
+  "13 hset-p1    1    1.0  -    -t hset -P 1"
+  "13 hset-p16   6    1.0  -    -t hset -P 16"
+  "13 sadd-p1    1    1.0  -    -t sadd -P 1"
+  "13 sadd-p16   6    1.0  -    -t sadd -P 16"
+  "13 spop-p1    1    1.0  -    -t spop -P 1"
+  "13 spop-p16   6    1.0  -    -t spop -P 16"
+  "13 hgetall-small   1    1.0  -  -P 1 hgetall bench:hash:small"
+  "13 hgetall-large   0.05 1.0  -  -P 1 hgetall bench:hash:large"
+  "13 smembers-small  1    1.0  -  -P 1 smembers bench:set:small:1"
+  "13 smembers-large  0.05 1.0  -  -P 1 smembers bench:set:large:1"
+  "13 sinter-small    1    1.0  -  -P 1 sinter bench:set:small:1 bench:set:small:2"
+  "13 sinter-large    0.1  1.0  -  -P 1 sinter bench:set:large:1 bench:set:large:2"
 )
+# Issue 13's memory rows: dataset, target ratio (bytes per element vs
+# redis), what it holds. Loaded like row 6, into fresh instances.
+TYPED_MEM=(
+  "bighash      1.5  1,000,000 fields of one hash"
+  "bigset       1.5  1,000,000 members of one set"
+  "smallhashes  2.0  100,000 hashes of 10 fields"
+)
+# Elements of the small and large keys the HGETALL/SMEMBERS/SINTER rows read.
+TYPED_SMALL=10
+TYPED_LARGE=1000
 # Row 7's 1,000 connections, plus the servers' own descriptors.
 MIN_FILES=1200
 
@@ -197,9 +221,20 @@ run_row() {
     "$rps" "$p50" "$p99" >>"$RUNS"
 }
 
+# preload_typed SERVER: the small and large hashes and sets the read rows
+# of issue 13 use (the large sets share half their members).
+preload_typed() {
+  local port=${PORTS[$1]} out="$WORK/$1-preload.out"
+  python3 "$LIB" gen-bench-keys "$TYPED_SMALL" "$TYPED_LARGE" "$WORK/preload.resp"
+  run_client redis-cli -h 127.0.0.1 -p "$port" --pipe <"$WORK/preload.resp" >"$out" 2>&1 ||
+    die "$1: preloading the typed keys failed: $(tail -3 "$out" | tr '\n' ' ')"
+}
+
 throughput() {
   start_server kriminodb kriminodb
   start_server redis redis
+  preload_typed kriminodb
+  preload_typed redis
   log "kriminodb on 127.0.0.1:${PORTS[kriminodb]}, redis on 127.0.0.1:${PORTS[redis]}"
   local round row num id weight min_ratio max_p99 args order
   for row in "${ROWS[@]}"; do
@@ -258,7 +293,39 @@ mem_one() {
   stop_server "$server"
 }
 
+# mem_typed DATASET: like mem_one for both servers, with a typed dataset
+# (scripts/bench_lib.py gen-typed); lines "dataset server metric value".
+mem_typed() {
+  local dataset=$1 server port pid out
+  RESP="$WORK/$dataset.resp"
+  python3 "$LIB" gen-typed "$dataset" "$RESP"
+  for server in kriminodb redis; do
+    start_server "$server" "$server"
+    port=${PORTS[$server]} pid=${PIDS[$server]}
+    sleep 0.5
+    echo "$dataset $server rss_before $(rss_bytes "$pid")" >>"$MEM_TYPED"
+    echo "$dataset $server used_before $(used_memory "$port")" >>"$MEM_TYPED"
+    out="$WORK/$server-$dataset.out"
+    if ! run_client redis-cli -h 127.0.0.1 -p "$port" --pipe <"$RESP" >"$out" 2>&1; then
+      log "$server: redis-cli --pipe failed: $(tail -3 "$out" | tr '\n' ' ')"
+    fi
+    check_alive "$server"
+    sleep 1
+    echo "$dataset $server rss_after $(rss_bytes "$pid")" >>"$MEM_TYPED"
+    echo "$dataset $server used_after $(used_memory "$port")" >>"$MEM_TYPED"
+    log "$server $dataset: $(tail -1 "$out" | tr -d '\r')"
+    stop_server "$server"
+  done
+  rm -f "$RESP"
+}
+
 memory() {
+  local row dataset ratio what
+  for row in "${TYPED_MEM[@]}"; do
+    read -r dataset ratio what <<<"$row"
+    printf '%s\t%s\t%s\n' "$dataset" "$ratio" "$what" >>"$TYPED_TARGETS"
+    mem_typed "$dataset"
+  done
   RESP="$WORK/sets.resp"
   log "generating $BENCH_MEM_KEYS SET commands"
   python3 "$LIB" gen-sets "$BENCH_MEM_KEYS" "$BENCH_DATA_SIZE" "$RESP"
@@ -294,6 +361,9 @@ main() {
   fi
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/kriminodb-bench.XXXXXX")
   RUNS="$WORK/runs.tsv" MEM="$WORK/mem.txt" TARGETS="$WORK/targets.tsv"
+  MEM_TYPED="$WORK/mem-typed.txt" TYPED_TARGETS="$WORK/typed-targets.tsv"
+  : >"$MEM_TYPED"
+  : >"$TYPED_TARGETS"
   : >"$RUNS"
   : >"$MEM"
   : >"$TARGETS"
@@ -314,7 +384,7 @@ main() {
     "redis-benchmark share the cores), $BENCH_ROUNDS round(s);" \
     "redis-benchmark -c $BENCH_CLIENTS -d $BENCH_DATA_SIZE -r $BENCH_KEYSPACE"
   local rc=0
-  python3 "$LIB" report "$RUNS" "$MEM" "$TARGETS" || rc=$?
+  python3 "$LIB" report "$RUNS" "$MEM" "$TARGETS" "$MEM_TYPED" "$TYPED_TARGETS" || rc=$?
   ((rc == 0 || rc == 3)) || die "report failed"
   if [[ $rc == 3 && ${BENCH_STRICT:-0} == 1 ]]; then exit 3; fi
 }

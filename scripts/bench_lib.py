@@ -5,7 +5,10 @@ Subcommands:
   freeport               print a TCP port on 127.0.0.1 that is free right now
   gen-sets N SIZE FILE   write N distinct SET commands (RESP) for `redis-cli --pipe`
   parse-csv FILE         print "rps p50 p99" from one `redis-benchmark --csv` run
-  report RUNS MEM [TARGETS]  print one table of every row with its target, and the verdict
+  gen-bench-keys SMALL LARGE FILE   the hashes and sets the typed read rows use
+  gen-typed DATASET FILE  a typed memory dataset (bighash, bigset, smallhashes)
+  report RUNS MEM [TARGETS [TYPED_MEM TYPED_TARGETS]]  print one table of every
+                         row with its target, and the verdict
 
 Only the standard library is used, so a stock python3 is enough.
 """
@@ -49,6 +52,97 @@ def gen_sets(n, size, path, tag="v"):
                 f.write(b"".join(chunk))
                 chunk.clear()
         f.write(b"".join(chunk))
+
+
+def _bulk(b):
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def _command(*parts):
+    return b"*%d\r\n" % len(parts) + b"".join(_bulk(p) for p in parts)
+
+
+def gen_bench_keys(small, large, path):
+    # The keys issue 13's read rows use: a small and a large hash, two small
+    # and two large sets (the large ones share half their members).
+    with open(path, "wb") as f:
+        for name, n in ((b"small", small), (b"large", large)):
+            f.write(_command(b"DEL", b"bench:hash:" + name, b"bench:set:" + name + b":1",
+                             b"bench:set:" + name + b":2"))
+            fields = []
+            for i in range(n):
+                fields += [b"field:%06d" % i, b"value:%06d" % i]
+            f.write(_command(b"HSET", b"bench:hash:" + name, *fields))
+            f.write(_command(b"SADD", b"bench:set:" + name + b":1",
+                             *[b"member:%06d" % i for i in range(n)]))
+            f.write(_command(b"SADD", b"bench:set:" + name + b":2",
+                             *[b"member:%06d" % i for i in range(n // 2, n + n // 2)]))
+
+
+def gen_typed(dataset, path):
+    # Issue 13's memory datasets, 100 elements per command. Names and values
+    # start with letters so neither server can store them as integers.
+    with open(path, "wb", buffering=1 << 20) as f:
+        if dataset == "bighash":
+            for start in range(0, 1_000_000, 100):
+                pairs = []
+                for i in range(start, start + 100):
+                    pairs += [b"field:%08d" % i, b"value:%08d" % i]
+                f.write(_command(b"HSET", b"bench:bighash", *pairs))
+        elif dataset == "bigset":
+            for start in range(0, 1_000_000, 100):
+                f.write(_command(b"SADD", b"bench:bigset",
+                                 *[b"member:%08d" % i for i in range(start, start + 100)]))
+        elif dataset == "smallhashes":
+            for k in range(100_000):
+                pairs = []
+                for i in range(10):
+                    pairs += [b"f%d" % i, b"v%07d" % k]
+                f.write(_command(b"HSET", b"bench:h:%08d" % k, *pairs))
+        else:
+            sys.exit(f"unknown dataset {dataset}")
+
+
+# Elements each typed memory dataset holds (the per-element figure).
+TYPED_ELEMENTS = {"bighash": 1_000_000, "bigset": 1_000_000, "smallhashes": 1_000_000}
+
+
+def typed_memory_rows(mem_path, targets_path):
+    # mem file: "dataset server metric value" lines; targets: dataset,
+    # ratio, description (tab-separated). Returns table rows and whether
+    # all passed.
+    values, targets, ok, rows = {}, [], True, []
+    if not (mem_path and os.path.exists(mem_path)):
+        return rows, ok
+    with open(mem_path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 4:
+                values[tuple(parts[:3])] = _num(parts[3])
+    with open(targets_path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) == 3:
+                targets.append((parts[0], _num(parts[1]), parts[2]))
+    for dataset, limit, what in targets:
+        n = TYPED_ELEMENTS.get(dataset, float("nan"))
+        for label, key in (("RSS", "rss"), ("used_memory", "used")):
+            per = {}
+            for server in ("kriminodb", "redis"):
+                grown = (values.get((dataset, server, f"{key}_after"), float("nan"))
+                         - values.get((dataset, server, f"{key}_before"), float("nan")))
+                per[server] = grown / n
+            ratio = _ratio(per["kriminodb"], per["redis"])
+            passed = ratio <= limit
+            ok &= passed
+            rows.append([
+                "13", f"memory-{dataset}-{key}", f"{what}, {label}",
+                "", "", "", "",
+                _fmt(per["kriminodb"], ".1f"), _fmt(per["redis"], ".1f"),
+                _fmt(ratio, ".2f"), "", f"bytes/element <= {limit:g}x",
+                "PASS" if passed else "FAIL",
+            ])
+    return rows, ok
 
 
 def parse_csv(path):
@@ -112,7 +206,7 @@ def _targets(path):
     return targets
 
 
-def report(runs_path, mem_path, targets_path=None):
+def report(runs_path, mem_path, targets_path=None, typed_mem_path=None, typed_targets_path=None):
     # runs file: tab-separated  round, row, workload, server, rps, p50, p99
     # (server is "kriminodb" or "redis"; rps is "nan" when the run failed).
     order, workload, samples = [], {}, {}
@@ -187,6 +281,9 @@ def report(runs_path, mem_path, targets_path=None):
                 _fmt(mem_ratio, ".2f"), "", f"bytes/key <= {MAX_MEM_RATIO:g}x",
                 "PASS" if passed else "FAIL",
             ])
+    typed_rows, typed_ok = typed_memory_rows(typed_mem_path, typed_targets_path)
+    rows += typed_rows
+    ok &= typed_ok
     rows.sort(key=lambda r: int(r[0]) if r[0].isdigit() else 99)  # stable
     print(_table(["#", "row", "workload", "kriminodb rps", "redis rps",
                   "kriminodb p50/p99 ms", "redis p50/p99 ms",
@@ -221,9 +318,12 @@ def main(argv):
         gen_sets(int(args[0]), int(args[1]), args[2])
     elif cmd == "parse-csv":
         parse_csv(args[0])
+    elif cmd == "gen-bench-keys":
+        gen_bench_keys(int(args[0]), int(args[1]), args[2])
+    elif cmd == "gen-typed":
+        gen_typed(args[0], args[1])
     elif cmd == "report":
-        return report(args[0], args[1] if len(args) > 1 else None,
-                      args[2] if len(args) > 2 else None)
+        return report(*[a if a else None for a in args[:5]])
     else:
         sys.exit(__doc__)
     return 0

@@ -131,9 +131,27 @@ fn checker_counts_increments_exactly_and_misses_no_element() {
         ttl_ms: None,
     };
     let ops = [
-        op("c:0", Family::Counter, Action::Incr { by: 3 }, Outcome::Ok(3), 1.0),
-        op("c:0", Family::Counter, Action::Incr { by: 4 }, Outcome::Ok(7), 2.0),
-        op("c:0", Family::Counter, Action::Incr { by: 1 }, Outcome::Unknown("timeout".into()), 3.0),
+        op(
+            "c:0",
+            Family::Counter,
+            Action::Incr { by: 3 },
+            Outcome::Ok(3),
+            1.0,
+        ),
+        op(
+            "c:0",
+            Family::Counter,
+            Action::Incr { by: 4 },
+            Outcome::Ok(7),
+            2.0,
+        ),
+        op(
+            "c:0",
+            Family::Counter,
+            Action::Incr { by: 1 },
+            Outcome::Unknown("timeout".into()),
+            3.0,
+        ),
         op(&field, Family::Hash, set(), Outcome::Ok(1), 4.0),
         op(&gone, Family::Hash, set(), Outcome::Ok(1), 5.0),
         op(&gone, Family::Hash, Action::Del, Outcome::Ok(1), 6.0),
@@ -144,7 +162,8 @@ fn checker_counts_increments_exactly_and_misses_no_element() {
             expiry: -1,
             version: (1, 1),
         };
-        let mut dump: fault::checker::Dump = [("c:0".to_string(), stored(counter))].into_iter().collect();
+        let mut dump: fault::checker::Dump =
+            [("c:0".to_string(), stored(counter))].into_iter().collect();
         for f in fields {
             dump.insert(f.to_string(), stored("v"));
         }
@@ -154,10 +173,22 @@ fn checker_counts_increments_exactly_and_misses_no_element() {
     };
     assert_eq!(violations("7", &[&field]), Vec::<String>::new());
     assert_eq!(violations("8", &[&field]), Vec::<String>::new());
-    assert!(violations("6", &[&field]).iter().any(|v| v.contains("less than")));
-    assert!(violations("9", &[&field]).iter().any(|v| v.contains("counted twice")));
+    assert!(
+        violations("6", &[&field])
+            .iter()
+            .any(|v| v.contains("less than"))
+    );
+    assert!(
+        violations("9", &[&field])
+            .iter()
+            .any(|v| v.contains("counted twice"))
+    );
     assert!(violations("7", &[]).iter().any(|v| v.contains("lost")));
-    assert!(violations("7", &[&field, &gone]).iter().any(|v| v.contains("resurrected")));
+    assert!(
+        violations("7", &[&field, &gone])
+            .iter()
+            .any(|v| v.contains("resurrected"))
+    );
 }
 
 /// A key SET and then DELeted a few milliseconds before another node is cut

@@ -68,7 +68,6 @@ impl CmdError {
     /// Redis 7's reply, word for word, to a write refused by `noeviction`
     /// (or when no key is left to evict).
     pub const OOM: Self = Self::fixed("OOM command not allowed when used memory > 'maxmemory'.");
-    #[allow(dead_code)] // the first non-string type (a later issue) raises it
     pub const WRONG_TYPE: Self =
         Self::fixed("WRONGTYPE Operation against a key holding the wrong kind of value");
 

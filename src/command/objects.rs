@@ -71,13 +71,17 @@ pub fn object(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     match sub {
         "ENCODING" => ctx.reply.bulk(encoding.as_bytes()),
         "REFCOUNT" => ctx.reply.int(1),
-        "IDLETIME" if lfu => return Err(CmdError::fixed(
-            "ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
-        )),
+        "IDLETIME" if lfu => {
+            return Err(CmdError::fixed(
+                "ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+            ));
+        }
         "IDLETIME" => ctx.reply.int((idle_ms / 1000) as i64),
-        _ if !lfu => return Err(CmdError::fixed(
-            "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
-        )),
+        _ if !lfu => {
+            return Err(CmdError::fixed(
+                "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+            ));
+        }
         // Approximated by recency: kriminoDB keeps one access clock.
         _ => ctx.reply.int(if idle_ms < 60_000 { 5 } else { 0 }),
     }

@@ -539,7 +539,10 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         let exact = parse_decimal(delta)
             .zip(parse_decimal(current))
             .filter(|(d, c)| c.checked_add(*d).is_some());
-        let Some((by, _)) = exact else {
+        // Adding 0 rewrites the value in Redis's format ("5.0e3" becomes
+        // "5000"): a plain write of the result, which as a SET resets only
+        // the increments it has seen.
+        let Some((by, _)) = exact.filter(|(by, _)| !by.is_zero()) else {
             k.set(text.as_bytes(), Expiry::Keep);
             reply.bulk(text.as_bytes());
             return Ok(());

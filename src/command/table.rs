@@ -7,9 +7,7 @@ use std::sync::LazyLock;
 use super::args::{Args, CmdError, CmdResult, sub_arity};
 use super::context::Ctx;
 use super::spec::{CommandSpec, CommandTable, spec};
-use super::{
-    cluster, connection, docs, hashes, keys, objects, server, sets, strings, transaction,
-};
+use super::{cluster, connection, docs, hashes, keys, objects, server, sets, strings, transaction};
 use crate::resp::Reply;
 
 /// The table's own row.

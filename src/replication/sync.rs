@@ -209,7 +209,9 @@ pub fn apply_and_rebut(
             if apply_one(k, e.borrowed()) {
                 applied += 1;
             } else if e.typed.is_none()
-                && let Some(mine) = k.entry().filter(|m| m.version > e.version && m.typed().is_none())
+                && let Some(mine) = k
+                    .entry()
+                    .filter(|m| m.version > e.version && m.typed().is_none())
             {
                 ours.extend(to_wire(mine, 0));
             }

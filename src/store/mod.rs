@@ -32,8 +32,6 @@ use parking_lot::Mutex;
 
 use crate::clock::{Clock, Version};
 pub use access::{KeyAccess, MultiAccess};
-pub use typed_access::{Content, WrongType};
-pub use value::Kind;
 use changelog::ChangeLog;
 pub use changelog::{Cause, Causes, Change, ChangeBatch, ChangeKind, ChangeReader, Lagged};
 pub use digest::DigestTree;
@@ -41,6 +39,8 @@ pub use entry::{Entry, NO_EXPIRY, SlotState};
 pub use evict::{MemoryLimit, OutOfMemory, Policy};
 pub use glob::Glob;
 use shard::{Shard, ShardGuard};
+pub use typed_access::{Content, WrongType};
+pub use value::Kind;
 
 /// Number of shards; a power of two. Two MSETs of 10 keys lock a common
 /// shard with odds 1 − (1 − 10/SHARDS)^10: 80 % with 64 shards, 32 % with

@@ -266,11 +266,9 @@ impl Shard {
         let before = weight(e);
         let current = match e.take_typed() {
             Some(value) => value,
-            None if e.is_live() => Box::new(Typed::from_plain(
-                Some(e.value()),
-                e.expires_at,
-                e.version,
-            )),
+            None if e.is_live() => {
+                Box::new(Typed::from_plain(Some(e.value()), e.expires_at, e.version))
+            }
             None => Box::new(Typed::from_plain(None, 0, e.version)),
         };
         let (value, out) = f(current);

@@ -54,11 +54,7 @@ impl KeyAccess<'_> {
             return Ok(Some(Cow::Borrowed(e.value())));
         };
         match t.kind() {
-            Some(Kind::String) => Ok(t
-                .string
-                .as_ref()
-                .and_then(Register::value)
-                .map(Cow::Owned)),
+            Some(Kind::String) => Ok(t.string.as_ref().and_then(Register::value).map(Cow::Owned)),
             Some(_) => Err(WrongType),
             None => Ok(None),
         }
@@ -92,13 +88,14 @@ impl KeyAccess<'_> {
     ) -> R {
         let slot = self.ensure_slot();
         let now_ms = self.now_ms;
-        let (out, fragment) = self
-            .shard
-            .update_typed(slot, self.hashes.digest, now_ms, |mut value| {
-                let (out, fragment) = f(&mut value, version, now_ms);
-                (value, (out, fragment))
-            });
-        if let Some(fragment) = fragment {
+        let (out, fragment) =
+            self.shard
+                .update_typed(slot, self.hashes.digest, now_ms, |mut value| {
+                    let (out, fragment) = f(&mut value, version, now_ms);
+                    (value, (out, fragment))
+                });
+        if let Some(mut fragment) = fragment {
+            fragment.dedup();
             self.shard
                 .publish_fragment(&self.store.log, Cause::Local, slot, &fragment);
         }
@@ -248,7 +245,12 @@ impl KeyAccess<'_> {
         let elements = part
             .map(|e| {
                 e.iter()
-                    .map(|(name, r)| (name.to_vec(), r.read().map(Cow::into_owned).unwrap_or_default()))
+                    .map(|(name, r)| {
+                        (
+                            name.to_vec(),
+                            r.read().map(Cow::into_owned).unwrap_or_default(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();

@@ -245,7 +245,10 @@ fn check_key(
     // report violations for any node.
     let count = node == 0;
     let found = stored.map(|s| s.value.as_str());
-    if writes.iter().any(|o| matches!(o.action, Action::Incr { .. })) {
+    if writes
+        .iter()
+        .any(|o| matches!(o.action, Action::Incr { .. }))
+    {
         check_counter(report, key, &writes, found, node, events, count);
         return;
     }
@@ -281,7 +284,12 @@ fn check_key(
                 check_hot_winner(report, key, &writes, stored, node);
             }
         }
-        Family::Unique | Family::Delete | Family::Wait | Family::Hash | Family::Set | Family::Counter => {
+        Family::Unique
+        | Family::Delete
+        | Family::Wait
+        | Family::Hash
+        | Family::Set
+        | Family::Counter => {
             // The allowed final states.
             let state = |o: &Op| -> Option<String> {
                 match &o.action {
@@ -381,8 +389,16 @@ fn check_counter(
         Action::Incr { by } => by,
         _ => 0,
     };
-    let acked: i64 = writes.iter().filter(|o| o.outcome.is_ok()).map(|o| by(o)).sum();
-    let unknown: i64 = writes.iter().filter(|o| o.outcome.is_unknown()).map(|o| by(o)).sum();
+    let acked: i64 = writes
+        .iter()
+        .filter(|o| o.outcome.is_ok())
+        .map(|o| by(o))
+        .sum();
+    let unknown: i64 = writes
+        .iter()
+        .filter(|o| o.outcome.is_unknown())
+        .map(|o| by(o))
+        .sum();
     let killed: i64 = writes
         .iter()
         .filter(|o| o.outcome.is_ok() && explain(o, events).is_some())
@@ -392,9 +408,9 @@ fn check_counter(
         None => 0,
         Some(Ok(v)) => v,
         Some(Err(_)) => {
-            report
-                .violations
-                .push(format!("counter {key} on n{node} holds {found:?}, not an integer"));
+            report.violations.push(format!(
+                "counter {key} on n{node} holds {found:?}, not an integer"
+            ));
             return;
         }
     };

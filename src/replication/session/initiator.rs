@@ -242,16 +242,14 @@ impl Initiator {
                 let Some(current) = self.session.as_mut().filter(|s| s.id == session) else {
                     return Ok(step);
                 };
-                current
-                    .theirs
-                    .extend(keys.into_iter().map(|kv| {
-                        let held = sync::Held {
-                            version: kv.version,
-                            live: kv.live,
-                            content: kv.content,
-                        };
-                        (kv.key, held)
-                    }));
+                current.theirs.extend(keys.into_iter().map(|kv| {
+                    let held = sync::Held {
+                        version: kv.version,
+                        live: kv.live,
+                        content: kv.content,
+                    };
+                    (kv.key, held)
+                }));
                 current.leaves.extend(leaves);
                 if last {
                     let recent = local

@@ -27,6 +27,12 @@ pub struct Elements {
     /// Bytes of the names and registers, kept for MEMORY USAGE and
     /// maxmemory without a walk.
     heap: usize,
+    /// The newest version any element carries, kept so that a write
+    /// need not walk the elements to learn the key's type and version.
+    newest: Version,
+    /// An element carrying `newest` was taken out and nothing as new was
+    /// put back yet: `newest` is recomputed when the change is done.
+    newest_stale: bool,
 }
 
 /// Per-element overhead beyond its bytes: the index map's entry and index
@@ -65,9 +71,7 @@ impl Elements {
     }
 
     pub fn heap_size(&self) -> usize {
-        self.heap
-            + self.live.capacity() * PER_ELEMENT
-            + self.removed.capacity() * (PER_ELEMENT + 8)
+        self.heap + self.live.capacity() * PER_ELEMENT + self.removed.capacity() * (PER_ELEMENT + 8)
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&Register> {
@@ -91,11 +95,9 @@ impl Elements {
 
     /// Every element, removed ones included: (name, register, live).
     pub fn iter_all(&self) -> impl Iterator<Item = (&[u8], &Register, bool)> {
-        self.iter().map(|(k, v)| (k, v, true)).chain(
-            self.removed
-                .iter()
-                .map(|(k, (v, _))| (&k[..], v, false)),
-        )
+        self.iter()
+            .map(|(k, v)| (k, v, true))
+            .chain(self.removed.iter().map(|(k, (v, _))| (&k[..], v, false)))
     }
 
     fn account(&mut self, salt: u64, name: &[u8], register: &Register, sign: bool) {
@@ -115,13 +117,35 @@ impl Elements {
             None => self.removed.remove(name)?.0,
         };
         self.account(salt, name, &register, false);
+        if register.newest() >= self.newest {
+            self.newest_stale = true;
+        }
         Some(register)
+    }
+
+    /// Ends a change: recomputes `newest` if the newest element left.
+    fn settle(&mut self) {
+        if self.newest_stale {
+            self.newest = self
+                .live
+                .values()
+                .chain(self.removed.values().map(|(r, _)| r))
+                .map(Register::newest)
+                .max()
+                .unwrap_or_default();
+            self.newest_stale = false;
+        }
     }
 
     /// Puts a register in, live or removed as it is visible; `arrival_ms`
     /// dates a removal.
     fn put(&mut self, salt: u64, name: &[u8], register: Register, arrival_ms: u64) {
         self.account(salt, name, &register, true);
+        let newest = register.newest();
+        if newest >= self.newest {
+            self.newest = newest;
+            self.newest_stale = false;
+        }
         if register.is_visible() {
             self.live.insert(name.into(), register);
         } else {
@@ -139,24 +163,54 @@ impl Elements {
         now_ms: u64,
         f: impl FnOnce(Option<Register>) -> Option<Register>,
     ) {
-        let old = self.take(salt, name);
-        let keep = old.clone();
-        match f(old) {
-            Some(new) => self.put(salt, name, new, now_ms),
-            None => {
-                if let Some(old) = keep {
-                    let arrival = now_ms;
-                    self.put(salt, name, old, arrival);
-                }
-            }
+        if let Some(new) = f(self.register(name).cloned()) {
+            self.store(salt, name, new, now_ms);
         }
+    }
+
+    /// Gives `name` the register `new`. A live element that stays live is
+    /// changed in place: it keeps its position, so a SCAN in progress
+    /// (which walks positions) still returns it and HGETALL keeps Redis's
+    /// order; only removals and additions move elements.
+    fn store(&mut self, salt: u64, name: &[u8], new: Register, now_ms: u64) {
+        if new.is_visible()
+            && let Some(slot) = self.live.get_mut(name)
+        {
+            let old_hash = element_hash(salt, name, slot);
+            let old_bytes = slot.heap_size();
+            let old_newest = slot.newest();
+            let new_hash = element_hash(salt, name, &new);
+            let new_bytes = new.heap_size();
+            let new_newest = new.newest();
+            *slot = new;
+            self.digest ^= old_hash ^ new_hash;
+            self.heap = (self.heap + new_bytes).saturating_sub(old_bytes);
+            if old_newest >= self.newest && new_newest < old_newest {
+                self.newest_stale = true;
+            }
+            if new_newest >= self.newest {
+                self.newest = new_newest;
+                self.newest_stale = false;
+            }
+        } else {
+            self.take(salt, name);
+            self.put(salt, name, new, now_ms);
+        }
+        self.settle();
     }
 
     /// Joins a peer's register of `name` under `clear` (bases older than
     /// the key's clear marker are gone). Returns whether anything changed.
-    pub fn merge(&mut self, salt: u64, name: &[u8], theirs: &Register, clear: Version, now_ms: u64) -> bool {
-        let before = self.register(name).map(Register::digest);
-        let old = self.take(salt, name);
+    pub fn merge(
+        &mut self,
+        salt: u64,
+        name: &[u8],
+        theirs: &Register,
+        clear: Version,
+        now_ms: u64,
+    ) -> bool {
+        let old = self.register(name).cloned();
+        let before = old.as_ref().map(Register::digest);
         let mut merged = match old {
             Some(mut mine) => {
                 mine.merge(theirs);
@@ -165,11 +219,18 @@ impl Elements {
             None => theirs.clone(),
         };
         apply_clear(&mut merged, clear);
-        let changed = Some(merged.digest()) != before;
         if merged.counter.is_some() || merged.version >= clear {
-            self.put(salt, name, merged, now_ms);
+            if Some(merged.digest()) == before {
+                return false;
+            }
+            self.store(salt, name, merged, now_ms);
+            true
+        } else {
+            // Older than the clear marker, which stands for it.
+            let had = self.take(salt, name).is_some();
+            self.settle();
+            had
         }
-        changed
     }
 
     /// A new clear marker: every base older than `clear` is removed;
@@ -196,6 +257,7 @@ impl Elements {
                 }
             }
         }
+        self.settle();
     }
 
     /// Collects element tombstones that arrived before `arrived_before`
@@ -210,17 +272,13 @@ impl Elements {
         for name in &old {
             self.take(salt, name);
         }
+        self.settle();
         old.len()
     }
 
     /// The newest version among the elements.
     pub fn newest(&self) -> Version {
-        self.live
-            .values()
-            .chain(self.removed.values().map(|(r, _)| r))
-            .map(Register::newest)
-            .max()
-            .unwrap_or_default()
+        self.newest
     }
 }
 

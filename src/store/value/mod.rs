@@ -89,7 +89,9 @@ pub enum FragmentError {
 impl Fragment {
     pub fn encode(&self) -> Box<[u8]> {
         // Encoding a plain struct into a vector cannot fail.
-        postcard::to_allocvec(self).unwrap_or_default().into_boxed_slice()
+        postcard::to_allocvec(self)
+            .unwrap_or_default()
+            .into_boxed_slice()
     }
 
     /// Decodes and validates a peer's fragment: it is applied only if
@@ -108,6 +110,26 @@ impl Fragment {
             }
         }
         Ok(f)
+    }
+
+    /// Keeps one entry per element, the last: a command that writes an
+    /// element twice (a clear that reset a counter field, then the field
+    /// written anew) must send one register for it, or peers would hold
+    /// two bases under one version.
+    pub fn dedup(&mut self) {
+        for list in [&mut self.hash, &mut self.set] {
+            if list.len() < 2 {
+                continue;
+            }
+            let mut seen = std::collections::HashSet::new();
+            let keep: Vec<bool> = list
+                .iter()
+                .rev()
+                .map(|(name, _)| seen.insert(name.as_slice()))
+                .collect();
+            let mut keep = keep.into_iter().rev();
+            list.retain(|_| keep.next().unwrap_or(true));
+        }
     }
 
     /// The newest version in the fragment (the clock observes it).
@@ -354,9 +376,27 @@ impl Typed {
             h.update(&v.node_id.to_le_bytes());
         }
         h.update(&self.expires_at.to_le_bytes());
-        h.update(&self.string.as_ref().map_or(0, Register::digest).to_le_bytes());
-        h.update(&self.hash.as_ref().map_or(0, |e| e.digest(HASH_SALT)).to_le_bytes());
-        h.update(&self.set.as_ref().map_or(0, |e| e.digest(SET_SALT)).to_le_bytes());
+        h.update(
+            &self
+                .string
+                .as_ref()
+                .map_or(0, Register::digest)
+                .to_le_bytes(),
+        );
+        h.update(
+            &self
+                .hash
+                .as_ref()
+                .map_or(0, |e| e.digest(HASH_SALT))
+                .to_le_bytes(),
+        );
+        h.update(
+            &self
+                .set
+                .as_ref()
+                .map_or(0, |e| e.digest(SET_SALT))
+                .to_le_bytes(),
+        );
         // Never 0: a typed entry's digest must differ from "no content".
         h.digest() | 1
     }

@@ -104,7 +104,13 @@ impl Typed {
 
     /// HDEL of one field; returns whether it existed (a missing field
     /// changes and replicates nothing: a remove removes only what it saw).
-    pub fn hash_del(&mut self, field: &[u8], version: Version, now_ms: u64, delta: &mut Fragment) -> bool {
+    pub fn hash_del(
+        &mut self,
+        field: &[u8],
+        version: Version,
+        now_ms: u64,
+        delta: &mut Fragment,
+    ) -> bool {
         if self.hash_field(field).is_none() {
             return false;
         }
@@ -143,7 +149,13 @@ impl Typed {
     }
 
     /// SADD of one member; returns whether it was added.
-    pub fn set_add(&mut self, member: &[u8], version: Version, now_ms: u64, delta: &mut Fragment) -> bool {
+    pub fn set_add(
+        &mut self,
+        member: &[u8],
+        version: Version,
+        now_ms: u64,
+        delta: &mut Fragment,
+    ) -> bool {
         if self.set_contains(member) {
             return false;
         }
@@ -151,7 +163,13 @@ impl Typed {
     }
 
     /// SREM of one member; returns whether it was there.
-    pub fn set_rem(&mut self, member: &[u8], version: Version, now_ms: u64, delta: &mut Fragment) -> bool {
+    pub fn set_rem(
+        &mut self,
+        member: &[u8],
+        version: Version,
+        now_ms: u64,
+        delta: &mut Fragment,
+    ) -> bool {
         if !self.set_contains(member) {
             return false;
         }
@@ -206,7 +224,11 @@ impl Typed {
                 add(&[b"string", &self.string_value().unwrap_or_default()]);
             }
             Some(kind @ (super::Kind::Hash | super::Kind::Set)) => {
-                let part = if kind == super::Kind::Hash { &self.hash } else { &self.set };
+                let part = if kind == super::Kind::Hash {
+                    &self.hash
+                } else {
+                    &self.set
+                };
                 add(&[kind.name().as_bytes()]);
                 for (name, r) in part.iter().flat_map(|e| e.iter()) {
                     add(&[name, &r.read().unwrap_or_default()]);

@@ -120,9 +120,7 @@ impl Register {
                 c.1 = Amount(c.1.0.saturating_add(by));
                 c.2 = version;
             }
-            Err(i) => parts
-                .contributions
-                .insert(i, (node, Amount(by), version)),
+            Err(i) => parts.contributions.insert(i, (node, Amount(by), version)),
         }
     }
 
@@ -159,6 +157,11 @@ impl Register {
                 }
             }
             Ordering::Equal => {
+                // One write gives one base per version; should two ever
+                // meet (a bug's delta), the larger one wins everywhere.
+                if other.base > self.base {
+                    self.base.clone_from(&other.base);
+                }
                 if let Some(theirs) = other.counter.as_ref().filter(|p| !p.observed.is_empty()) {
                     let parts = self.counter.get_or_insert_with(Default::default);
                     for (node, amount) in &theirs.observed {
@@ -181,7 +184,11 @@ impl Register {
                 }
             }
         }
-        if self.counter.as_ref().is_some_and(|p| p.contributions.is_empty() && p.observed.is_empty()) {
+        if self
+            .counter
+            .as_ref()
+            .is_some_and(|p| p.contributions.is_empty() && p.observed.is_empty())
+        {
             self.counter = None;
         }
     }

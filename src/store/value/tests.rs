@@ -68,24 +68,37 @@ struct Sent {
 }
 
 /// The string counter's model: every increment, and every reset (a SET,
-/// a DEL, or the first INCR of a missing key, which writes the base 0):
-/// its version, its base (None for a DEL) and the increments it reset.
+/// a DEL at a replica holding the counter, or the first INCR of a missing
+/// key, which writes the base 0): its version, its base (None for a DEL)
+/// and the increments it reset. A DEL at a replica that never held the
+/// counter resets nothing (it saw nothing): it only hides an older base.
 #[derive(Default)]
 struct Model {
     increments: Vec<i64>,
     resets: Vec<(Version, Option<i64>, BTreeSet<usize>)>,
+    clears: Vec<Version>,
 }
 
 impl Model {
     fn newer(&self, a: Option<usize>, b: Option<usize>) -> Option<usize> {
         match (a, b) {
-            (Some(x), Some(y)) => Some(if self.resets[x].0 >= self.resets[y].0 { x } else { y }),
+            (Some(x), Some(y)) => Some(if self.resets[x].0 >= self.resets[y].0 {
+                x
+            } else {
+                y
+            }),
             (x, None) => x,
             (None, y) => y,
         }
     }
 
-    fn reset(&mut self, rep: &mut Replica, version: Version, base: Option<i64>, observed: BTreeSet<usize>) {
+    fn reset(
+        &mut self,
+        rep: &mut Replica,
+        version: Version,
+        base: Option<i64>,
+        observed: BTreeSet<usize>,
+    ) {
         self.resets.push((version, base, observed));
         rep.winner = self.newer(rep.winner, Some(self.resets.len() - 1));
     }
@@ -171,7 +184,10 @@ impl Sim {
                 if kind.is_none() {
                     // The base 0 this INCR writes keeps the resets the
                     // register had (a DEL's).
-                    let observed = rep.winner.map(|w| self.model.resets[w].2.clone()).unwrap_or_default();
+                    let observed = rep
+                        .winner
+                        .map(|w| self.model.resets[w].2.clone())
+                        .unwrap_or_default();
                     self.model.reset(rep, version, Some(0), observed);
                 }
                 let id = self.model.increments.len();
@@ -180,7 +196,10 @@ impl Sim {
             }
             Op::Set(x) => {
                 delta = v.clear_local(version, now);
-                let mut reg = v.string.take().unwrap_or_else(|| Register::new(version, None));
+                let mut reg = v
+                    .string
+                    .take()
+                    .unwrap_or_else(|| Register::new(version, None));
                 reg.overwrite(version, Some(x.to_string().as_bytes()));
                 v.string = Some(reg.clone());
                 v.expiry_version = version;
@@ -190,9 +209,14 @@ impl Sim {
                 self.model.reset(rep, version, Some(i64::from(x)), seen);
             }
             Op::Del if kind.is_some() => {
+                let holds_counter = v.string.as_ref().is_some_and(|r| r.counter.is_some());
                 delta = v.clear_local(version, now);
-                let seen = rep.seen.clone();
-                self.model.reset(rep, version, None, seen);
+                if holds_counter {
+                    let seen = rep.seen.clone();
+                    self.model.reset(rep, version, None, seen);
+                } else {
+                    self.model.clears.push(version);
+                }
             }
             _ => return,
         }
@@ -269,13 +293,20 @@ impl Sim {
     }
 }
 
-/// What a client sees: the type and the values, sorted.
-fn visible(t: &Typed) -> (Option<Kind>, Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>) {
+/// What a client sees: the type, the string, the elements sorted.
+type Visible = (Option<Kind>, Option<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>);
+
+fn visible(t: &Typed) -> Visible {
     let mut elements: Vec<(Vec<u8>, Vec<u8>)> = [&t.hash, &t.set]
         .into_iter()
         .flatten()
         .flat_map(|e| e.iter())
-        .map(|(k, r)| (k.to_vec(), r.read().map(|c| c.into_owned()).unwrap_or_default()))
+        .map(|(k, r)| {
+            (
+                k.to_vec(),
+                r.read().map(|c| c.into_owned()).unwrap_or_default(),
+            )
+        })
         .collect();
     elements.sort();
     (t.kind(), t.string_value().map(|c| c.into_owned()), elements)
@@ -314,7 +345,9 @@ proptest! {
         sim.run(&ops);
         prop_assume!(!sim.mixed);
         let winner = sim.model.resets.iter().max_by_key(|r| r.0);
-        let expected = winner.and_then(|(_, base, observed)| {
+        let cleared = sim.model.clears.iter().max().copied().unwrap_or_default();
+        let expected = winner.and_then(|(version, base, observed)| {
+            let base = base.filter(|_| *version > cleared);
             let unseen: i64 = sim.model.increments.iter().enumerate()
                 .filter(|(id, _)| !observed.contains(id))
                 .map(|(_, by)| by)
