@@ -13,7 +13,7 @@
 # keeps the dumps (callgrind_annotate them for the top functions) in CG_OUT.
 # Kernel time (syscalls) is not counted: this measures our code only.
 #
-# Environment: CG_WORKLOADS (set get mset mget), CG_REQUESTS (20000),
+# Environment: CG_WORKLOADS (set get mset mget; also incr hset sadd spop), CG_REQUESTS (20000),
 # CG_CLIENTS (10), CG_KEYSPACE (100000), CG_OUT (a new dir under /tmp),
 # KRIMINODB_BIN (target/release/kriminodb), BENCH_KRIMINODB_ARGS,
 # REDIS_SERVER_BIN (redis-server).
@@ -43,7 +43,7 @@ trap cleanup EXIT
 # test, so MGET of 10 keys is given as a command, like its MSET test.
 workload_args() {
   case $1 in
-    set | get | mset) echo "-t $1" ;;
+    set | get | mset | incr | hset | sadd | spop) echo "-t $1" ;;
     mget) echo "mget$(printf ' key:__rand_int__%.0s' {1..10})" ;;
     *) die "unknown workload $1" ;;
   esac

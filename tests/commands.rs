@@ -23,10 +23,6 @@
 //! `+OK` is not a bulk "OK".
 
 mod common;
-#[path = "commands/hashes.rs"]
-mod hash_checks;
-#[path = "commands/sets.rs"]
-mod set_checks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -1709,3 +1705,10 @@ mod checks {
         .await
     }
 }
+
+// The families in files of their own, declared after the helper macros
+// (`rows!`) so that those are in scope there.
+#[path = "commands/hashes.rs"]
+mod hash_checks;
+#[path = "commands/sets.rs"]
+mod set_checks;

@@ -10,7 +10,7 @@ use super::{Args, CmdError, CmdResult, Ctx};
 use crate::clock::Version;
 use crate::resp::parse_i64;
 use crate::store::value::register::parse_decimal;
-use crate::store::{Expiry, KeyAccess, NO_EXPIRY};
+use crate::store::{Expiry, KeyAccess, Kind, NO_EXPIRY};
 
 use super::CommandSpec;
 use super::spec::spec;
@@ -428,8 +428,17 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CmdResult {
     let node = ctx.services.store.clock().hlc().node_id();
     let result = ctx.services.store.with_key(key, ctx.now_ms, |k| {
-        let current = match string_of(k)? {
-            Some(v) => parse_i64(&v).ok_or(CmdError::NOT_INTEGER)?,
+        let current = match (k.value(), k.typed()) {
+            (Some(v), _) => Some(parse_i64(v)),
+            (None, Some(t)) => match t.kind() {
+                Some(Kind::String) => Some(t.string.as_ref().and_then(|r| r.integer())),
+                Some(_) => return Err(CmdError::WRONG_TYPE),
+                None => None,
+            },
+            (None, None) => None,
+        };
+        let current = match current {
+            Some(v) => v.ok_or(CmdError::NOT_INTEGER)?,
             None => 0,
         };
         let next = current.checked_add(delta).ok_or(CmdError::OVERFLOW)?;

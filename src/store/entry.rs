@@ -195,6 +195,27 @@ impl Entry {
         };
     }
 
+    /// After the typed value was changed in place: the entry's state,
+    /// version and expiry follow it (as [`Entry::set_typed`] sets them).
+    pub fn typed_changed(&mut self, now_ms: u64) {
+        let Body::Typed { state, value, .. } = &mut self.body else {
+            return;
+        };
+        let was_live = *state == SlotState::Live;
+        let live = value.kind().is_some();
+        *state = if live {
+            SlotState::Live
+        } else {
+            SlotState::Tombstone
+        };
+        self.version = value.newest();
+        if live {
+            self.expires_at = value.expires_at;
+        } else if was_live {
+            self.expires_at = now_ms;
+        }
+    }
+
     /// Takes the typed value out, leaving a plain tombstone in its place
     /// (the caller puts a value back).
     pub fn take_typed(&mut self) -> Option<Box<Typed>> {

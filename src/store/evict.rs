@@ -471,9 +471,8 @@ impl Store {
         if e.typed().is_some() {
             // A typed value is cleared like a DEL: its counters reset to
             // what they hold here, or the peers' copies would bring them back.
-            let fragment = shard.update_typed(slot, key_hash, now_ms, |mut value| {
-                let fragment = value.clear_local(version, now_ms);
-                (value, fragment)
+            let fragment = shard.update_typed(slot, key_hash, now_ms, |value| {
+                value.clear_local(version, now_ms)
             });
             shard.publish_fragment(&self.log, Cause::Evicted, slot, &fragment);
         } else {

@@ -259,27 +259,41 @@ impl Shard {
         slot: u32,
         key_hash: u64,
         now_ms: u64,
-        f: impl FnOnce(Box<Typed>) -> (Box<Typed>, R),
+        f: impl FnOnce(&mut Typed) -> R,
     ) -> R {
         let e = self.slab.get_mut(slot);
         let old = live_version(e);
         let before = weight(e);
-        let current = match e.take_typed() {
-            Some(value) => value,
-            None if e.is_live() => {
-                Box::new(Typed::from_plain(Some(e.value()), e.expires_at, e.version))
+        let out = match e.typed_mut() {
+            // Changed in place: no new box, no copy of the key.
+            Some(value) => {
+                let out = f(value);
+                e.typed_changed(now_ms);
+                out
             }
-            None => Box::new(Typed::from_plain(None, 0, e.version)),
+            None => {
+                let mut value = Box::new(if e.is_live() {
+                    Typed::from_plain(Some(e.value()), e.expires_at, e.version)
+                } else {
+                    Typed::from_plain(None, 0, e.version)
+                });
+                let out = f(&mut value);
+                e.set_typed(value, now_ms);
+                out
+            }
         };
-        let (value, out) = f(current);
-        match value.as_plain() {
-            Some((Some(bytes), expires_at, version)) => {
-                e.set_value(bytes);
-                e.expires_at = expires_at;
-                e.version = version;
+        if let Some((bytes, expires_at, version)) = e.typed().and_then(|t| {
+            t.as_plain()
+                .map(|(v, at, version)| (v.map(<[u8]>::to_vec), at, version))
+        }) {
+            match bytes {
+                Some(bytes) => {
+                    e.set_value(&bytes);
+                    e.expires_at = expires_at;
+                    e.version = version;
+                }
+                None => e.make_tombstone(version, now_ms),
             }
-            Some((None, _, version)) => e.make_tombstone(version, now_ms),
-            None => e.set_typed(value, now_ms),
         }
         let new = live_version(e);
         let after = weight(e);
@@ -311,13 +325,12 @@ impl Shard {
             // expiry time: what was written before it goes, counters are
             // reset to what each replica had seen (equal versions merge by
             // the larger observation, see `Register::merge`).
-            let fragment = self.update_typed(slot, key_hash, now_ms, |mut value| {
+            let fragment = self.update_typed(slot, key_hash, now_ms, |value| {
                 let clear = Version {
                     hlc: crate::clock::hlc_at_millis(value.expires_at),
                     node_id: 0,
                 };
-                let fragment = value.clear_local(clear.max(value.clear), now_ms);
-                (value, fragment)
+                value.clear_local(clear.max(value.clear), now_ms)
             });
             self.publish_fragment(&store.log, Cause::Expired, slot, &fragment);
         } else {
@@ -358,9 +371,8 @@ impl Shard {
                 }
                 SlotState::Live if e.typed().is_some_and(|t| t.removed_len() > 0) => {
                     let key_hash = key_hash(e.key());
-                    self.update_typed(slot, key_hash, now_ms, |mut value| {
+                    self.update_typed(slot, key_hash, now_ms, |value| {
                         value.collect(horizon.0, horizon.1);
-                        (value, ())
                     });
                 }
                 SlotState::Tombstone
@@ -389,13 +401,12 @@ impl Shard {
                 // Elements newer than the FLUSHALL stay; older ones go.
                 let key_hash = key_hash(e.key());
                 let now_ms = store.clock().wall_ms();
-                self.update_typed(slot, key_hash, now_ms, |mut value| {
+                self.update_typed(slot, key_hash, now_ms, |value| {
                     let marker = super::value::Fragment {
                         clear: marker,
                         ..Default::default()
                     };
                     value.merge(&marker, 0);
-                    (value, ())
                 });
             }
         }

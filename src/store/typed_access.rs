@@ -88,12 +88,11 @@ impl KeyAccess<'_> {
     ) -> R {
         let slot = self.ensure_slot();
         let now_ms = self.now_ms;
-        let (out, fragment) =
-            self.shard
-                .update_typed(slot, self.hashes.digest, now_ms, |mut value| {
-                    let (out, fragment) = f(&mut value, version, now_ms);
-                    (value, (out, fragment))
-                });
+        let (out, fragment) = self
+            .shard
+            .update_typed(slot, self.hashes.digest, now_ms, |value| {
+                f(value, version, now_ms)
+            });
         if let Some(mut fragment) = fragment {
             fragment.dedup();
             self.shard
@@ -147,7 +146,7 @@ impl KeyAccess<'_> {
         let now_ms = self.now_ms;
         let changed = self
             .shard
-            .update_typed(slot, self.hashes.digest, now_ms, |mut value| {
+            .update_typed(slot, self.hashes.digest, now_ms, |value| {
                 let before = value.digest();
                 if truncated > value.clear {
                     value.merge(
@@ -159,8 +158,7 @@ impl KeyAccess<'_> {
                     );
                 }
                 value.merge(fragment, now_ms);
-                let changed = value.digest() != before;
-                (value, changed)
+                value.digest() != before
             });
         if changed {
             self.shard

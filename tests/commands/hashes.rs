@@ -7,14 +7,6 @@ use std::collections::{HashMap, HashSet};
 
 use crate::*;
 
-/// tests/commands.rs's `rows!`, which is defined after this module is
-/// declared and so is not in scope here.
-macro_rules! rows {
-    ($([$($arg:expr),* $(,)?] => $expected:expr),* $(,)?) => {
-        &[$((&[$($arg),*][..], $expected)),*]
-    };
-}
-
 pub async fn hashes(t: &Target) {
     let mut con = t.con().await;
     basics(&mut con).await;

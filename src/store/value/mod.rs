@@ -88,8 +88,11 @@ pub enum FragmentError {
 
 impl Fragment {
     pub fn encode(&self) -> Box<[u8]> {
-        // Encoding a plain struct into a vector cannot fail.
-        postcard::to_allocvec(self)
+        // Sized first: one allocation of the exact size, no growth and no
+        // shrink. Encoding a plain struct into a vector cannot fail.
+        let size = postcard::serialize_with_flavor(self, postcard::ser_flavors::Size::default())
+            .unwrap_or(0);
+        postcard::to_extend(self, Vec::with_capacity(size))
             .unwrap_or_default()
             .into_boxed_slice()
     }
@@ -370,35 +373,18 @@ impl Typed {
     /// A stable hash of the whole content: equal on two replicas exactly
     /// when they hold the same elements with the same versions.
     pub fn digest(&self) -> u64 {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for v in [self.clear, self.expiry_version] {
-            h.update(&v.hlc.to_le_bytes());
-            h.update(&v.node_id.to_le_bytes());
-        }
-        h.update(&self.expires_at.to_le_bytes());
-        h.update(
-            &self
-                .string
-                .as_ref()
-                .map_or(0, Register::digest)
-                .to_le_bytes(),
+        use register::fold;
+        let mut h = fold(self.clear.hlc, self.clear.node_id);
+        h = fold(
+            fold(h, self.expiry_version.hlc),
+            self.expiry_version.node_id,
         );
-        h.update(
-            &self
-                .hash
-                .as_ref()
-                .map_or(0, |e| e.digest(HASH_SALT))
-                .to_le_bytes(),
-        );
-        h.update(
-            &self
-                .set
-                .as_ref()
-                .map_or(0, |e| e.digest(SET_SALT))
-                .to_le_bytes(),
-        );
+        h = fold(h, self.expires_at);
+        h = fold(h, self.string.as_ref().map_or(0, Register::digest));
+        h = fold(h, self.hash.as_ref().map_or(0, |e| e.digest(HASH_SALT)));
+        h = fold(h, self.set.as_ref().map_or(0, |e| e.digest(SET_SALT)));
         // Never 0: a typed entry's digest must differ from "no content".
-        h.digest() | 1
+        h | 1
     }
 
     /// Heap bytes the value owns.

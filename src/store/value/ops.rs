@@ -136,9 +136,12 @@ impl Typed {
         let (elements, salt) = self.part_mut(Part::Hash);
         let mut written = None;
         elements.update(salt, field, now_ms, |old| {
-            let mut r = old.unwrap_or_else(|| Register::new(version, None));
+            // A new field has no base (its value is the increments): a
+            // base at this version would override an older HSET of it made
+            // elsewhere that this node has not seen yet.
+            let mut r = old.unwrap_or_else(|| Register::new(Version::default(), None));
             r.increment(node, by, version);
-            written = Some(r.clone());
+            written = Some(r.contribution_of(node));
             Some(r)
         });
         if let Some(r) = written {
@@ -185,6 +188,7 @@ impl Typed {
     /// register gains `node`'s contribution. A plain string base stays the
     /// base, so the value reads as base + increments.
     pub fn string_incr(&mut self, by: Decimal, node: u64, version: Version, delta: &mut Fragment) {
+        let mut based = self.string.is_none();
         let r = self
             .string
             .get_or_insert_with(|| Register::new(version, Some(b"0")));
@@ -193,9 +197,15 @@ impl Typed {
             // base "0" at this version keeps the key visible at 0.
             r.version = version;
             r.base = Some(b"0"[..].into());
+            based = true;
         }
         r.increment(node, by, version);
-        delta.string = Some(r.clone());
+        // A new base goes whole; otherwise the contribution alone.
+        delta.string = Some(if based {
+            r.clone()
+        } else {
+            r.contribution_of(node)
+        });
     }
 
     /// The key's own string value (a counter's sum), if it has one.

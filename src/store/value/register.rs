@@ -111,6 +111,25 @@ impl Register {
         }
     }
 
+    /// The value as INCR reads it: an integer, or None when the value is
+    /// not one (Redis's rules for the written bytes; a counter's sum when
+    /// increments are added). Without formatting the value first.
+    pub fn integer(&self) -> Option<i64> {
+        let add = self.unobserved();
+        if add.is_zero() {
+            return crate::resp::parse_i64(self.base.as_deref()?);
+        }
+        let start = match &self.base {
+            Some(bytes) => parse_decimal(bytes)?,
+            None => Decimal::ZERO,
+        };
+        let sum = start.checked_add(add)?;
+        if !sum.fract().is_zero() {
+            return None;
+        }
+        i64::try_from(sum.trunc()).ok()
+    }
+
     /// Adds `by` to `node`'s contribution at `version` (a local INCR).
     pub fn increment(&mut self, node: u64, by: Decimal, version: Version) {
         let parts = self.counter.get_or_insert_with(Default::default);
@@ -121,6 +140,27 @@ impl Register {
                 c.2 = version;
             }
             Err(i) => parts.contributions.insert(i, (node, Amount(by), version)),
+        }
+    }
+
+    /// What an increment by `node` sends: that node's contribution alone,
+    /// under the smallest version (a join with it changes nothing but the
+    /// contribution), so a counter's delta does not grow with the number of
+    /// nodes that ever incremented it.
+    pub fn contribution_of(&self, node: u64) -> Register {
+        let mine = self.counter.as_ref().and_then(|p| {
+            p.contributions
+                .binary_search_by_key(&node, |c| c.0)
+                .ok()
+                .map(|i| p.contributions[i])
+        });
+        Register {
+            version: Version::default(),
+            base: None,
+            counter: Some(Box::new(CounterParts {
+                contributions: mine.into_iter().collect(),
+                observed: Vec::new(),
+            })),
         }
     }
 
@@ -214,33 +254,26 @@ impl Register {
             })
     }
 
-    /// A stable hash of the whole state, for the content digest.
+    /// A stable hash of the whole state, for the content digest. Folded
+    /// by hand rather than with a streaming hasher: it runs on every write
+    /// of a typed value, twice (before and after).
     pub fn digest(&self) -> u64 {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(&self.version.hlc.to_le_bytes());
-        h.update(&self.version.node_id.to_le_bytes());
-        match &self.base {
-            Some(b) => {
-                h.update(&[1]);
-                h.update(&(b.len() as u64).to_le_bytes());
-                h.update(b);
-            }
-            None => h.update(&[0]),
-        }
+        let mut h = fold(fold(0x7265_6769, self.version.hlc), self.version.node_id);
+        h = match &self.base {
+            Some(b) => fold(h, xxhash_rust::xxh3::xxh3_64(b) ^ 1),
+            None => fold(h, 2),
+        };
         if let Some(parts) = &self.counter {
             for (node, amount, version) in &parts.contributions {
-                h.update(&node.to_le_bytes());
-                h.update(&amount.0.serialize());
-                h.update(&version.hlc.to_le_bytes());
-                h.update(&version.node_id.to_le_bytes());
+                h = fold(fold(fold(h, *node), amount_bits(amount)), version.hlc);
+                h = fold(h, version.node_id);
             }
-            h.update(&[0xff]);
+            h = fold(h, 0xff);
             for (node, amount) in &parts.observed {
-                h.update(&node.to_le_bytes());
-                h.update(&amount.0.serialize());
+                h = fold(fold(h, *node), amount_bits(amount));
             }
         }
-        h.digest()
+        h
     }
 
     /// Whether a peer's register is well formed: sorted, unique nodes.
@@ -250,6 +283,23 @@ impl Register {
                 && p.observed.windows(2).all(|w| w[0].0 < w[1].0)
         })
     }
+}
+
+/// One step of a hash fold (splitmix64's finalizer over the running state).
+pub(super) fn fold(h: u64, x: u64) -> u64 {
+    let mut z = (h ^ x).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// An amount's exact bits (mantissa and scale), for hashing.
+fn amount_bits(a: &Amount) -> u64 {
+    let m = a.0.mantissa();
+    fold(
+        (m as u64) ^ ((m >> 64) as u64).rotate_left(32),
+        u64::from(a.0.scale()),
+    )
 }
 
 fn observed_of(observed: &[(u64, Amount)], node: u64) -> Decimal {

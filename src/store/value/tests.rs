@@ -54,6 +54,8 @@ struct Replica {
     /// counter model), and the newest reset it knows of.
     seen: BTreeSet<usize>,
     winner: Option<usize>,
+    /// The ids of this replica's own increments.
+    own: BTreeSet<usize>,
 }
 
 /// A delta in flight: who made it, its bytes, and the increments its
@@ -123,6 +125,7 @@ impl Sim {
                 node: i as u64 + 1,
                 seen: BTreeSet::new(),
                 winner: None,
+                own: BTreeSet::new(),
             })
             .collect();
         Sim {
@@ -152,6 +155,7 @@ impl Sim {
         let mut delta = v.delta();
         let now = 0;
         let wrong = |want: Kind| kind.is_some_and(|k| k != want);
+        let mut only_own = false;
         match *op {
             Op::HSet(f, x) if !wrong(Kind::Hash) => {
                 v.hash_set(&[f], &[x], version, now, &mut delta);
@@ -193,6 +197,13 @@ impl Sim {
                 let id = self.model.increments.len();
                 self.model.increments.push(i64::from(by));
                 rep.seen.insert(id);
+                rep.own.insert(id);
+                // An increment of an existing counter sends this node's
+                // contribution alone: all it tells is this node's own
+                // increments (and, sent with it, the reset it knows).
+                if kind.is_some() {
+                    only_own = true;
+                }
             }
             Op::Set(x) => {
                 delta = v.clear_local(version, now);
@@ -223,8 +234,12 @@ impl Sim {
         let sent = Sent {
             from: r,
             fragment: delta,
-            seen: rep.seen.clone(),
-            winner: rep.winner,
+            seen: if only_own {
+                rep.own.clone()
+            } else {
+                rep.seen.clone()
+            },
+            winner: if only_own { None } else { rep.winner },
         };
         for to in 0..REPLICAS {
             if to != r {
