@@ -249,8 +249,8 @@ lag() {
 # bench_one ROUND TARGET NAME: one redis-benchmark run against NAME, one
 # line "round target rps" appended to $RUNS (nan when it failed).
 bench_one() {
-  local round=$1 target=$2 name=$3 csv="$WORK/$2-$1.csv" err="$WORK/$2-$1.err" res
-  if run_client redis-benchmark -h 127.0.0.1 -p "${PORTS[$name]}" -t set -P 16 \
+  local round=$1 target=$2 name=$3 test=${4:-set} csv="$WORK/$2-$1.csv" err="$WORK/$2-$1.err" res
+  if run_client redis-benchmark -h 127.0.0.1 -p "${PORTS[$name]}" -t "$test" -P 16 \
       -c "$BENCH_CLIENTS" -r "$BENCH_KEYSPACE" -d "$BENCH_DATA_SIZE" -n "$BENCH_REQUESTS" \
       --csv >"$csv" 2>"$err" && res=$(python3 "$LIB" parse-csv "$csv" 2>>"$err"); then
     log "round $round  $target: $res (rps p50 p99)"
@@ -281,8 +281,17 @@ throughput() {
       bench_one "$round" $t
       check_alive c1 c2 c3 s1 rm rr1 rr2
     done
+    # Issue 13: typed writes (a hash field, a counter) on one node of the
+    # cluster against redis with two replicas.
+    local test
+    for test in hset incr; do
+      bench_one "$round" "cluster_$test" c1 "$test"
+      bench_one "$round" "redis_replicas_$test" rm "$test"
+      check_alive c1 c2 c3 s1 rm rr1 rr2
+    done
   done
-  for t in cluster single redis_replicas; do
+  for t in cluster single redis_replicas cluster_hset redis_replicas_hset cluster_incr \
+    redis_replicas_incr; do
     figure "rps_$t=$(awk -v t="$t" '$2 == t { print $3 }' "$RUNS" |
       python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.stdin.read().split() if x!="nan"]; print(s.median(v) if v else "nan")')"
   done

@@ -216,6 +216,13 @@ def report(path):
     row("  ratio cluster / single kriminodb", _fmt(rc, ".2f"), "", None)
     row("  ratio cluster / redis with 2 replicas (issue 6 row 8)", _fmt(rr, ".2f"), f">= {MIN_RPS_RATIO:g}",
         rr >= MIN_RPS_RATIO)
+    for test in ("hset", "incr"):
+        ct, rt = g(f"rps_cluster_{test}"), g(f"rps_redis_replicas_{test}")
+        if ct == ct or rt == rt:  # measured (not both NaN)
+            ratio = _ratio(ct, rt)
+            row(f"  {test.upper()} -P16 rps: cluster node / redis+2 replicas (issue 13)",
+                f"{_fmt(ct, ',.0f')} / {_fmt(rt, ',.0f')} = {_fmt(ratio, '.2f')}",
+                f">= {MIN_RPS_RATIO:g}", ratio >= MIN_RPS_RATIO)
     if "converged_s" in fig:
         conv = fig["converged_s"]
         row("  the 3 cluster nodes identical after the runs",

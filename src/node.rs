@@ -200,6 +200,7 @@ impl Node {
             stats: Arc::new(Stats::default()),
             shutdown,
             exec_gate: parking_lot::RwLock::new(()),
+            tunables: Default::default(),
             config,
         });
 

@@ -22,6 +22,7 @@ mod spec;
 mod strings;
 mod table;
 mod transaction;
+mod tunables;
 
 pub use args::{Args, CmdError, CmdResult, sub_arity};
 pub use context::{After, Ctx, Transaction};

@@ -250,6 +250,15 @@ fn config_values(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ),
         ("hz", "10".into()),
     ]
+    .into_iter()
+    .chain(
+        ctx.services
+            .tunables
+            .all()
+            .into_iter()
+            .map(|(name, v)| (name, v.to_string())),
+    )
+    .collect()
 }
 
 /// A setting CONFIG SET can change at run time, parsed.
@@ -257,6 +266,7 @@ enum Setting {
     MaxMemory(u64),
     Policy(crate::store::Policy),
     Samples(u32),
+    Tunable(&'static str, i64),
 }
 
 fn config_failed(name: &str, why: &str) -> CmdError {
@@ -309,7 +319,15 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                         "argument must be between 1 and 64 inclusive",
                     )
                 })?,
-            _ => return Err(unknown(name)),
+            other => match super::tunables::Tunables::lookup(other) {
+                Some(tunable) => text
+                    .parse::<i64>()
+                    .map(|v| Setting::Tunable(tunable, v))
+                    .map_err(|_| {
+                        config_failed(tunable, "argument couldn't be parsed into an integer")
+                    })?,
+                None => return Err(unknown(name)),
+            },
         };
         settings.push(setting);
     }
@@ -319,6 +337,7 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             Setting::MaxMemory(bytes) => limit.set_maxmemory(bytes),
             Setting::Policy(policy) => limit.set_policy(policy),
             Setting::Samples(n) => limit.set_samples(n),
+            Setting::Tunable(name, v) => ctx.services.tunables.set(name, v),
         }
     }
     ctx.reply.ok();

@@ -71,6 +71,8 @@ pub struct Services {
     /// Client batches run under its read side; EXEC takes it exclusively,
     /// so no other client's command runs inside a transaction.
     pub exec_gate: parking_lot::RwLock<()>,
+    /// Redis's encoding thresholds, settable and inert.
+    pub tunables: super::tunables::Tunables,
 }
 
 impl Services {

@@ -467,6 +467,6 @@ mod tests {
         }
         assert!(buf.is_empty());
         assert_eq!(got, expected);
-        assert_eq!(got.len(), 13);
+        assert_eq!(got.len(), 14);
     }
 }

@@ -373,6 +373,7 @@ mod tests {
             stats: Arc::new(Stats::default()),
             shutdown: tokio_util::sync::CancellationToken::new(),
             exec_gate: parking_lot::RwLock::new(()),
+            tunables: Default::default(),
             config,
         });
         let client = Arc::new(ClientInfo::new(

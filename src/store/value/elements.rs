@@ -237,25 +237,38 @@ impl Elements {
     /// removed elements older than it are forgotten (the marker stands for
     /// them), unless they carry counter observations.
     pub fn clear_before(&mut self, salt: u64, clear: Version, now_ms: u64) {
-        let names: Vec<Box<[u8]>> = self
-            .live
-            .iter()
-            .filter(|(_, r)| r.version < clear)
-            .map(|(k, _)| k.clone())
-            .chain(
-                self.removed
-                    .iter()
-                    .filter(|(_, (r, _))| r.version < clear)
-                    .map(|(k, _)| k.clone()),
-            )
-            .collect();
-        for name in names {
-            if let Some(mut r) = self.take(salt, &name) {
+        // One pass that drops in place (a DEL of a 1,000,000-member set
+        // must not copy every name first); counters older than the marker
+        // stay, as removed elements, with their base gone.
+        let (mut digest, mut heap) = (self.digest, self.heap);
+        let mut kept_counters = Vec::new();
+        let mut drop_one = |name: &[u8], r: &Register| {
+            digest ^= element_hash(salt, name, r);
+            heap = heap.saturating_sub(name.len() + r.heap_size());
+            if r.counter.is_some() {
+                let mut r = r.clone();
                 apply_clear(&mut r, clear);
-                if r.is_visible() || r.counter.is_some() {
-                    self.put(salt, &name, r, now_ms);
-                }
+                kept_counters.push((Box::<[u8]>::from(name), r));
             }
+        };
+        self.live.retain(|name, r| {
+            let keep = r.version >= clear;
+            if !keep {
+                drop_one(name, r);
+            }
+            keep
+        });
+        self.removed.retain(|name, (r, _)| {
+            let keep = r.version >= clear;
+            if !keep {
+                drop_one(name, r);
+            }
+            keep
+        });
+        (self.digest, self.heap) = (digest, heap);
+        self.newest_stale = true;
+        for (name, r) in kept_counters {
+            self.put(salt, &name, r, now_ms);
         }
         self.settle();
     }
