@@ -10,8 +10,7 @@
 
 use std::collections::HashMap;
 
-use indexmap::IndexMap;
-
+use super::live::{LiveElements, Name};
 use super::register::Register;
 use crate::clock::Version;
 
@@ -19,10 +18,10 @@ type Hasher = foldhash::fast::RandomState;
 
 #[derive(Debug, Clone, Default)]
 pub struct Elements {
-    live: IndexMap<Box<[u8]>, Register, Hasher>,
+    live: LiveElements,
     /// Removed elements: their register (a counter's tombstone carries its
     /// observed contributions) and when the removal reached this node.
-    removed: HashMap<Box<[u8]>, (Register, u64), Hasher>,
+    removed: HashMap<Name, (Register, u64), Hasher>,
     digest: u64,
     /// Bytes of the names and registers, kept for MEMORY USAGE and
     /// maxmemory without a walk.
@@ -35,10 +34,11 @@ pub struct Elements {
     newest_stale: bool,
 }
 
-/// Per-element overhead beyond its bytes: the index map's entry and index
-/// slot (a hash, the key box, the register) as measured by size_of.
-const PER_ELEMENT: usize =
-    std::mem::size_of::<(u64, Box<[u8]>, Register)>() + std::mem::size_of::<usize>() + 1;
+/// Bytes of one live element's slot (name, register) and of one removed
+/// element's, as size_of measures them; index slots add 5 (a u32
+/// position and a control byte) and 1 byte.
+const LIVE_SLOT: usize = std::mem::size_of::<(Name, Register)>();
+const REMOVED_SLOT: usize = std::mem::size_of::<(Name, (Register, u64))>() + 1;
 
 fn element_hash(salt: u64, name: &[u8], register: &Register) -> u64 {
     let h = xxhash_rust::xxh3::xxh3_64_with_seed(name, salt);
@@ -71,7 +71,8 @@ impl Elements {
     }
 
     pub fn heap_size(&self) -> usize {
-        self.heap + self.live.capacity() * PER_ELEMENT + self.removed.capacity() * (PER_ELEMENT + 8)
+        let (slots, index) = self.live.capacity();
+        self.heap + slots * LIVE_SLOT + index * 5 + self.removed.capacity() * REMOVED_SLOT
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&Register> {
@@ -86,11 +87,11 @@ impl Elements {
     }
 
     pub fn get_index(&self, i: usize) -> Option<(&[u8], &Register)> {
-        self.live.get_index(i).map(|(k, v)| (&k[..], v))
+        self.live.get_index(i)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Register)> {
-        self.live.iter().map(|(k, v)| (&k[..], v))
+        self.live.iter()
     }
 
     /// Every element, removed ones included: (name, register, live).
@@ -128,7 +129,8 @@ impl Elements {
         if self.newest_stale {
             self.newest = self
                 .live
-                .values()
+                .iter()
+                .map(|(_, r)| r)
                 .chain(self.removed.values().map(|(r, _)| r))
                 .map(Register::newest)
                 .max()
@@ -147,9 +149,10 @@ impl Elements {
             self.newest_stale = false;
         }
         if register.is_visible() {
-            self.live.insert(name.into(), register);
+            self.live.insert_new(name, register);
         } else {
-            self.removed.insert(name.into(), (register, arrival_ms));
+            self.removed
+                .insert(Name::from_slice(name), (register, arrival_ms));
         }
     }
 
@@ -276,7 +279,7 @@ impl Elements {
     /// Collects element tombstones that arrived before `arrived_before`
     /// and were written before `written_before_ms`; returns how many.
     pub fn collect(&mut self, salt: u64, arrived_before: u64, written_before_ms: u64) -> usize {
-        let old: Vec<Box<[u8]>> = self
+        let old: Vec<Name> = self
             .removed
             .iter()
             .filter(|(_, (r, at))| *at < arrived_before && r.newest().millis() < written_before_ms)

@@ -17,6 +17,7 @@
 //! a clock: the store calls in with the time.
 
 pub mod elements;
+mod live;
 mod ops;
 pub mod register;
 #[cfg(test)]
