@@ -190,6 +190,7 @@ command_families!(
     transactions,
     hashes,
     sets,
+    typed_keys,
 );
 
 // ---------------------------------------------------------------------------
@@ -361,6 +362,7 @@ mod checks {
 
     pub use crate::hash_checks::hashes;
     pub use crate::set_checks::sets;
+    pub use crate::typed_key_checks::typed_keys;
 
     use super::*;
 
@@ -1712,3 +1714,5 @@ mod checks {
 mod hash_checks;
 #[path = "commands/sets.rs"]
 mod set_checks;
+#[path = "commands/typed_keys.rs"]
+mod typed_key_checks;

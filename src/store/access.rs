@@ -89,9 +89,12 @@ impl<'a> KeyAccess<'a> {
         self.live_entry().map(|e| e.expires_at)
     }
 
-    /// The version of whatever this key holds, tombstones included.
+    /// The version of whatever this key holds, tombstones included. For
+    /// a typed value, its content digest stands in (see
+    /// `Entry::digest_version`): a replicated element older than the
+    /// newest still changes it, so WATCH sees every change.
     pub fn version(&self) -> Option<Version> {
-        self.slot.map(|i| self.shard.slab.get(i).version)
+        self.slot.map(|i| self.shard.slab.get(i).digest_version())
     }
 
     /// Publishes what the key holds now to the change log.

@@ -276,6 +276,12 @@ impl Typed {
     /// Drops parts that hold nothing, so equal contents have one form (and
     /// one digest) on every replica.
     fn normalize(&mut self) {
+        // An expiry set before the clear belonged to what the clear removed:
+        // a key written again after a DEL or an expiry has no TTL, as in
+        // Redis (and an expired key written again is not expired at once).
+        if self.expiry_version < self.clear {
+            self.expires_at = 0;
+        }
         if self
             .string
             .as_ref()
