@@ -112,3 +112,26 @@ pub fn sub_arity(args: &Args<'_>, parent: &str, sub: &str, arity: i32) -> CmdRes
     }
     Ok(())
 }
+
+/// A HSCAN/SSCAN cursor as Redis's strtoul reads it: optional sign,
+/// digits only, no leading space, no overflow (shared by both families).
+pub(crate) fn parse_cursor(bytes: &[u8]) -> Option<u64> {
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() {
+        // strtoul converts nothing and leaves its end at the start: only
+        // the empty string ends there.
+        return bytes.is_empty().then_some(0);
+    }
+    let mut v: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(if negative { v.wrapping_neg() } else { v })
+}

@@ -540,36 +540,13 @@ pub fn hrandfield(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     })
 }
 
-/// Redis's `parseScanCursorOrReply` (strtoul): an optional sign, decimal
-/// digits (none at all reads as 0), a negative cursor wrapping around, no
-/// leading space, no overflow.
-fn parse_cursor(bytes: &[u8]) -> Option<u64> {
-    let (negative, digits) = match bytes.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        Some((b'+', rest)) => (false, rest),
-        _ => (false, bytes),
-    };
-    if digits.is_empty() {
-        // strtoul converts nothing and leaves its end at the start: only
-        // the empty string ends there.
-        return bytes.is_empty().then_some(0);
-    }
-    let mut v: u64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-    }
-    Some(if negative { v.wrapping_neg() } else { v })
-}
-
 /// Up to this many fields Redis keeps a hash as a listpack and HSCAN
 /// returns it whole in one call, whatever the cursor and COUNT.
 const SCAN_WHOLE_UP_TO: usize = 128;
 
 pub fn hscan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let cursor = parse_cursor(args.get(2)).ok_or(CmdError::fixed("ERR invalid cursor"))?;
+    let cursor =
+        super::args::parse_cursor(args.get(2)).ok_or(CmdError::fixed("ERR invalid cursor"))?;
     let reply = &mut *ctx.reply;
     ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         // Redis looks the key up before it reads the options: a missing
@@ -639,11 +616,14 @@ mod tests {
 
     #[test]
     fn cursors_parse_like_strtoul() {
-        assert_eq!(parse_cursor(b"0"), Some(0));
-        assert_eq!(parse_cursor(b""), Some(0));
-        assert_eq!(parse_cursor(b"+7"), Some(7));
-        assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
-        assert_eq!(parse_cursor(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(crate::command::args::parse_cursor(b"0"), Some(0));
+        assert_eq!(crate::command::args::parse_cursor(b""), Some(0));
+        assert_eq!(crate::command::args::parse_cursor(b"+7"), Some(7));
+        assert_eq!(crate::command::args::parse_cursor(b"-1"), Some(u64::MAX));
+        assert_eq!(
+            crate::command::args::parse_cursor(b"18446744073709551615"),
+            Some(u64::MAX)
+        );
         for bad in [
             &b"18446744073709551616"[..],
             b" 1",
@@ -653,7 +633,7 @@ mod tests {
             b"0x1",
             b"1a",
         ] {
-            assert_eq!(parse_cursor(bad), None, "{bad:?}");
+            assert_eq!(crate::command::args::parse_cursor(bad), None, "{bad:?}");
         }
     }
 

@@ -6,7 +6,7 @@
 //! the command table included, so that no family imports the table that
 //! lists it.
 
-mod args;
+pub(crate) mod args;
 mod cluster;
 mod connection;
 mod context;

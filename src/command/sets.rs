@@ -659,33 +659,13 @@ pub fn sdiffstore(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     store(ctx, args, Op::Diff)
 }
 
-/// Redis's cursor parsing (`strtoul`): an optional sign (a negative value
-/// wraps), digits only, no leading space; the empty string is 0.
-fn parse_cursor(bytes: &[u8]) -> Option<u64> {
-    let (negative, digits) = match bytes.first() {
-        Some(b'-') => (true, &bytes[1..]),
-        Some(b'+') => (false, &bytes[1..]),
-        _ => (false, bytes),
-    };
-    if digits.is_empty() {
-        return bytes.is_empty().then_some(0);
-    }
-    let mut n: u64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some(if negative { n.wrapping_neg() } else { n })
-}
-
 /// SSCAN walks the members from the last index down to 0; the cursor is
 /// how many indexes are left. A removal moves the last member into the
 /// hole, so a member is at worst returned twice, never missed; members
 /// added meanwhile land past the cursor (SCAN may leave those out).
 pub fn sscan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
-    let cursor = parse_cursor(args.get(2)).ok_or(CmdError::fixed("ERR invalid cursor"))?;
+    let cursor =
+        super::args::parse_cursor(args.get(2)).ok_or(CmdError::fixed("ERR invalid cursor"))?;
     // Redis reads the options only once it found the set.
     let options = scan_options(args);
     let reply = &mut *ctx.reply;
@@ -746,15 +726,21 @@ mod tests {
 
     #[test]
     fn cursors_parse_like_strtoul() {
-        assert_eq!(parse_cursor(b"0"), Some(0));
-        assert_eq!(parse_cursor(b""), Some(0));
-        assert_eq!(parse_cursor(b"+7"), Some(7));
-        assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
-        assert_eq!(parse_cursor(b"18446744073709551615"), Some(u64::MAX));
-        assert_eq!(parse_cursor(b"18446744073709551616"), None);
-        assert_eq!(parse_cursor(b"-"), None);
-        assert_eq!(parse_cursor(b" 1"), None);
-        assert_eq!(parse_cursor(b"1x"), None);
+        assert_eq!(crate::command::args::parse_cursor(b"0"), Some(0));
+        assert_eq!(crate::command::args::parse_cursor(b""), Some(0));
+        assert_eq!(crate::command::args::parse_cursor(b"+7"), Some(7));
+        assert_eq!(crate::command::args::parse_cursor(b"-1"), Some(u64::MAX));
+        assert_eq!(
+            crate::command::args::parse_cursor(b"18446744073709551615"),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            crate::command::args::parse_cursor(b"18446744073709551616"),
+            None
+        );
+        assert_eq!(crate::command::args::parse_cursor(b"-"), None);
+        assert_eq!(crate::command::args::parse_cursor(b" 1"), None);
+        assert_eq!(crate::command::args::parse_cursor(b"1x"), None);
     }
 
     #[test]
