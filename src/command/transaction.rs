@@ -61,7 +61,7 @@ pub fn watch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     }
     for key in args.iter().skip(1) {
         let version = ctx.store().with_key(key, ctx.now_ms, |k| {
-            k.exists().then(|| k.version()).flatten()
+            k.exists().then(|| k.watch_version()).flatten()
         });
         ctx.tx.watch(key, version);
     }
@@ -79,7 +79,7 @@ pub fn unwatch(ctx: &mut Ctx<'_>, _args: &Args<'_>) -> CmdResult {
 pub fn watched_changed(ctx: &Ctx<'_>, watched: &Watched) -> bool {
     watched.iter().any(|(key, version)| {
         let now = ctx.store().with_key(key, ctx.now_ms, |k| {
-            k.exists().then(|| k.version()).flatten()
+            k.exists().then(|| k.watch_version()).flatten()
         });
         now != *version
     })

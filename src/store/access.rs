@@ -89,11 +89,16 @@ impl<'a> KeyAccess<'a> {
         self.live_entry().map(|e| e.expires_at)
     }
 
-    /// The version of whatever this key holds, tombstones included. For
-    /// a typed value, its content digest stands in (see
-    /// `Entry::digest_version`): a replicated element older than the
-    /// newest still changes it, so WATCH sees every change.
+    /// The version of whatever this key holds, tombstones included: for a
+    /// typed value, the newest version among its parts (DEBUG VERSION).
     pub fn version(&self) -> Option<Version> {
+        self.slot.map(|i| self.shard.slab.get(i).version)
+    }
+
+    /// What WATCH compares: the version, or for a typed value its content
+    /// digest (see `Entry::digest_version`), since a replicated element
+    /// older than the newest changes the value without changing `version`.
+    pub fn watch_version(&self) -> Option<Version> {
         self.slot.map(|i| self.shard.slab.get(i).digest_version())
     }
 

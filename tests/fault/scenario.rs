@@ -423,20 +423,29 @@ async fn dump(addr: SocketAddr) -> Dump {
                 version,
             };
             // A hash's fields and a set's members go in as element keys,
-            // each checked on its own (see `checker`).
+            // each checked on its own (see `checker`), compared by value and
+            // expiry only: the key's newest version may differ between
+            // converged replicas for a while, when the element tombstone
+            // that carried it has been collected at one node and not yet at
+            // another (DESIGN §4: each node collects on its own horizon).
+            let element = |value| Stored {
+                value,
+                expiry,
+                version: Default::default(),
+            };
             let sep = super::history::ELEMENT_SEPARATOR;
             match t.as_str() {
                 "hash" => {
                     let fields: Vec<(String, String)> =
                         redis::from_redis_value(reply[0].clone()).unwrap();
                     for (f, v) in fields {
-                        out.insert(format!("{k}{sep}{f}"), stored(v));
+                        out.insert(format!("{k}{sep}{f}"), element(v));
                     }
                 }
                 "set" => {
                     let members: Vec<String> = redis::from_redis_value(reply[0].clone()).unwrap();
                     for m in members {
-                        out.insert(format!("{k}{sep}{m}"), stored("1".into()));
+                        out.insert(format!("{k}{sep}{m}"), element("1".into()));
                     }
                 }
                 _ => {
