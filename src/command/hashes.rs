@@ -15,7 +15,7 @@ use super::{Args, CmdError, CmdResult, Ctx};
 use crate::clock::Version;
 use crate::resp::{Reply, parse_i64};
 use crate::store::value::register::{format_decimal, parse_decimal};
-use crate::store::value::{Elements, Fragment, Register, Typed};
+use crate::store::value::{Elem, Elements, Fragment, Typed};
 use crate::store::{Glob, KeyAccess, Kind, NO_EXPIRY};
 
 use super::CommandSpec;
@@ -52,7 +52,7 @@ fn hash_of<'k>(k: &'k KeyAccess<'_>) -> Result<Option<&'k Elements>, CmdError> {
 }
 
 /// A live field's value (borrowed unless it is a counter's sum).
-fn value_of(r: &Register) -> Cow<'_, [u8]> {
+fn value_of(r: Elem<'_>) -> Cow<'_, [u8]> {
     r.read().unwrap_or_default()
 }
 
@@ -257,7 +257,7 @@ struct Increment {
 impl Increment {
     /// Plans reaching `target` (None: not a decimal) from the field's
     /// register `r`, with `node`'s contribution.
-    fn new(r: Option<&Register>, node: u64, target: Option<Decimal>, text: String) -> Self {
+    fn new(r: Option<Elem<'_>>, node: u64, target: Option<Decimal>, text: String) -> Self {
         let step = target
             .zip(exact_value(r))
             .and_then(|(target, exact)| target.checked_sub(exact))
@@ -265,7 +265,7 @@ impl Increment {
                 // The node's running total must take the step without
                 // saturating, or replicas would sum something else.
                 let total = r
-                    .and_then(|r| r.counter.as_ref())
+                    .and_then(Elem::counter)
                     .and_then(|p| p.contributions.iter().find(|c| c.0 == node))
                     .map_or(Decimal::ZERO, |c| c.1.0);
                 total.checked_add(*step).is_some()
@@ -323,11 +323,11 @@ impl Increment {
 
 /// The exact value a field's register holds: its base plus the increments
 /// it has not reset (None when the base is no decimal).
-fn exact_value(r: Option<&Register>) -> Option<Decimal> {
+fn exact_value(r: Option<Elem<'_>>) -> Option<Decimal> {
     let Some(r) = r else {
         return Some(Decimal::ZERO);
     };
-    let base = match &r.base {
+    let base = match r.base() {
         Some(bytes) => parse_decimal(bytes)?,
         None => Decimal::ZERO,
     };
@@ -339,7 +339,7 @@ fn exact_value(r: Option<&Register>) -> Option<Decimal> {
 fn increment(
     ctx: &mut Ctx<'_>,
     args: &Args<'_>,
-    plan: impl FnOnce(Option<&Register>, u64) -> Result<Increment, CmdError>,
+    plan: impl FnOnce(Option<Elem<'_>>, u64) -> Result<Increment, CmdError>,
 ) -> Result<String, CmdError> {
     let field = args.get(2);
     let node = ctx.services.store.clock().hlc().node_id();
@@ -437,7 +437,7 @@ pub fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
 
 /// One field of an HRANDFIELD reply: with its value, a pair (an array of
 /// two in RESP3, two flat items in RESP2).
-fn random_entry(reply: &mut Reply, name: &[u8], r: &Register, with_values: bool) {
+fn random_entry(reply: &mut Reply, name: &[u8], r: Elem<'_>, with_values: bool) {
     if with_values && reply.resp3 {
         reply.array(2);
     }
@@ -594,9 +594,16 @@ pub fn hscan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         // A whole small hash goes in HGETALL's order, as Redis sends a
         // listpack; a step of a big one from its end down.
         let whole = len <= SCAN_WHOLE_UP_TO;
-        let found: Vec<(&[u8], &Register)> = (next..from)
-            .map(|i| if whole { i } else { from - 1 - (i - next) })
-            .filter_map(|i| h.get_index(i))
+        let found: Vec<(&[u8], Elem<'_>)> = if whole {
+            h.iter().skip(next).take(from - next).collect()
+        } else {
+            (next..from)
+                .map(|i| from - 1 - (i - next))
+                .filter_map(|i| h.get_index(i))
+                .collect()
+        };
+        let found: Vec<_> = found
+            .into_iter()
             .filter(|(name, _)| pattern.as_ref().is_none_or(|p| p.matches(name)))
             .collect();
         reply.array(2);

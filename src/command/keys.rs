@@ -98,7 +98,7 @@ pub fn scan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         i += 2;
     }
     let (next, keys) = ctx.services.store.scan(cursor, count, ctx.now_ms, |e| {
-        let kind = e.typed().map_or(Some(Kind::String), |t| t.kind());
+        let kind = e.kind();
         type_filter
             .is_none_or(|t| kind.is_some_and(|k| t.eq_ignore_ascii_case(k.name().as_bytes())))
             && pattern.as_ref().is_none_or(|p| p.matches(e.key()))

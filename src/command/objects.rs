@@ -4,7 +4,7 @@
 use super::args::{Args, CmdError, CmdResult, sub_arity};
 use super::context::Ctx;
 use super::spec::{CommandSpec, spec};
-use crate::store::value::Kind;
+use crate::store::value::{Elements, Kind};
 
 /// This family's rows of the command table.
 #[rustfmt::skip]
@@ -18,19 +18,32 @@ pub(super) static FAMILY: &[CommandSpec] = &[
 const ENTRY_BYTES: u64 = 64;
 
 /// The encoding OBJECT ENCODING names. Redis's names where ours is the
-/// same idea (an integer, a short string kept inside the entry); a typed
-/// value is a hash table whatever its size (kriminoDB has no compact
-/// listpack or intset form).
-fn encoding(kind: Kind, plain: Option<&[u8]>) -> &'static str {
+/// same idea (an integer, a short string kept inside the entry, a small
+/// hash packed in one buffer). A small set is packed too, but Redis 7.0
+/// has no packed set of strings: it is named as Redis 7.0 would name it
+/// (intset when every member is an integer), since clients compare.
+fn encoding(kind: Kind, plain: Option<&[u8]>, elements: Option<&Elements>) -> &'static str {
     match (kind, plain) {
         (Kind::String, Some(v)) if crate::resp::parse_i64(v).is_some() && v.len() <= 20 => "int",
         (Kind::String, Some(v)) if v.len() <= 44 => "embstr",
         (Kind::String, Some(_)) => "raw",
         // A counter: an integer that many nodes add to.
         (Kind::String, None) => "int",
+        (Kind::Hash, _) if elements.is_some_and(Elements::is_packed) => "listpack",
+        (Kind::Set, _)
+            if elements.is_some_and(|s| {
+                s.len() <= INTSET_ENTRIES
+                    && s.iter().all(|(m, _)| crate::resp::parse_i64(m).is_some())
+            }) =>
+        {
+            "intset"
+        }
         (Kind::Hash | Kind::Set, _) => "hashtable",
     }
 }
+
+/// Redis 7.0's default `set-max-intset-entries`.
+const INTSET_ENTRIES: usize = 512;
 
 pub fn object(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     if args.is(1, "HELP") {
@@ -62,7 +75,12 @@ pub fn object(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         .store
         .with_key_untouched(args.get(2), now_ms, |k| {
             let kind = k.kind()?;
-            Some((encoding(kind, k.value()), k.idle_ms()))
+            let elements = k.typed().and_then(|t| match kind {
+                Kind::Hash => t.hash.as_deref(),
+                Kind::Set => t.set.as_deref(),
+                Kind::String => None,
+            });
+            Some((encoding(kind, k.value(), elements), k.idle_ms()))
         });
     let Some((encoding, idle_ms)) = found else {
         ctx.reply.null();

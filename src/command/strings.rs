@@ -430,7 +430,7 @@ fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CmdResult {
     let result = ctx.services.store.with_key(key, ctx.now_ms, |k| {
         let current = match (k.value(), k.typed()) {
             (Some(v), _) => Some(parse_i64(v)),
-            (None, Some(t)) => match t.kind() {
+            (None, Some(t)) => match k.kind() {
                 Some(Kind::String) => Some(t.string.as_ref().and_then(|r| r.integer())),
                 Some(_) => return Err(CmdError::WRONG_TYPE),
                 None => None,

@@ -1,7 +1,9 @@
 //! Redis's encoding thresholds (hash-max-listpack-entries and friends):
 //! CONFIG SET accepts them and CONFIG GET reports them, as applications
-//! and Redis's own tests set them. kriminoDB has one representation per
-//! type whatever its size, so they change nothing else.
+//! and Redis's own tests set them. The hash ones bound the packed form of
+//! hashes and sets (`store::value::elements`), for the whole process (the
+//! nodes of an in-process test cluster share them); the others change
+//! nothing yet.
 
 use parking_lot::Mutex;
 
@@ -51,6 +53,12 @@ impl Tunables {
             if *n == name || alias(n) == alias(name) {
                 *v = value;
             }
+        }
+        let limit = usize::try_from(value).ok();
+        match alias(name).as_str() {
+            "hash-max-listpack-entries" => crate::store::value::set_packed_limits(limit, None),
+            "hash-max-listpack-value" => crate::store::value::set_packed_limits(None, limit),
+            _ => {}
         }
     }
 

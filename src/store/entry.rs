@@ -8,7 +8,7 @@
 //! close to Redis's. Entries never move once placed, so a slot index is a
 //! stable position for SCAN.
 
-use super::value::Typed;
+use super::value::{Kind, Typed};
 use crate::clock::Version;
 
 /// `expires_at` value meaning "no expiry".
@@ -65,17 +65,60 @@ enum Body {
         key_len: u32,
         data: Box<[u8]>,
     },
-    /// A typed value (a counter, a hash, a set; see `value`): the key in
-    /// its own allocation, the value behind a box, so the entry keeps its
-    /// one cache line whatever the value holds. Live when the value has
-    /// visible content, else a tombstone that keeps what a plain one
-    /// cannot (counter resets, element tombstones).
+    /// A typed value (a counter, a hash, a set; see `value`): the key
+    /// inside the entry when short, the value behind a box, so the entry
+    /// keeps its one cache line whatever the value holds. Live when the
+    /// value has visible content, else a tombstone that keeps what a
+    /// plain one cannot (counter resets, element tombstones). `kind` is
+    /// the value's, kept here so that a type check (every command's first
+    /// step) and a lookup's key comparison touch no other cache line.
     Typed {
         state: SlotState,
         lru: [u8; 3],
-        key: Box<[u8]>,
+        kind: Option<Kind>,
+        key: TypedKey,
         value: Box<Typed>,
     },
+}
+
+/// Longest key a typed entry keeps inside itself: what fits beside the
+/// value's box, the access clock and the tags (the 16-byte keys of the
+/// benchmarks and of most applications).
+const TYPED_INLINE: usize = 22;
+
+#[derive(Debug)]
+enum TypedKey {
+    Inline { len: u8, bytes: [u8; TYPED_INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl TypedKey {
+    fn new(key: &[u8]) -> Self {
+        if key.len() <= TYPED_INLINE {
+            let mut bytes = [0; TYPED_INLINE];
+            bytes[..key.len()].copy_from_slice(key);
+            TypedKey::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            TypedKey::Heap(key.into())
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            TypedKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            TypedKey::Heap(key) => key,
+        }
+    }
+
+    fn heap_size(&self) -> usize {
+        match self {
+            TypedKey::Inline { .. } => 0,
+            TypedKey::Heap(key) => key.len(),
+        }
+    }
 }
 
 impl Body {
@@ -114,7 +157,7 @@ impl Body {
                 ..
             } => (&bytes[..usize::from(*len)], usize::from(*key_len)),
             Body::Heap { key_len, data, .. } => (data, *key_len as usize),
-            Body::Typed { key, .. } => (key, key.len()),
+            Body::Typed { key, .. } => (key.bytes(), key.bytes().len()),
         }
     }
 }
@@ -155,6 +198,18 @@ impl Entry {
         }
     }
 
+    /// The type of a live entry's value (a plain entry is a string); None
+    /// for a tombstone or a free slot.
+    pub fn kind(&self) -> Option<Kind> {
+        match &self.body {
+            Body::Typed { kind, .. } => *kind,
+            Body::Inline { state, .. } | Body::Heap { state, .. } => {
+                (*state == SlotState::Live).then_some(Kind::String)
+            }
+            Body::Free { .. } => None,
+        }
+    }
+
     /// The typed value, if the entry holds one (a plain string does not).
     pub fn typed(&self) -> Option<&Typed> {
         match &self.body {
@@ -176,7 +231,8 @@ impl Entry {
     /// as its arrival).
     pub fn set_typed(&mut self, value: Box<Typed>, now_ms: u64) {
         let lru = self.lru_bytes();
-        let state = if value.kind().is_some() {
+        let kind = value.kind();
+        let state = if kind.is_some() {
             SlotState::Live
         } else {
             SlotState::Tombstone
@@ -190,7 +246,8 @@ impl Entry {
         self.body = Body::Typed {
             state,
             lru,
-            key: self.key().into(),
+            kind,
+            key: TypedKey::new(self.key()),
             value,
         };
     }
@@ -198,11 +255,15 @@ impl Entry {
     /// After the typed value was changed in place: the entry's state,
     /// version and expiry follow it (as [`Entry::set_typed`] sets them).
     pub fn typed_changed(&mut self, now_ms: u64) {
-        let Body::Typed { state, value, .. } = &mut self.body else {
+        let Body::Typed {
+            state, kind, value, ..
+        } = &mut self.body
+        else {
             return;
         };
         let was_live = *state == SlotState::Live;
-        let live = value.kind().is_some();
+        *kind = value.kind();
+        let live = kind.is_some();
         *state = if live {
             SlotState::Live
         } else {
@@ -341,7 +402,7 @@ impl Entry {
     pub fn heap_size(&self) -> usize {
         match &self.body {
             Body::Heap { data, .. } => data.len(),
-            Body::Typed { key, value, .. } => key.len() + value.heap_size(),
+            Body::Typed { key, value, .. } => key.heap_size() + value.heap_size(),
             _ => 0,
         }
     }

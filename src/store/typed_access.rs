@@ -32,11 +32,7 @@ impl KeyAccess<'_> {
 
     /// The key's type as TYPE names it; None when it does not exist.
     pub fn kind(&self) -> Option<Kind> {
-        let e = self.entry().filter(|e| e.is_live())?;
-        match e.typed() {
-            Some(t) => t.kind(),
-            None => Some(Kind::String),
-        }
+        self.entry().and_then(Entry::kind)
     }
 
     /// The live typed value, if the key holds one.
@@ -53,7 +49,7 @@ impl KeyAccess<'_> {
         let Some(t) = e.typed() else {
             return Ok(Some(Cow::Borrowed(e.value())));
         };
-        match t.kind() {
+        match e.kind() {
             Some(Kind::String) => Ok(t.string.as_ref().and_then(Register::value).map(Cow::Owned)),
             Some(_) => Err(WrongType),
             None => Ok(None),

@@ -1,159 +1,250 @@
-//! The elements of a hash (fields) or a set (members): each a versioned
-//! [`Register`], live ones in insertion order (so a random pick and a
-//! SCAN step are O(1)), removed ones kept apart as element tombstones
-//! until collected, so that a HDEL/SREM does not lose to an older add
-//! arriving late.
-//!
-//! The content digest is the XOR of every element's hash (tombstones
-//! included), kept up to date on every change, so a 1,000,000-element key
-//! is never rehashed whole.
+//! The elements of a hash (fields) or a set (members), in one of two
+//! forms: packed in one buffer while small and plain ([`Packed`]), a hash
+//! table beyond ([`Table`]). Both keep removed elements as element
+//! tombstones until collected (so a HDEL/SREM does not lose to an older
+//! add arriving late) and digest alike, so replicas that hold one value in
+//! different forms still agree.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::live::{LiveElements, Name};
-use super::register::Register;
+use rust_decimal::Decimal;
+
+use super::packed::{Packed, Slot};
+use super::register::{CounterParts, Register};
+use super::table::{Table, apply_clear, mix};
 use crate::clock::Version;
 
-type Hasher = foldhash::fast::RandomState;
+/// Redis's `hash-max-listpack-entries` and `-value` (CONFIG SET changes
+/// them for values packed from then on), used for sets too: beyond them a
+/// linear scan costs more than a table lookup.
+static PACKED_MAX_ENTRIES: AtomicUsize = AtomicUsize::new(128);
+static PACKED_MAX_VALUE: AtomicUsize = AtomicUsize::new(64);
 
-#[derive(Debug, Clone, Default)]
-pub struct Elements {
-    live: LiveElements,
-    /// Removed elements: their register (a counter's tombstone carries its
-    /// observed contributions) and when the removal reached this node.
-    removed: HashMap<Name, (Register, u64), Hasher>,
-    digest: u64,
-    /// Bytes of the names and registers, kept for MEMORY USAGE and
-    /// maxmemory without a walk.
-    heap: usize,
-    /// The newest version any element carries, kept so that a write
-    /// need not walk the elements to learn the key's type and version.
-    newest: Version,
-    /// An element carrying `newest` was taken out and nothing as new was
-    /// put back yet: `newest` is recomputed when the change is done.
-    newest_stale: bool,
+pub fn set_packed_limits(max_entries: Option<usize>, max_value: Option<usize>) {
+    if let Some(n) = max_entries {
+        PACKED_MAX_ENTRIES.store(n, Ordering::Relaxed);
+    }
+    if let Some(n) = max_value {
+        PACKED_MAX_VALUE.store(n, Ordering::Relaxed);
+    }
 }
 
-/// Bytes of one live element's slot (name, register) and of one removed
-/// element's, as size_of measures them; index slots add 5 (a u32
-/// position and a control byte) and 1 byte.
-const LIVE_SLOT: usize = std::mem::size_of::<(Name, Register)>();
-const REMOVED_SLOT: usize = std::mem::size_of::<(Name, (Register, u64))>() + 1;
-
-fn element_hash(salt: u64, name: &[u8], register: &Register) -> u64 {
-    let h = xxhash_rust::xxh3::xxh3_64_with_seed(name, salt);
-    mix(h ^ register.digest().rotate_left(17))
+#[derive(Debug, Clone)]
+pub enum Elements {
+    Packed(Packed),
+    Table(Box<Table>),
 }
 
-/// splitmix64's finalizer.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+impl Default for Elements {
+    fn default() -> Self {
+        Elements::Packed(Packed::default())
+    }
+}
+
+/// One element's register as either form holds it.
+#[derive(Debug, Clone, Copy)]
+pub enum Elem<'a> {
+    Register(&'a Register),
+    Plain {
+        version: Version,
+        base: Option<&'a [u8]>,
+    },
+}
+
+impl<'a> Elem<'a> {
+    fn of(slot: &Slot<'a>) -> Self {
+        Elem::Plain {
+            version: slot.version,
+            base: slot.base,
+        }
+    }
+
+    /// The value a reader sees, borrowed when it is the base as written.
+    pub fn read(self) -> Option<Cow<'a, [u8]>> {
+        match self {
+            Elem::Register(r) => r.read(),
+            Elem::Plain { base, .. } => base.map(Cow::Borrowed),
+        }
+    }
+
+    pub fn base(self) -> Option<&'a [u8]> {
+        match self {
+            Elem::Register(r) => r.base.as_deref(),
+            Elem::Plain { base, .. } => base,
+        }
+    }
+
+    pub fn counter(self) -> Option<&'a CounterParts> {
+        match self {
+            Elem::Register(r) => r.counter.as_deref(),
+            Elem::Plain { .. } => None,
+        }
+    }
+
+    /// Increments not reset by the base (see [`Register::unobserved`]).
+    pub fn unobserved(self) -> Decimal {
+        match self {
+            Elem::Register(r) => r.unobserved(),
+            Elem::Plain { .. } => Decimal::ZERO,
+        }
+    }
+
+    pub fn newest(self) -> Version {
+        match self {
+            Elem::Register(r) => r.newest(),
+            Elem::Plain { version, .. } => version,
+        }
+    }
+
+    pub fn to_register(self) -> Register {
+        match self {
+            Elem::Register(r) => r.clone(),
+            Elem::Plain { version, base } => Register::new(version, base),
+        }
+    }
+}
+
+/// Whether `register` of `name` may stay packed in a value that would
+/// then hold `count` elements.
+fn packable(name: &[u8], register: &Register, count: usize) -> bool {
+    let max_value = PACKED_MAX_VALUE.load(Ordering::Relaxed);
+    register.counter.is_none()
+        && count <= PACKED_MAX_ENTRIES.load(Ordering::Relaxed)
+        && name.len() <= max_value
+        && register.base.as_ref().is_none_or(|b| b.len() <= max_value)
 }
 
 impl Elements {
     /// Live elements.
     pub fn len(&self) -> usize {
-        self.live.len()
+        match self {
+            Elements::Packed(p) => p.slots().filter(|s| s.base.is_some()).count(),
+            Elements::Table(t) => t.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.live.is_empty()
+        match self {
+            Elements::Packed(p) => p.slots().all(|s| s.base.is_none()),
+            Elements::Table(t) => t.is_empty(),
+        }
     }
 
     pub fn removed_len(&self) -> usize {
-        self.removed.len()
+        match self {
+            Elements::Packed(p) => p.slots().filter(|s| s.base.is_none()).count(),
+            Elements::Table(t) => t.removed_len(),
+        }
+    }
+
+    /// Whether the packed form holds them (OBJECT ENCODING).
+    pub fn is_packed(&self) -> bool {
+        matches!(self, Elements::Packed(_))
     }
 
     pub fn digest(&self, salt: u64) -> u64 {
-        mix(self.digest ^ salt)
+        match self {
+            Elements::Packed(p) => mix(p.digest() ^ salt),
+            Elements::Table(t) => t.digest(salt),
+        }
     }
 
     pub fn heap_size(&self) -> usize {
-        let (slots, index) = self.live.capacity();
-        self.heap + slots * LIVE_SLOT + index * 5 + self.removed.capacity() * REMOVED_SLOT
+        match self {
+            Elements::Packed(p) => p.heap_size(),
+            Elements::Table(t) => std::mem::size_of::<Table>() + t.heap_size(),
+        }
     }
 
-    pub fn get(&self, name: &[u8]) -> Option<&Register> {
-        self.live.get(name)
+    /// A live element.
+    pub fn get(&self, name: &[u8]) -> Option<Elem<'_>> {
+        match self {
+            Elements::Packed(p) => p
+                .find(name)
+                .filter(|s| s.base.is_some())
+                .map(|s| Elem::of(&s)),
+            Elements::Table(t) => t.get(name).map(Elem::Register),
+        }
     }
 
-    /// The register of `name`, live or removed.
-    pub fn register(&self, name: &[u8]) -> Option<&Register> {
-        self.live
-            .get(name)
-            .or_else(|| self.removed.get(name).map(|(r, _)| r))
+    /// The element `name`, live or removed.
+    pub fn register(&self, name: &[u8]) -> Option<Elem<'_>> {
+        match self {
+            Elements::Packed(p) => p.find(name).map(|s| Elem::of(&s)),
+            Elements::Table(t) => t.register(name).map(Elem::Register),
+        }
     }
 
-    pub fn get_index(&self, i: usize) -> Option<(&[u8], &Register)> {
-        self.live.get_index(i)
+    /// The `i`-th live element (O(1) in a table, a scan when packed).
+    pub fn get_index(&self, i: usize) -> Option<(&[u8], Elem<'_>)> {
+        match self {
+            Elements::Packed(p) => p
+                .slots()
+                .filter(|s| s.base.is_some())
+                .nth(i)
+                .map(|s| (s.name, Elem::of(&s))),
+            Elements::Table(t) => t.get_index(i).map(|(n, r)| (n, Elem::Register(r))),
+        }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Register)> {
-        self.live.iter()
+    /// Live elements, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Elem<'_>)> {
+        self.iter_all()
+            .filter(|(_, _, live)| *live)
+            .map(|(n, e, _)| (n, e))
     }
 
     /// Every element, removed ones included: (name, register, live).
-    pub fn iter_all(&self) -> impl Iterator<Item = (&[u8], &Register, bool)> {
-        self.iter()
-            .map(|(k, v)| (k, v, true))
-            .chain(self.removed.iter().map(|(k, (v, _))| (&k[..], v, false)))
-    }
-
-    fn account(&mut self, salt: u64, name: &[u8], register: &Register, sign: bool) {
-        self.digest ^= element_hash(salt, name, register);
-        let bytes = name.len() + register.heap_size();
-        if sign {
-            self.heap += bytes;
-        } else {
-            self.heap = self.heap.saturating_sub(bytes);
+    pub fn iter_all(&self) -> Box<dyn Iterator<Item = (&[u8], Elem<'_>, bool)> + '_> {
+        match self {
+            Elements::Packed(p) => {
+                Box::new(p.slots().map(|s| (s.name, Elem::of(&s), s.base.is_some())))
+            }
+            Elements::Table(t) => Box::new(
+                t.iter_all()
+                    .map(|(n, r, live)| (n, Elem::Register(r), live)),
+            ),
         }
     }
 
-    /// Takes `name`'s register out (live or removed), unaccounted.
-    fn take(&mut self, salt: u64, name: &[u8]) -> Option<Register> {
-        let register = match self.live.swap_remove(name) {
-            Some(r) => r,
-            None => self.removed.remove(name)?.0,
-        };
-        self.account(salt, name, &register, false);
-        if register.newest() >= self.newest {
-            self.newest_stale = true;
-        }
-        Some(register)
-    }
-
-    /// Ends a change: recomputes `newest` if the newest element left.
-    fn settle(&mut self) {
-        if self.newest_stale {
-            self.newest = self
-                .live
-                .iter()
-                .map(|(_, r)| r)
-                .chain(self.removed.values().map(|(r, _)| r))
-                .map(Register::newest)
-                .max()
-                .unwrap_or_default();
-            self.newest_stale = false;
+    /// The newest version among the elements.
+    pub fn newest(&self) -> Version {
+        match self {
+            Elements::Packed(p) => p.slots().map(|s| s.version).max().unwrap_or_default(),
+            Elements::Table(t) => t.newest(),
         }
     }
 
-    /// Puts a register in, live or removed as it is visible; `arrival_ms`
-    /// dates a removal.
-    fn put(&mut self, salt: u64, name: &[u8], register: Register, arrival_ms: u64) {
-        self.account(salt, name, &register, true);
-        let newest = register.newest();
-        if newest >= self.newest {
-            self.newest = newest;
-            self.newest_stale = false;
+    /// The table this value becomes for good: the packed elements move
+    /// over in order, removed ones with their arrival.
+    fn make_table(&mut self, salt: u64) -> &mut Table {
+        if let Elements::Packed(p) = self {
+            let mut table = Table::default();
+            for s in p.slots() {
+                table.put(salt, s.name, s.register(), s.arrival);
+            }
+            table.settle();
+            *self = Elements::Table(Box::new(table));
         }
-        if register.is_visible() {
-            self.live.insert_new(name, register);
-        } else {
-            self.removed
-                .insert(Name::from_slice(name), (register, arrival_ms));
+        match self {
+            Elements::Table(t) => t,
+            Elements::Packed(_) => unreachable!("converted above"),
         }
+    }
+
+    /// Gives `name` the register `new`, packed while it can be.
+    fn store(&mut self, salt: u64, name: &[u8], new: Register, now_ms: u64) {
+        if let Elements::Packed(p) = self {
+            let count = p.count() + usize::from(p.find(name).is_none());
+            if packable(name, &new, count)
+                && p.put(salt, name, new.version, new.base.as_deref(), now_ms)
+                    .is_ok()
+            {
+                return;
+            }
+        }
+        self.make_table(salt).store(salt, name, new, now_ms);
     }
 
     /// Changes `name`'s register with `f` (None: no such element yet),
@@ -166,40 +257,15 @@ impl Elements {
         now_ms: u64,
         f: impl FnOnce(Option<Register>) -> Option<Register>,
     ) {
-        if let Some(new) = f(self.register(name).cloned()) {
-            self.store(salt, name, new, now_ms);
-        }
-    }
-
-    /// Gives `name` the register `new`. A live element that stays live is
-    /// changed in place: it keeps its position, so a SCAN in progress
-    /// (which walks positions) still returns it and HGETALL keeps Redis's
-    /// order; only removals and additions move elements.
-    fn store(&mut self, salt: u64, name: &[u8], new: Register, now_ms: u64) {
-        if new.is_visible()
-            && let Some(slot) = self.live.get_mut(name)
-        {
-            let old_hash = element_hash(salt, name, slot);
-            let old_bytes = slot.heap_size();
-            let old_newest = slot.newest();
-            let new_hash = element_hash(salt, name, &new);
-            let new_bytes = new.heap_size();
-            let new_newest = new.newest();
-            *slot = new;
-            self.digest ^= old_hash ^ new_hash;
-            self.heap = (self.heap + new_bytes).saturating_sub(old_bytes);
-            if old_newest >= self.newest && new_newest < old_newest {
-                self.newest_stale = true;
+        match self {
+            Elements::Table(t) => t.update(salt, name, now_ms, f),
+            Elements::Packed(p) => {
+                let old = p.find(name).map(|s| s.register());
+                if let Some(new) = f(old) {
+                    self.store(salt, name, new, now_ms);
+                }
             }
-            if new_newest >= self.newest {
-                self.newest = new_newest;
-                self.newest_stale = false;
-            }
-        } else {
-            self.take(salt, name);
-            self.put(salt, name, new, now_ms);
         }
-        self.settle();
     }
 
     /// Joins a peer's register of `name` under `clear` (bases older than
@@ -212,7 +278,11 @@ impl Elements {
         clear: Version,
         now_ms: u64,
     ) -> bool {
-        let old = self.register(name).cloned();
+        let p = match self {
+            Elements::Table(t) => return t.merge(salt, name, theirs, clear, now_ms),
+            Elements::Packed(p) => p,
+        };
+        let old = p.find(name).map(|s| s.register());
         let before = old.as_ref().map(Register::digest);
         let mut merged = match old {
             Some(mut mine) => {
@@ -230,9 +300,7 @@ impl Elements {
             true
         } else {
             // Older than the clear marker, which stands for it.
-            let had = self.take(salt, name).is_some();
-            self.settle();
-            had
+            p.take(salt, name).is_some()
         }
     }
 
@@ -240,71 +308,117 @@ impl Elements {
     /// removed elements older than it are forgotten (the marker stands for
     /// them), unless they carry counter observations.
     pub fn clear_before(&mut self, salt: u64, clear: Version, now_ms: u64) {
-        // One pass that drops in place (a DEL of a 1,000,000-member set
-        // must not copy every name first); counters older than the marker
-        // stay, as removed elements, with their base gone.
-        let (mut digest, mut heap) = (self.digest, self.heap);
-        let mut kept_counters = Vec::new();
-        let mut drop_one = |name: &[u8], r: &Register| {
-            digest ^= element_hash(salt, name, r);
-            heap = heap.saturating_sub(name.len() + r.heap_size());
-            if r.counter.is_some() {
-                let mut r = r.clone();
-                apply_clear(&mut r, clear);
-                kept_counters.push((Box::<[u8]>::from(name), r));
+        match self {
+            // Nothing packed carries counter parts.
+            Elements::Packed(p) => {
+                p.retain(salt, |s| s.version >= clear);
             }
-        };
-        self.live.retain(|name, r| {
-            let keep = r.version >= clear;
-            if !keep {
-                drop_one(name, r);
-            }
-            keep
-        });
-        self.removed.retain(|name, (r, _)| {
-            let keep = r.version >= clear;
-            if !keep {
-                drop_one(name, r);
-            }
-            keep
-        });
-        (self.digest, self.heap) = (digest, heap);
-        self.newest_stale = true;
-        for (name, r) in kept_counters {
-            self.put(salt, &name, r, now_ms);
+            Elements::Table(t) => t.clear_before(salt, clear, now_ms),
         }
-        self.settle();
     }
 
     /// Collects element tombstones that arrived before `arrived_before`
     /// and were written before `written_before_ms`; returns how many.
     pub fn collect(&mut self, salt: u64, arrived_before: u64, written_before_ms: u64) -> usize {
-        let old: Vec<Name> = self
-            .removed
-            .iter()
-            .filter(|(_, (r, at))| *at < arrived_before && r.newest().millis() < written_before_ms)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for name in &old {
-            self.take(salt, name);
+        match self {
+            Elements::Packed(p) => p.retain(salt, |s| {
+                s.base.is_some()
+                    || s.arrival >= arrived_before
+                    || s.version.millis() >= written_before_ms
+            }),
+            Elements::Table(t) => t.collect(salt, arrived_before, written_before_ms),
         }
-        self.settle();
-        old.len()
-    }
-
-    /// The newest version among the elements.
-    pub fn newest(&self) -> Version {
-        self.newest
     }
 }
 
-/// A clear marker applied to one register: a base older than it is gone.
-/// Its version and observations stay (a counter's contributions are reset
-/// by what writes observed, never by versions): the base becomes None in
-/// every replica's copy alike, so digests agree, and a later join with a
-/// base newer than the marker still finds the same state everywhere.
-pub fn apply_clear(r: &mut Register, clear: Version) {
-    if r.version < clear {
-        r.base = None;
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A local write of a name's base (None: removed).
+        Write(u8, u64, u64, Option<u8>),
+        /// A peer's register, with an increment when the flag is set.
+        Merge(u8, u64, u64, Option<u8>, bool),
+        Clear(u64),
+        Collect(u64, u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let name = 0u8..8;
+        prop_oneof![
+            (
+                name.clone(),
+                1u64..40,
+                0u64..3,
+                proptest::option::of(0u8..3)
+            )
+                .prop_map(|(n, h, node, b)| Op::Write(n, h, node, b)),
+            (
+                name,
+                1u64..40,
+                0u64..3,
+                proptest::option::of(0u8..3),
+                proptest::bool::weighted(0.1)
+            )
+                .prop_map(|(n, h, node, b, c)| Op::Merge(n, h, node, b, c)),
+            (1u64..40).prop_map(Op::Clear),
+            (0u64..60, 0u64..60).prop_map(|(a, w)| Op::Collect(a, w)),
+        ]
+    }
+
+    fn contents(e: &Elements) -> Vec<(Vec<u8>, Register, bool)> {
+        let mut all: Vec<_> = e
+            .iter_all()
+            .map(|(n, r, live)| (n.to_vec(), r.to_register(), live))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    proptest! {
+        /// The packed form and the table hold and digest the same under
+        /// any sequence of writes, joins, clears and collections, however
+        /// many elements or counters make the packed one a table midway.
+        #[test]
+        fn both_forms_agree(ops in proptest::collection::vec(op(), 1..60), limit in 1usize..10) {
+            set_packed_limits(Some(limit.max(4)), None);
+            let mut packed = Elements::default();
+            let mut table = Elements::Table(Box::default());
+            for (now, op) in ops.iter().enumerate() {
+                let now = now as u64;
+                for e in [&mut packed, &mut table] {
+                    match op {
+                        Op::Write(n, hlc, node, base) => {
+                            let v = Version { hlc: *hlc, node_id: *node };
+                            let base = base.map(|b| vec![b'v', b]);
+                            e.update(7, &[*n], now, |_| Some(Register::new(v, base.as_deref())));
+                        }
+                        Op::Merge(n, hlc, node, base, incr) => {
+                            let v = Version { hlc: *hlc, node_id: *node };
+                            let base = base.map(|b| vec![b'v', b]);
+                            let mut r = Register::new(v, base.as_deref());
+                            if *incr {
+                                r.increment(*node, Decimal::ONE, v);
+                            }
+                            e.merge(7, &[*n], &r, Version::default(), now);
+                        }
+                        Op::Clear(hlc) => e.clear_before(7, Version { hlc: *hlc, node_id: 9 }, now),
+                        Op::Collect(a, w) => {
+                            e.collect(7, *a, *w);
+                        }
+                    }
+                }
+                prop_assert_eq!(contents(&packed), contents(&table));
+                prop_assert_eq!(packed.digest(7), table.digest(7));
+                prop_assert_eq!(packed.len(), table.len());
+                prop_assert_eq!(packed.removed_len(), table.removed_len());
+                prop_assert_eq!(packed.newest(), table.newest());
+            }
+            set_packed_limits(Some(128), None);
+        }
     }
 }

@@ -19,14 +19,16 @@
 pub mod elements;
 mod live;
 mod ops;
+mod packed;
 pub mod register;
+mod table;
 #[cfg(test)]
 mod tests;
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Version;
-pub use elements::Elements;
+pub use elements::{Elem, Elements, set_packed_limits};
 pub use register::{Amount, CounterParts, Register};
 
 /// What the key is to a client: the Redis type TYPE names.
@@ -240,7 +242,7 @@ impl Typed {
                 .string
                 .get_or_insert_with(|| Register::new(Version::default(), None));
             mine.merge(theirs);
-            elements::apply_clear(mine, self.clear);
+            table::apply_clear(mine, self.clear);
         }
         let clear = self.clear;
         for (part, salt, entries) in [
@@ -262,7 +264,7 @@ impl Typed {
     fn clear_before(&mut self, clear: Version, now_ms: u64) {
         self.clear = clear;
         if let Some(r) = &mut self.string {
-            elements::apply_clear(r, clear);
+            table::apply_clear(r, clear);
         }
         if let Some(h) = &mut self.hash {
             h.clear_before(HASH_SALT, clear, now_ms);
@@ -320,7 +322,7 @@ impl Typed {
             let Some(elements) = part else { continue };
             let counters: Vec<Box<[u8]>> = elements
                 .iter_all()
-                .filter(|(_, r, _)| r.counter.is_some())
+                .filter(|(_, r, _)| r.counter().is_some())
                 .map(|(name, _, _)| name.into())
                 .collect();
             for name in counters {
@@ -357,7 +359,7 @@ impl Typed {
         for (part, is_hash) in [(&self.hash, true), (&self.set, false)] {
             let Some(elements) = part else { continue };
             for (name, r, live) in elements.iter_all() {
-                if !live && r.newest().millis() < tombstones_since_ms && r.counter.is_none() {
+                if !live && r.newest().millis() < tombstones_since_ms && r.counter().is_none() {
                     continue;
                 }
                 if used == chunk {
@@ -365,7 +367,7 @@ impl Typed {
                     used = 0;
                 }
                 let last = out.len() - 1;
-                let entry = (serde_bytes::ByteBuf::from(name.to_vec()), r.clone());
+                let entry = (serde_bytes::ByteBuf::from(name.to_vec()), r.to_register());
                 if is_hash {
                     out[last].hash.push(entry);
                 } else {

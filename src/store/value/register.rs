@@ -22,11 +22,26 @@ pub struct CounterParts {
     /// Each node's running total of increments and the version of its
     /// last one, sorted by node. A node's total only moves forward in its
     /// own versions, so the larger version of a node's entry wins.
-    pub contributions: Vec<(u64, Amount, Version)>,
+    ///
+    /// The first sits inside the parts (most counters are incremented at
+    /// one node): an INCR then reads one allocation fewer, which is one
+    /// cache miss fewer on a large keyspace (make bench row 13 incr-p16).
+    #[serde(deserialize_with = "contributions_from_vec")]
+    pub contributions: Contributions,
     /// The contributions the base had observed, sorted by node: the reset
     /// its write made. Equal base versions (the same expiry computed at two
     /// replicas) merge by the larger amount per node.
     pub observed: Vec<(u64, Amount)>,
+}
+
+pub type Contributions = smallvec::SmallVec<[(u64, Amount, Version); 1]>;
+
+/// Through a Vec, whose deserializer caps what a claimed length reserves
+/// (a peer's length prefix is not trusted before the bytes arrive).
+fn contributions_from_vec<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Contributions, D::Error> {
+    Vec::<(u64, Amount, Version)>::deserialize(d).map(Contributions::from_vec)
 }
 
 /// An exact decimal, serialized as mantissa and scale so that a peer's
@@ -306,8 +321,13 @@ impl Register {
     pub fn heap_size(&self) -> usize {
         self.base.as_ref().map_or(0, |b| b.len())
             + self.counter.as_ref().map_or(0, |p| {
+                let spilled = if p.contributions.spilled() {
+                    p.contributions.capacity()
+                } else {
+                    0
+                };
                 std::mem::size_of::<CounterParts>()
-                    + p.contributions.capacity() * std::mem::size_of::<(u64, Amount, Version)>()
+                    + spilled * std::mem::size_of::<(u64, Amount, Version)>()
                     + p.observed.capacity() * std::mem::size_of::<(u64, Amount)>()
             })
     }
@@ -316,11 +336,7 @@ impl Register {
     /// by hand rather than with a streaming hasher: it runs on every write
     /// of a typed value, twice (before and after).
     pub fn digest(&self) -> u64 {
-        let mut h = fold(fold(0x7265_6769, self.version.hlc), self.version.node_id);
-        h = match &self.base {
-            Some(b) => fold(h, xxhash_rust::xxh3::xxh3_64(b) ^ 1),
-            None => fold(h, 2),
-        };
+        let mut h = Self::plain_digest(self.version, self.base.as_deref());
         if let Some(parts) = &self.counter {
             for (node, amount, version) in &parts.contributions {
                 h = fold(fold(fold(h, *node), amount_bits(amount)), version.hlc);
@@ -332,6 +348,16 @@ impl Register {
             }
         }
         h
+    }
+
+    /// [`Register::digest`] of a register without counter parts, from its
+    /// parts (the packed form keeps no `Register`).
+    pub fn plain_digest(version: Version, base: Option<&[u8]>) -> u64 {
+        let h = fold(fold(0x7265_6769, version.hlc), version.node_id);
+        match base {
+            Some(b) => fold(h, xxhash_rust::xxh3::xxh3_64(b) ^ 1),
+            None => fold(h, 2),
+        }
     }
 
     /// Whether a peer's register is well formed: sorted, unique nodes.

@@ -432,7 +432,7 @@ fn fragments_refuse_malformed_counters_and_garbage() {
     let mut f = Fragment::default();
     let mut r = Register::new(Version::default(), Some(b"1"));
     r.counter = Some(Box::new(CounterParts {
-        contributions: vec![
+        contributions: smallvec::smallvec![
             (2, Amount(Decimal::ONE), Version::default()),
             (1, Amount(Decimal::ONE), Version::default()),
         ],
