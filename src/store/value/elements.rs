@@ -255,13 +255,13 @@ impl Elements {
         salt: u64,
         name: &[u8],
         now_ms: u64,
-        f: impl FnOnce(Option<Register>) -> Option<Register>,
+        f: impl FnOnce(Option<&Register>) -> Option<Register>,
     ) {
         match self {
             Elements::Table(t) => t.update(salt, name, now_ms, f),
             Elements::Packed(p) => {
                 let old = p.find(name).map(|s| s.register());
-                if let Some(new) = f(old) {
+                if let Some(new) = f(old.as_ref()) {
                     self.store(salt, name, new, now_ms);
                 }
             }

@@ -327,8 +327,7 @@ impl Typed {
                 .collect();
             for name in counters {
                 elements.update(salt, &name, now_ms, |r| {
-                    let mut r = r?;
-                    r.overwrite(version, None);
+                    let r = r?.overwritten(version, None);
                     out.push((serde_bytes::ByteBuf::from(name.to_vec()), r.clone()));
                     Some(r)
                 });

@@ -62,9 +62,11 @@ impl Typed {
         let mut was_absent = true;
         let mut written = None;
         elements.update(salt, name, now_ms, |old| {
-            was_absent = old.as_ref().is_none_or(|r| !r.is_visible());
-            let mut r = old.unwrap_or_else(|| Register::new(version, None));
-            r.overwrite(version, value);
+            was_absent = old.is_none_or(|r| !r.is_visible());
+            let r = match old {
+                Some(old) => old.overwritten(version, value),
+                None => Register::new(version, value),
+            };
             written = Some(r.clone());
             Some(r)
         });
@@ -139,7 +141,9 @@ impl Typed {
             // A new field has no base (its value is the increments): a
             // base at this version would override an older HSET of it made
             // elsewhere that this node has not seen yet.
-            let mut r = old.unwrap_or_else(|| Register::new(Version::default(), None));
+            let mut r = old
+                .cloned()
+                .unwrap_or_else(|| Register::new(Version::default(), None));
             r.increment(node, by, version);
             written = Some(r.contribution_of(node));
             Some(r)

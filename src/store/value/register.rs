@@ -237,11 +237,28 @@ impl Register {
         }
     }
 
+    /// This register overwritten (see [`Register::overwrite`]), built
+    /// without copying the old base.
+    pub fn overwritten(&self, version: Version, base: Option<&[u8]>) -> Register {
+        let mut r = Register {
+            version,
+            base: base.map(Into::into),
+            counter: self.counter.clone(),
+        };
+        r.observe_all();
+        r
+    }
+
     /// Overwrites the base at `version`, resetting every contribution it
     /// observes (a local SET/HSET/DEL/expiry of a counter).
     pub fn overwrite(&mut self, version: Version, base: Option<&[u8]>) {
         self.version = version;
         self.base = base.map(Into::into);
+        self.observe_all();
+    }
+
+    /// The base observes every contribution there is (its write reset them).
+    fn observe_all(&mut self) {
         if let Some(parts) = &mut self.counter {
             parts.observed = parts
                 .contributions

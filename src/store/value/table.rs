@@ -48,8 +48,15 @@ pub(super) fn element_hash(salt: u64, name: &[u8], register: &Register) -> u64 {
 /// An element's hash from its register's digest (the packed form's
 /// elements hash exactly as the table's, so both forms digest alike).
 pub(super) fn element_hash_of(salt: u64, name: &[u8], register_digest: u64) -> u64 {
-    let h = xxhash_rust::xxh3::xxh3_64_with_seed(name, salt);
-    mix(h ^ register_digest.rotate_left(17))
+    element_hash_with(name_hash(salt, name), register_digest)
+}
+
+fn name_hash(salt: u64, name: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(name, salt)
+}
+
+fn element_hash_with(name_hash: u64, register_digest: u64) -> u64 {
+    mix(name_hash ^ register_digest.rotate_left(17))
 }
 
 /// splitmix64's finalizer.
@@ -171,10 +178,19 @@ impl Table {
         salt: u64,
         name: &[u8],
         now_ms: u64,
-        f: impl FnOnce(Option<Register>) -> Option<Register>,
+        f: impl FnOnce(Option<&Register>) -> Option<Register>,
     ) {
-        if let Some(new) = f(self.register(name).cloned()) {
-            self.store(salt, name, new, now_ms);
+        // One lookup for the read and the write (HSET of a field of a big
+        // hash: the lookup's cache misses are most of its cost), and the
+        // old register lent, not copied (copying its base touched bytes an
+        // overwrite never reads: another miss).
+        let position = self.live.position(name);
+        let old = match position {
+            Some(i) => self.live.get_index(i).map(|(_, r)| r),
+            None => self.removed.get(name).map(|(r, _)| r),
+        };
+        if let Some(new) = f(old) {
+            self.store_at(salt, name, position, new, now_ms);
         }
     }
 
@@ -183,13 +199,27 @@ impl Table {
     /// (which walks positions) still returns it and HGETALL keeps Redis's
     /// order; only removals and additions move elements.
     pub(super) fn store(&mut self, salt: u64, name: &[u8], new: Register, now_ms: u64) {
+        let position = self.live.position(name);
+        self.store_at(salt, name, position, new, now_ms);
+    }
+
+    /// [`Table::store`] where `position` is `name`'s live position.
+    fn store_at(
+        &mut self,
+        salt: u64,
+        name: &[u8],
+        position: Option<usize>,
+        new: Register,
+        now_ms: u64,
+    ) {
         if new.is_visible()
-            && let Some(slot) = self.live.get_mut(name)
+            && let Some(slot) = position.and_then(|i| self.live.get_index_mut(i))
         {
-            let old_hash = element_hash(salt, name, slot);
+            let name_hash = name_hash(salt, name);
+            let old_hash = element_hash_with(name_hash, slot.digest());
             let old_bytes = slot.heap_size();
             let old_newest = slot.newest();
-            let new_hash = element_hash(salt, name, &new);
+            let new_hash = element_hash_with(name_hash, new.digest());
             let new_bytes = new.heap_size();
             let new_newest = new.newest();
             *slot = new;
