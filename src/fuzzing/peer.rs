@@ -414,6 +414,7 @@ mod tests {
                 version: harness.store().next_version(),
                 live: true,
                 content: 0,
+                buckets: Vec::new(),
             }],
             last: true,
         };
@@ -424,7 +425,12 @@ mod tests {
             } => Some(keys.clone()),
             _ => None,
         });
-        assert_eq!(wanted, Some(vec![serde_bytes::ByteBuf::from(key)]));
+        let whole = wire::Want {
+            key: serde_bytes::ByteBuf::from(key),
+            buckets: 0,
+            which: Vec::new(),
+        };
+        assert_eq!(wanted, Some(vec![whole]));
         let done = harness.apply(Message::SyncDone { session: 1 });
         assert!(done.is_empty());
         assert_eq!(

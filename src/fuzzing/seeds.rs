@@ -203,12 +203,31 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
             Message::SyncSummary {
                 session: 1,
                 leaves: vec![0, 17],
-                keys: vec![wire::KeyVersion {
-                    key: b"k".to_vec(),
-                    version: version(now),
-                    live: true,
-                    content: 0,
-                }],
+                keys: vec![
+                    wire::KeyVersion {
+                        key: b"k".to_vec(),
+                        version: version(now),
+                        live: true,
+                        content: 0,
+                        buckets: Vec::new(),
+                    },
+                    // A large typed value's bucket digests, and a count no
+                    // node sends (refused as such, never a panic).
+                    wire::KeyVersion {
+                        key: b"h".to_vec(),
+                        version: version(now),
+                        live: true,
+                        content: 7,
+                        buckets: vec![1, 2, 3, 4],
+                    },
+                    wire::KeyVersion {
+                        key: b"s".to_vec(),
+                        version: version(now),
+                        live: true,
+                        content: 9,
+                        buckets: vec![1, 2, 3],
+                    },
+                ],
                 last: true,
             },
         ),
@@ -224,7 +243,23 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
             "sync-want",
             Message::SyncWant {
                 session: 1,
-                keys: vec![serde_bytes::ByteBuf::from(b"k".to_vec())],
+                keys: vec![
+                    wire::Want {
+                        key: serde_bytes::ByteBuf::from(b"k".to_vec()),
+                        buckets: 0,
+                        which: Vec::new(),
+                    },
+                    wire::Want {
+                        key: serde_bytes::ByteBuf::from(b"h".to_vec()),
+                        buckets: 4,
+                        which: vec![1, 3, 900],
+                    },
+                    wire::Want {
+                        key: serde_bytes::ByteBuf::from(b"s".to_vec()),
+                        buckets: 3,
+                        which: vec![0],
+                    },
+                ],
                 last: true,
             },
         ),

@@ -5,9 +5,10 @@
 
 use std::collections::HashMap;
 
-use super::wire::{KeyVersion, UpdatesRef, WireEntry, WireEntryRef};
+use super::wire::{KeyVersion, UpdatesRef, Want, WireEntry, WireEntryRef};
 use crate::clock::Version;
 use crate::store::digest::{FANOUT, LEAVES};
+use crate::store::value::buckets::{self, Buckets};
 use crate::store::{Entry, Store};
 
 pub const GROUPS: usize = LEAVES / FANOUT;
@@ -63,21 +64,29 @@ pub fn differing_leaves(store: &Store, groups: &[(u16, Vec<u64>)]) -> (Vec<u16>,
 pub const TYPED_CHUNK: usize = 512;
 
 /// What the other side holds of a key (from its summary).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     pub version: Version,
     pub live: bool,
     /// A typed value's content digest, 0 for a plain entry.
     pub content: u64,
+    /// A large typed value's element bucket digests (see
+    /// [`KeyVersion::buckets`]).
+    pub buckets: Vec<u64>,
 }
 
 /// An entry as wire entries: one for a plain entry, one per chunk of a
 /// typed value (element tombstones older than `recent_since_ms` left
 /// out, as key tombstones are by [`worth_sending`]).
 pub fn to_wire(e: &Entry, recent_since_ms: u64) -> Vec<WireEntry> {
+    to_wire_of(e, recent_since_ms, None)
+}
+
+/// [`to_wire`] restricted to some element buckets of a typed value.
+fn to_wire_of(e: &Entry, recent_since_ms: u64, only: Option<&Buckets>) -> Vec<WireEntry> {
     if let Some(typed) = e.typed() {
         return typed
-            .fragments(TYPED_CHUNK, recent_since_ms)
+            .fragments_of(TYPED_CHUNK, recent_since_ms, only)
             .into_iter()
             .map(|f| WireEntry {
                 key: e.key().to_vec(),
@@ -131,14 +140,55 @@ pub fn entries_in(store: &Store, leaves: &[u16], recent_since_ms: u64) -> Vec<Wi
 pub fn summary_of(store: &Store, leaves: &[u16]) -> Vec<KeyVersion> {
     let mut out = Vec::new();
     store.for_each_entry_in_leaves(leaves, |e| {
+        let buckets = e.typed().map_or_else(Vec::new, |t| {
+            match buckets::bucket_count(t.element_total(), TYPED_CHUNK) {
+                0 => Vec::new(),
+                count => t.bucket_digests(count),
+            }
+        });
         out.push(KeyVersion {
             key: e.key().to_vec(),
             version: e.version,
             live: e.is_live(),
             content: content_of(e),
+            buckets,
         });
     });
     out
+}
+
+/// The buckets of our typed value `e` that differ from the peer's
+/// `held`, when it sent bucket digests we can compare with.
+fn differing_buckets(e: &Entry, held: &Held) -> Option<Buckets> {
+    let t = e.typed()?;
+    buckets::valid_count(held.buckets.len()).then(|| t.differing_buckets(&held.buckets))
+}
+
+impl Want {
+    fn whole(key: &[u8]) -> Self {
+        Want {
+            key: serde_bytes::ByteBuf::from(key.to_vec()),
+            buckets: 0,
+            which: Vec::new(),
+        }
+    }
+
+    fn of(key: &[u8], only: Option<&Buckets>) -> Self {
+        let mut want = Want::whole(key);
+        if let Some(b) = only {
+            want.buckets = b.count as u32;
+            want.which = b.indices().map(|i| i as u16).collect();
+        }
+        want
+    }
+
+    /// The buckets asked for, None for the whole entry (or a count no
+    /// node sends).
+    fn only(&self) -> Option<Buckets> {
+        let count = self.buckets as usize;
+        buckets::valid_count(count)
+            .then(|| Buckets::new(count, self.which.iter().map(|&i| usize::from(i))))
+    }
 }
 
 /// Initiator: given the responder's summary of `leaves`, the keys to ask
@@ -152,40 +202,49 @@ pub fn plan(
     leaves: &[u16],
     theirs: &HashMap<Vec<u8>, Held>,
     recent_since_ms: u64,
-) -> (Vec<Vec<u8>>, Vec<WireEntry>) {
-    let mut ours_seen = HashMap::new();
+) -> (Vec<Want>, Vec<WireEntry>) {
+    let mut ours_seen = std::collections::HashSet::new();
     let mut push = Vec::new();
+    let mut want = Vec::new();
     store.for_each_entry_in_leaves(leaves, |e| {
         let content = content_of(e);
-        ours_seen.insert(e.key().to_vec(), (e.version, content));
-        let newer = match theirs.get(e.key()) {
-            Some(held) if content != 0 || held.content != 0 => content != held.content,
-            Some(held) => held.version < e.version,
-            None => worth_sending(e, recent_since_ms),
-        };
-        if newer {
-            push.extend(to_wire(e, recent_since_ms));
+        ours_seen.insert(e.key().to_vec());
+        match theirs.get(e.key()) {
+            // Both send what differs: the buckets that differ of a large
+            // typed value, else the whole value.
+            Some(held) if (content != 0 || held.content != 0) && content == held.content => {}
+            Some(held) if content != 0 || held.content != 0 => {
+                let only = differing_buckets(e, held);
+                push.extend(to_wire_of(e, recent_since_ms, only.as_ref()));
+                want.push(Want::of(e.key(), only.as_ref()));
+            }
+            Some(held) if held.version < e.version => push.extend(to_wire(e, recent_since_ms)),
+            Some(held) if e.version < held.version => want.push(Want::whole(e.key())),
+            Some(_) => {}
+            None if worth_sending(e, recent_since_ms) => push.extend(to_wire(e, recent_since_ms)),
+            None => {}
         }
     });
-    let want = theirs
-        .iter()
-        .filter(|(key, held)| match ours_seen.get(*key) {
-            Some((_, content)) if *content != 0 || held.content != 0 => *content != held.content,
-            Some((mine, _)) => *mine < held.version,
-            None => held.live || held.content != 0 || held.version.millis() >= recent_since_ms,
-        })
-        .map(|(key, _)| key.clone())
-        .collect();
+    want.extend(
+        theirs
+            .iter()
+            .filter(|(key, held)| {
+                !ours_seen.contains(*key)
+                    && (held.live || held.content != 0 || held.version.millis() >= recent_since_ms)
+            })
+            .map(|(key, _)| Want::whole(key)),
+    );
     (want, push)
 }
 
 /// Our entries for `keys` (what a peer asked for).
-pub fn entries_for(store: &Store, keys: &[serde_bytes::ByteBuf], now_ms: u64) -> Vec<WireEntry> {
+pub fn entries_for(store: &Store, wants: &[Want], now_ms: u64) -> Vec<WireEntry> {
     let mut out = Vec::new();
-    for key in keys {
-        store.with_key_untouched(key, now_ms, |k| {
+    for want in wants {
+        let only = want.only();
+        store.with_key_untouched(&want.key, now_ms, |k| {
             if let Some(e) = k.entry() {
-                out.extend(to_wire(e, 0));
+                out.extend(to_wire_of(e, 0, only.as_ref()));
             }
         });
     }

@@ -17,7 +17,7 @@ use crate::clock::Version;
 use crate::store::{Change, ChangeKind};
 
 /// Bumped whenever a message changes incompatibly.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Entries per frame on the push path and in sync streams: bounds both the
 /// memory of one frame and the time a peer spends applying it.
 pub const CHUNK_ENTRIES: usize = 1024;
@@ -66,6 +66,20 @@ pub struct KeyVersion {
     /// replicas whose digests differ exchange their values whatever their
     /// newest versions.
     pub content: u64,
+    /// A large typed value's element bucket digests
+    /// (`store::value::buckets`), empty otherwise: the other side then
+    /// sends and asks for only the buckets that differ.
+    pub buckets: Vec<u64>,
+}
+
+/// A key the initiator asks for: whole, or only some of its element
+/// buckets (`buckets` of them, the indices in `which`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Want {
+    pub key: serde_bytes::ByteBuf,
+    /// 0: the whole entry.
+    pub buckets: u32,
+    pub which: Vec<u16>,
 }
 
 /// Postcard encodes an enum variant as its index: [`Message::Updates`]'s,
@@ -128,7 +142,7 @@ pub enum Message {
     /// Initiator: keys it wants the responder's entries for; `last` ends it.
     SyncWant {
         session: u64,
-        keys: Vec<serde_bytes::ByteBuf>,
+        keys: Vec<Want>,
         last: bool,
     },
     /// Responder: it has sent everything the initiator wanted.

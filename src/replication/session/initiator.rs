@@ -247,6 +247,7 @@ impl Initiator {
                         version: kv.version,
                         live: kv.live,
                         content: kv.content,
+                        buckets: kv.buckets,
                     };
                     (kv.key, held)
                 }));
@@ -260,7 +261,6 @@ impl Initiator {
                     let leaves = std::mem::take(&mut current.leaves);
                     let (want, push) = sync::plan(store, &leaves, &theirs, recent);
                     entry_frames(session, push, &mut step.send);
-                    let want = want.into_iter().map(serde_bytes::ByteBuf::from).collect();
                     chunked(want, |keys, last| {
                         step.send.push(Message::SyncWant {
                             session,

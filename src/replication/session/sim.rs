@@ -80,6 +80,8 @@ pub struct Sim {
     pub time: Arc<ManualTime>,
     pub nodes: Vec<SimNode>,
     links: Vec<SimLink>,
+    /// Bytes of every frame delivered so far (what a repair cost).
+    pub delivered_bytes: usize,
 }
 
 impl Sim {
@@ -117,7 +119,12 @@ impl Sim {
                 outcomes: Vec::new(),
             })
             .collect();
-        let sim = Self { time, nodes, links };
+        let sim = Self {
+            time,
+            nodes,
+            links,
+            delivered_bytes: 0,
+        };
         for node in 0..n {
             sim.saw_alive(node);
         }
@@ -163,6 +170,24 @@ impl Sim {
         let store = self.store(node);
         store.with_key(key.as_bytes(), self.now().unix_ms, |k| {
             k.set(value.as_bytes(), Expiry::Persist)
+        });
+    }
+
+    /// HSET of one field at `node`.
+    pub fn hset(&self, node: usize, key: &str, field: &str, value: &str) {
+        let store = self.store(node);
+        store.with_key(key.as_bytes(), self.now().unix_ms, |k| {
+            k.write_typed(|t, version, now_ms| {
+                let mut delta = t.delta();
+                t.hash_set(
+                    field.as_bytes(),
+                    value.as_bytes(),
+                    version,
+                    now_ms,
+                    &mut delta,
+                );
+                ((), Some(delta))
+            })
         });
     }
 
@@ -327,6 +352,7 @@ impl Sim {
         let Some(frame) = queue.pop_front() else {
             return false;
         };
+        self.delivered_bytes += frame.len();
         let (sender, receiver) = if forward { (from, to) } else { (to, from) };
         if self.nodes[sender].silent || self.nodes[receiver].silent {
             return true;

@@ -591,3 +591,29 @@ fn a_busy_peer_is_retried_after_the_busy_delay() {
     sim.converse(1, 0);
     assert_eq!(sim.outcomes(1, 0), [Outcome::Busy, Outcome::Done]);
 }
+
+#[test]
+fn a_large_hash_that_differs_in_one_field_is_repaired_by_its_differing_buckets() {
+    let mut sim = Sim::cluster(2, &config());
+    for i in 0..5000 {
+        sim.hset(0, "big", &format!("field:{i:08}"), &format!("value:{i:08}"));
+    }
+    apply(&mut sim, &[Op::Push(0), Op::Run]);
+    sim.assert_converged();
+    // What sending the value whole, as before, would cost one way.
+    let whole: usize = sim.store(0).with_key(b"big", sim.now().unix_ms, |k| {
+        let t = k.typed().expect("a hash");
+        t.fragments(512, 0).iter().map(|f| f.encode().len()).sum()
+    });
+    apply(&mut sim, &[Op::Cut(0, 1)]);
+    sim.hset(1, "big", "field:00000077", "changed at 1");
+    apply(&mut sim, &[Op::Push(1), Op::Run]);
+    let before = sim.delivered_bytes;
+    apply(&mut sim, &[Op::Heal(0, 1), Op::Sync(0, 1), Op::Settle]);
+    sim.assert_converged();
+    let repair = sim.delivered_bytes - before;
+    assert!(
+        repair * 2 < whole,
+        "the repair sent {repair} bytes; the whole hash is {whole}"
+    );
+}

@@ -16,6 +16,7 @@
 //! Nothing here locks, allocates per key beyond the value itself, or reads
 //! a clock: the store calls in with the time.
 
+pub mod buckets;
 pub mod elements;
 mod live;
 mod ops;
@@ -345,6 +346,16 @@ impl Typed {
     /// Removed elements written before `tombstones_since_ms` are left out
     /// (see `replication::sync::worth_sending`).
     pub fn fragments(&self, chunk: usize, tombstones_since_ms: u64) -> Vec<Fragment> {
+        self.fragments_where(chunk, tombstones_since_ms, |_| true)
+    }
+
+    /// [`Typed::fragments`] of the elements whose names `include` says.
+    fn fragments_where(
+        &self,
+        chunk: usize,
+        tombstones_since_ms: u64,
+        include: impl Fn(&[u8]) -> bool,
+    ) -> Vec<Fragment> {
         let header = || Fragment {
             clear: self.clear,
             expires_at: self.expires_at,
@@ -358,7 +369,9 @@ impl Typed {
         for (part, is_hash) in [(&self.hash, true), (&self.set, false)] {
             let Some(elements) = part else { continue };
             for (name, r, live) in elements.iter_all() {
-                if !live && r.newest().millis() < tombstones_since_ms && r.counter().is_none() {
+                if !live && r.newest().millis() < tombstones_since_ms && r.counter().is_none()
+                    || !include(name)
+                {
                     continue;
                 }
                 if used == chunk {
