@@ -16,10 +16,12 @@ use crate::clock::Version;
 use crate::resp::{Reply, parse_i64};
 use crate::store::value::register::{format_decimal, parse_decimal};
 use crate::store::value::{Elem, Elements, Fragment, Typed};
-use crate::store::{Glob, KeyAccess, Kind, NO_EXPIRY};
+use crate::store::{KeyAccess, Kind};
 
 use super::CommandSpec;
+use super::element_scan;
 use super::spec::spec;
+use super::strings::parse_float;
 
 /// This family's rows of the command table.
 #[rustfmt::skip]
@@ -197,14 +199,6 @@ pub fn hdel(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
                 // missing one records nothing.
                 deleted += i64::from(value.hash_del(field, version, now_ms, &mut delta));
             }
-            if deleted > 0 && value.kind().is_none() {
-                // The key is gone, as after a DEL: a later HSET must not
-                // find its old TTL (the store keeps the expiry register).
-                value.expires_at = NO_EXPIRY;
-                value.expiry_version = version;
-                delta.expires_at = NO_EXPIRY;
-                delta.expiry_version = version;
-            }
             (deleted, (deleted > 0).then_some(delta))
         }))
     })?;
@@ -372,17 +366,6 @@ pub fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// Redis's `string2ld` as far as a binary f64 follows it: no surrounding
-/// spaces, no NaN, at most 5 KiB. (Hexadecimal floats, which strtold reads,
-/// are refused, and magnitudes past f64's range read as infinite.)
-fn parse_float(bytes: &[u8]) -> Option<f64> {
-    if bytes.is_empty() || bytes.len() >= 5 * 1024 {
-        return None;
-    }
-    let value: f64 = std::str::from_utf8(bytes).ok()?.parse().ok()?;
-    (!value.is_nan()).then_some(value)
-}
-
 /// Redis's human-readable long double (`%.17Lf`, trailing zeros and a
 /// bare point cut, "-0" as "0"), for results past the decimals' range.
 fn format_float(value: f64) -> String {
@@ -540,10 +523,6 @@ pub fn hrandfield(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     })
 }
 
-/// Up to this many fields Redis keeps a hash as a listpack and HSCAN
-/// returns it whole in one call, whatever the cursor and COUNT.
-const SCAN_WHOLE_UP_TO: usize = 128;
-
 pub fn hscan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let cursor =
         super::args::parse_cursor(args.get(2)).ok_or(CmdError::fixed("ERR invalid cursor"))?;
@@ -557,55 +536,8 @@ pub fn hscan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             reply.array(0);
             return Ok(());
         };
-        let mut pattern = None;
-        let mut count = 10usize;
-        let mut i = 3;
-        while i < args.len() {
-            if i + 1 >= args.len() {
-                return Err(CmdError::SYNTAX);
-            }
-            if args.is(i, "MATCH") {
-                pattern = Some(Glob::new(args.get(i + 1)));
-            } else if args.is(i, "COUNT") {
-                let n = args.int(i + 1)?;
-                if n < 1 {
-                    return Err(CmdError::SYNTAX);
-                }
-                count = usize::try_from(n).unwrap_or(usize::MAX);
-            } else {
-                return Err(CmdError::SYNTAX);
-            }
-            i += 2;
-        }
-        // The cursor counts the indexes still to visit, walked from the
-        // end down: a removal moves the last field into the hole, that
-        // is from the visited part into the unvisited one, so a field
-        // present throughout is returned at least once.
-        let len = h.len();
-        let (from, next) = if len <= SCAN_WHOLE_UP_TO {
-            (len, 0)
-        } else {
-            let remaining = match cursor {
-                0 => len,
-                c => usize::try_from(c).unwrap_or(usize::MAX).min(len),
-            };
-            (remaining, remaining.saturating_sub(count))
-        };
-        // A whole small hash goes in HGETALL's order, as Redis sends a
-        // listpack; a step of a big one from its end down.
-        let whole = len <= SCAN_WHOLE_UP_TO;
-        let found: Vec<(&[u8], Elem<'_>)> = if whole {
-            h.iter().skip(next).take(from - next).collect()
-        } else {
-            (next..from)
-                .map(|i| from - 1 - (i - next))
-                .filter_map(|i| h.get_index(i))
-                .collect()
-        };
-        let found: Vec<_> = found
-            .into_iter()
-            .filter(|(name, _)| pattern.as_ref().is_none_or(|p| p.matches(name)))
-            .collect();
+        let (pattern, count) = element_scan::options(args)?;
+        let (next, found) = element_scan::step(h, cursor, count, pattern.as_ref());
         reply.array(2);
         reply.bulk_int(next as i64);
         reply.array(found.len() * 2);

@@ -12,6 +12,7 @@ mod connection;
 mod context;
 mod dispatch;
 mod docs;
+mod element_scan;
 mod hashes;
 mod keys;
 mod objects;

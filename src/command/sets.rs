@@ -14,9 +14,10 @@ use super::{Args, CmdError, CmdResult, Ctx};
 use crate::clock::Version;
 use crate::resp::parse_i64;
 use crate::store::value::{Elements, Fragment, Typed};
-use crate::store::{Glob, KeyAccess, Kind, MultiAccess, NO_EXPIRY};
+use crate::store::{KeyAccess, Kind, MultiAccess, NO_EXPIRY};
 
 use super::CommandSpec;
+use super::element_scan;
 use super::spec::spec;
 
 /// This family's rows of the command table.
@@ -182,14 +183,6 @@ fn remove_members<'m>(
     let removed = gone
         .filter(|m| value.set_rem(m, version, now_ms, &mut delta))
         .count();
-    if removed > 0 && value.kind().is_none() {
-        // The key is gone, as after a DEL: a later SADD must not find its
-        // old TTL (the store keeps the expiry register otherwise).
-        value.expires_at = NO_EXPIRY;
-        value.expiry_version = version;
-        delta.expires_at = NO_EXPIRY;
-        delta.expiry_version = version;
-    }
     (removed, (removed > 0).then_some(delta))
 }
 
@@ -667,7 +660,7 @@ pub fn sscan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     let cursor =
         super::args::parse_cursor(args.get(2)).ok_or(CmdError::fixed("ERR invalid cursor"))?;
     // Redis reads the options only once it found the set.
-    let options = scan_options(args);
+    let options = element_scan::options(args);
     let reply = &mut *ctx.reply;
     ctx.services.store.with_key(args.get(1), ctx.now_ms, |k| {
         let Some(set) = members(k)? else {
@@ -677,47 +670,12 @@ pub fn sscan(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
             return Ok(());
         };
         let (pattern, count) = options?;
-        let len = set.len();
-        let from = if cursor == 0 {
-            len
-        } else {
-            usize::try_from(cursor).map_or(len, |c| c.min(len))
-        };
-        let to = from.saturating_sub(count);
-        let found: Vec<&[u8]> = (to..from)
-            .rev()
-            .filter_map(|i| set.get_index(i).map(|(m, _)| m))
-            .filter(|m| pattern.as_ref().is_none_or(|p| p.matches(m)))
-            .collect();
+        let (next, found) = element_scan::step(set, cursor, count, pattern.as_ref());
         reply.array(2);
-        reply.bulk_int(to as i64);
-        reply.bulks(found.into_iter());
+        reply.bulk_int(next as i64);
+        reply.bulks(found.into_iter().map(|(m, _)| m));
         Ok(())
     })
-}
-
-fn scan_options(args: &Args<'_>) -> Result<(Option<Glob>, usize), CmdError> {
-    let (mut pattern, mut count) = (None, 10usize);
-    let mut i = 3;
-    while i < args.len() {
-        if i + 1 >= args.len() {
-            return Err(CmdError::SYNTAX);
-        }
-        if args.is(i, "COUNT") {
-            let n = args.int(i + 1)?;
-            if n < 1 {
-                return Err(CmdError::SYNTAX);
-            }
-            count = usize::try_from(n).unwrap_or(usize::MAX);
-        } else if args.is(i, "MATCH") {
-            let p = args.get(i + 1);
-            pattern = (p != b"*").then(|| Glob::new(p));
-        } else {
-            return Err(CmdError::SYNTAX);
-        }
-        i += 2;
-    }
-    Ok((pattern, count))
 }
 
 #[cfg(test)]

@@ -474,8 +474,10 @@ pub fn decrby(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
     incr_by(ctx, args.get(1), delta)
 }
 
-/// Redis's `string2ld`: a float without surrounding spaces; NaN refused.
-fn parse_float(bytes: &[u8]) -> Option<f64> {
+/// Redis's `string2ld` as far as a binary f64 follows it: no surrounding
+/// spaces, no NaN, at most 5 KiB. (Hexadecimal floats, which strtold reads,
+/// are refused, and magnitudes past f64's range read as infinite.)
+pub(super) fn parse_float(bytes: &[u8]) -> Option<f64> {
     if bytes.is_empty() || bytes.len() >= 5 * 1024 {
         return None;
     }

@@ -82,12 +82,25 @@ impl KeyAccess<'_> {
         version: Version,
         f: impl FnOnce(&mut Typed, Version, u64) -> (R, Option<Fragment>),
     ) -> R {
+        let was_live = self.kind().is_some();
         let slot = self.ensure_slot();
         let now_ms = self.now_ms;
         let (out, fragment) = self
             .shard
             .update_typed(slot, self.hashes.digest, now_ms, |value| {
-                f(value, version, now_ms)
+                let (out, mut fragment) = f(value, version, now_ms);
+                if was_live && value.expires_at != NO_EXPIRY && value.kind().is_none() {
+                    // The write emptied the key (HDEL, SREM, SPOP…): it is
+                    // gone as after a DEL, so a later write must not find
+                    // its old TTL (the expiry register outlives elements).
+                    value.expires_at = NO_EXPIRY;
+                    value.expiry_version = version;
+                    if let Some(f) = &mut fragment {
+                        f.expires_at = NO_EXPIRY;
+                        f.expiry_version = version;
+                    }
+                }
+                (out, fragment)
             });
         if let Some(mut fragment) = fragment {
             fragment.dedup();
