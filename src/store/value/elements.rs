@@ -188,11 +188,19 @@ impl Elements {
         }
     }
 
-    /// Live elements, in order.
+    /// Live elements, in order. Either form's own iterator, not a boxed
+    /// one: HGETALL of a 1,000,000-field hash calls it per field.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], Elem<'_>)> {
-        self.iter_all()
-            .filter(|(_, _, live)| *live)
-            .map(|(n, e, _)| (n, e))
+        let (packed, table) = match self {
+            Elements::Packed(p) => (Some(p.slots().filter(|s| s.base.is_some())), None),
+            Elements::Table(t) => (None, Some(t.iter())),
+        };
+        let packed = packed.into_iter().flatten().map(|s| (s.name, Elem::of(&s)));
+        let table = table
+            .into_iter()
+            .flatten()
+            .map(|(n, r)| (n, Elem::Register(r)));
+        packed.chain(table)
     }
 
     /// Every element, removed ones included: (name, register, live).
