@@ -109,8 +109,9 @@ impl<'a> Elem<'a> {
 /// then hold `count` elements.
 fn packable(name: &[u8], register: &Register, count: usize) -> bool {
     let max_value = PACKED_MAX_VALUE.load(Ordering::Relaxed);
+    let max_entries = PACKED_MAX_ENTRIES.load(Ordering::Relaxed);
     register.counter.is_none()
-        && count <= PACKED_MAX_ENTRIES.load(Ordering::Relaxed)
+        && count <= max_entries.min(super::packed::MAX_ELEMENTS)
         && name.len() <= max_value
         && register.base.as_ref().is_none_or(|b| b.len() <= max_value)
 }
@@ -119,21 +120,21 @@ impl Elements {
     /// Live elements.
     pub fn len(&self) -> usize {
         match self {
-            Elements::Packed(p) => p.slots().filter(|s| s.base.is_some()).count(),
+            Elements::Packed(p) => p.live(),
             Elements::Table(t) => t.len(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         match self {
-            Elements::Packed(p) => p.slots().all(|s| s.base.is_none()),
+            Elements::Packed(p) => p.live() == 0,
             Elements::Table(t) => t.is_empty(),
         }
     }
 
     pub fn removed_len(&self) -> usize {
         match self {
-            Elements::Packed(p) => p.slots().filter(|s| s.base.is_none()).count(),
+            Elements::Packed(p) => p.removed(),
             Elements::Table(t) => t.removed_len(),
         }
     }
@@ -219,7 +220,7 @@ impl Elements {
     /// The newest version among the elements.
     pub fn newest(&self) -> Version {
         match self {
-            Elements::Packed(p) => p.slots().map(|s| s.version).max().unwrap_or_default(),
+            Elements::Packed(p) => p.newest(),
             Elements::Table(t) => t.newest(),
         }
     }

@@ -198,9 +198,14 @@ impl Typed {
             .get_or_insert_with(|| Register::new(version, Some(b"0")));
         if r.base.is_none() && !r.is_visible() {
             // Incrementing a deleted counter starts from zero again: the
-            // base "0" at this version keeps the key visible at 0.
-            r.version = version;
-            r.base = Some(b"0"[..].into());
+            // base "0" at this version keeps the key visible at 0, and
+            // resets every contribution this node knows, as a SET 0 would
+            // (none is visible here). Keeping the observations of the
+            // base it replaces instead let an older reset's observations
+            // outlive a newer SET this node had dropped with its DEL, and
+            // an increment concurrent with that SET was lost (found by
+            // the counter property test).
+            r.overwrite(version, Some(b"0"));
             based = true;
         }
         r.increment(node, by, version);

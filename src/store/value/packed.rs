@@ -9,8 +9,11 @@
 //! or more elements than the limit turn the value into a
 //! [`super::table::Table`] for good (Redis never converts back either).
 //!
-//! Layout: `[node count: u8][node ids: u64 LE …][base HLC: u64 LE]`, then
-//! per element `[flags: u8][name length: varint][name]`, then the value
+//! Layout: a header `[node count: u8][live: u16 LE][removed: u16 LE]
+//! [newest version: HLC u64 LE, node u64 LE][node ids: u64 LE …][base HLC:
+//! u64 LE]` (the counts and the newest version kept there so that HLEN,
+//! the type check and the entry's version after every write need no
+//! scan), then per element `[flags: u8][name length: varint][name]`, then the value
 //! (`[length: varint][bytes]` when live, the removal's arrival `u64 LE` when
 //! removed), then `[HLC − base: varint][node index: u8]`. Versions made by
 //! one write share their HLC, so most cost two bytes; a version older than
@@ -25,6 +28,13 @@ use crate::clock::Version;
 
 /// Element flag: removed (an element tombstone).
 const REMOVED: u8 = 1;
+/// Header offsets (see the layout above).
+const LIVE_AT: usize = 1;
+const REMOVED_AT: usize = 3;
+const NEWEST_AT: usize = 5;
+const NODE_IDS_AT: usize = 21;
+/// Most elements a packed value counts (its counts are u16).
+pub const MAX_ELEMENTS: usize = u16::MAX as usize;
 /// More node ids than a packed value tracks (an index is one byte).
 const MAX_NODES: usize = 255;
 
@@ -91,11 +101,74 @@ impl Packed {
     }
 
     fn node(&self, index: u8) -> u64 {
-        u64_at(&self.bytes, 1 + usize::from(index) * 8)
+        u64_at(&self.bytes, NODE_IDS_AT + usize::from(index) * 8)
     }
 
     fn base_at(&self) -> usize {
-        1 + self.node_count() * 8
+        NODE_IDS_AT + self.node_count() * 8
+    }
+
+    fn header_u16(&self, at: usize) -> usize {
+        self.bytes
+            .get(at..at + 2)
+            .map_or(0, |b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+    }
+
+    fn set_header_u16(&mut self, at: usize, value: usize) {
+        self.bytes[at..at + 2].copy_from_slice(&(value as u16).to_le_bytes());
+    }
+
+    /// Live elements.
+    pub fn live(&self) -> usize {
+        self.header_u16(LIVE_AT)
+    }
+
+    /// Removed elements (element tombstones).
+    pub fn removed(&self) -> usize {
+        self.header_u16(REMOVED_AT)
+    }
+
+    /// Counts `base`'s element (live or removed) in, or out.
+    fn count_in(&mut self, base: Option<&[u8]>, sign: bool) {
+        let at = if base.is_some() { LIVE_AT } else { REMOVED_AT };
+        let n = self.header_u16(at);
+        self.set_header_u16(at, if sign { n + 1 } else { n - 1 });
+    }
+
+    /// The newest version any element carries.
+    pub fn newest(&self) -> Version {
+        if self.bytes.is_empty() {
+            return Version::default();
+        }
+        Version {
+            hlc: u64_at(&self.bytes, NEWEST_AT),
+            node_id: u64_at(&self.bytes, NEWEST_AT + 8),
+        }
+    }
+
+    fn set_newest(&mut self, v: Version) {
+        self.bytes[NEWEST_AT..NEWEST_AT + 8].copy_from_slice(&v.hlc.to_le_bytes());
+        self.bytes[NEWEST_AT + 8..NEWEST_AT + 16].copy_from_slice(&v.node_id.to_le_bytes());
+    }
+
+    /// The newest version and the counts again, from the elements (after
+    /// removals that may have taken the newest out).
+    fn recount(&mut self) {
+        if self.bytes.is_empty() {
+            return;
+        }
+        let (mut live, mut removed, mut newest) = (0, 0, Version::default());
+        for s in self.slots() {
+            if s.base.is_some() {
+                live += 1;
+            } else {
+                removed += 1;
+            }
+            newest = newest.max(s.version);
+        }
+        self.set_header_u16(LIVE_AT, live);
+        self.set_header_u16(REMOVED_AT, removed);
+        self.set_newest(newest);
     }
 
     fn base_hlc(&self) -> u64 {
@@ -153,7 +226,7 @@ impl Packed {
 
     /// Elements, live and removed.
     pub fn count(&self) -> usize {
-        self.slots().count()
+        self.live() + self.removed()
     }
 
     pub fn find(&self, name: &[u8]) -> Option<Slot<'_>> {
@@ -182,7 +255,7 @@ impl Packed {
         if n >= MAX_NODES {
             return None;
         }
-        let at = 1 + n * 8;
+        let at = NODE_IDS_AT + n * 8;
         self.bytes.splice(at..at, node.to_le_bytes());
         self.bytes[0] = (n + 1) as u8;
         Some(n as u8)
@@ -200,7 +273,7 @@ impl Packed {
         arrival_ms: u64,
     ) -> Result<(), Unpackable> {
         if self.bytes.is_empty() {
-            self.bytes.push(0);
+            self.bytes.resize(NODE_IDS_AT, 0);
             self.bytes.extend_from_slice(&version.hlc.to_le_bytes());
         }
         if version.hlc < self.base_hlc() {
@@ -222,23 +295,35 @@ impl Packed {
         encoded.push(node);
         let old = self.find(name).map(|s| {
             (
-                s.start,
-                s.end,
+                s.start..s.end,
                 Self::element_hash(salt, s.name, s.version, s.base),
+                s.base.is_some(),
+                s.version,
             )
         });
+        let newest = self.newest();
+        let mut stale = false;
         let range = match old {
-            Some((start, end, hash)) => {
+            Some((range, hash, live, old_version)) => {
                 self.digest ^= hash;
-                start..end
+                self.count_in(live.then_some(&[][..]), false);
+                stale = old_version == newest && version < old_version;
+                range
             }
             None => self.bytes.len()..self.bytes.len(),
         };
         self.digest ^= Self::element_hash(salt, name, version, base);
+        self.count_in(base, true);
+        if version > newest {
+            self.set_newest(version);
+        }
         // Grown exactly: a small value's buffer is most of its memory.
         let grow = encoded.len().saturating_sub(range.len());
         self.bytes.reserve_exact(grow);
         self.bytes.splice(range, encoded);
+        if stale {
+            self.recount();
+        }
         Ok(())
     }
 
@@ -248,6 +333,7 @@ impl Packed {
         let (range, register) = (slot.start..slot.end, slot.register());
         self.digest ^= Self::element_hash(salt, slot.name, slot.version, slot.base);
         self.bytes.drain(range);
+        self.recount();
         self.compact();
         Some(register)
     }
@@ -266,6 +352,9 @@ impl Packed {
         for (range, hash) in dropped.iter().rev() {
             self.digest ^= hash;
             self.bytes.drain(range.clone());
+        }
+        if !dropped.is_empty() {
+            self.recount();
         }
         self.compact();
         dropped.len()
@@ -286,9 +375,12 @@ impl Packed {
             .slots()
             .map(|s| (s.name.to_vec(), s.register(), s.arrival))
             .collect();
-        let nodes = self.bytes[..self.base_at()].to_vec();
+        // The header with its node table, counts and newest at zero (the
+        // elements are put back one by one).
+        let mut header = self.bytes[..self.base_at()].to_vec();
+        header[LIVE_AT..NODE_IDS_AT].fill(0);
         self.bytes.clear();
-        self.bytes.extend_from_slice(&nodes);
+        self.bytes.extend_from_slice(&header);
         self.bytes.extend_from_slice(&base_hlc.to_le_bytes());
         let digest = self.digest;
         for (name, r, arrival) in old {

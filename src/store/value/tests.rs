@@ -186,13 +186,11 @@ impl Sim {
                 }
                 v.string_incr(Decimal::from(by), node, version, &mut delta);
                 if kind.is_none() {
-                    // The base 0 this INCR writes keeps the resets the
-                    // register had (a DEL's).
-                    let observed = rep
-                        .winner
-                        .map(|w| self.model.resets[w].2.clone())
-                        .unwrap_or_default();
-                    self.model.reset(rep, version, Some(0), observed);
+                    // The base 0 this INCR writes resets every increment
+                    // the replica has seen, as a SET 0 would: none of them
+                    // is visible here (the key does not exist).
+                    let seen = rep.seen.clone();
+                    self.model.reset(rep, version, Some(0), seen);
                 }
                 let id = self.model.increments.len();
                 self.model.increments.push(i64::from(by));
