@@ -7,8 +7,10 @@
 
 use parking_lot::Mutex;
 
-/// The thresholds of Redis 7.0, with its defaults; the `ziplist` names
-/// are its aliases of the `listpack` ones.
+/// The thresholds of Redis 7.0, with the defaults of its redis.conf (which
+/// Debian's service loads; redis-server started without a config file
+/// has hash-max-listpack-entries 512); the `ziplist` names are its
+/// aliases of the `listpack` ones.
 const DEFAULTS: &[(&str, i64)] = &[
     ("hash-max-listpack-entries", 128),
     ("hash-max-listpack-value", 64),
