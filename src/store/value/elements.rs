@@ -287,11 +287,7 @@ impl Elements {
         clear: Version,
         now_ms: u64,
     ) -> bool {
-        let p = match self {
-            Elements::Table(t) => return t.merge(salt, name, theirs, clear, now_ms),
-            Elements::Packed(p) => p,
-        };
-        let old = p.find(name).map(|s| s.register());
+        let old = self.register(name).map(Elem::to_register);
         let before = old.as_ref().map(Register::digest);
         let mut merged = match old {
             Some(mut mine) => {
@@ -309,7 +305,14 @@ impl Elements {
             true
         } else {
             // Older than the clear marker, which stands for it.
-            p.take(salt, name).is_some()
+            match self {
+                Elements::Packed(p) => p.take(salt, name).is_some(),
+                Elements::Table(t) => {
+                    let had = t.take(salt, name).is_some();
+                    t.settle();
+                    had
+                }
+            }
         }
     }
 

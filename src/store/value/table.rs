@@ -239,40 +239,6 @@ impl Table {
         self.settle();
     }
 
-    /// Joins a peer's register of `name` under `clear` (bases older than
-    /// the key's clear marker are gone). Returns whether anything changed.
-    pub fn merge(
-        &mut self,
-        salt: u64,
-        name: &[u8],
-        theirs: &Register,
-        clear: Version,
-        now_ms: u64,
-    ) -> bool {
-        let old = self.register(name).cloned();
-        let before = old.as_ref().map(Register::digest);
-        let mut merged = match old {
-            Some(mut mine) => {
-                mine.merge(theirs);
-                mine
-            }
-            None => theirs.clone(),
-        };
-        apply_clear(&mut merged, clear);
-        if merged.counter.is_some() || merged.version >= clear {
-            if Some(merged.digest()) == before {
-                return false;
-            }
-            self.store(salt, name, merged, now_ms);
-            true
-        } else {
-            // Older than the clear marker, which stands for it.
-            let had = self.take(salt, name).is_some();
-            self.settle();
-            had
-        }
-    }
-
     /// A new clear marker: every base older than `clear` is removed;
     /// removed elements older than it are forgotten (the marker stands for
     /// them), unless they carry counter observations.
