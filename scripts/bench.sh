@@ -39,6 +39,9 @@
 #                      script against a second redis-server:
 #                      KRIMINODB_CMD="redis-server --port {port} --save '' --appendonly no"
 #   BENCH_KRIMINODB_ARGS  extra flags for kriminodb, e.g. "--threads 1"
+#   BENCH_ONLY         row ids and memory datasets to run, space-separated
+#                      (e.g. "incr-p16 hset-p16 smallhashes"; "strings" for
+#                      the strings memory test); default: all
 #   REDIS_SERVER_BIN   redis-server to compare with (default: from PATH)
 #
 # Everything listens on and connects to 127.0.0.1 only.
@@ -326,6 +329,7 @@ memory() {
     printf '%s\t%s\t%s\n' "$dataset" "$ratio" "$what" >>"$TYPED_TARGETS"
     mem_typed "$dataset"
   done
+  only strings || return 0
   RESP="$WORK/sets.resp"
   log "generating $BENCH_MEM_KEYS SET commands"
   python3 "$LIB" gen-sets "$BENCH_MEM_KEYS" "$BENCH_DATA_SIZE" "$RESP"
@@ -338,6 +342,29 @@ memory() {
 }
 
 # --- main -------------------------------------------------------------------------
+
+# BENCH_ONLY: keep the rows and typed datasets it names (their first or
+# second word), so one figure can be measured again without the whole run.
+only() {
+  [[ -z ${BENCH_ONLY:-} ]] && return 0
+  local want
+  for want in $BENCH_ONLY; do [[ $want == "$1" ]] && return 0; done
+  return 1
+}
+filter_rows() {
+  local row kept=() num id dataset rest
+  for row in "${ROWS[@]}"; do
+    read -r num id rest <<<"$row"
+    if only "$id"; then kept+=("$row"); fi
+  done
+  ROWS=("${kept[@]}")
+  kept=()
+  for row in "${TYPED_MEM[@]}"; do
+    read -r dataset rest <<<"$row"
+    if only "$dataset"; then kept+=("$row"); fi
+  done
+  TYPED_MEM=("${kept[@]}")
+}
 
 main() {
   # Two cores leave no headroom: a compile or test run elsewhere skews the
@@ -376,6 +403,7 @@ main() {
     "keyspace=$BENCH_KEYSPACE data=$BENCH_DATA_SIZE mem_keys=$BENCH_MEM_KEYS" \
     "ulimit -n=$(ulimit -n)"
 
+  filter_rows
   throughput
   if ((BENCH_MEM_KEYS > 0)); then memory; fi
 

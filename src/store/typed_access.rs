@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use super::changelog::Cause;
 use super::entry::{Entry, NO_EXPIRY, SlotState};
 use super::evict::lru_clock;
-use super::value::{Fragment, FragmentError, Kind, Register, Typed};
+use super::value::{Fragment, FragmentError, Kind, Register, StringRegister, Typed};
 use super::{Expiry, KeyAccess};
 use crate::clock::Version;
 
@@ -189,16 +189,16 @@ impl KeyAccess<'_> {
                     let mut register = value
                         .string
                         .take()
-                        .unwrap_or_else(|| Register::new(version, None));
+                        .unwrap_or_else(|| StringRegister::new(version, None));
                     register.overwrite(version, Some(bytes));
-                    value.string = Some(register.clone());
+                    f.string = Some(register.to_form());
+                    value.string = Some(register);
                     value.expiry_version = version;
                     value.expires_at = match expiry {
                         Expiry::Keep => old_expiry,
                         Expiry::Persist => NO_EXPIRY,
                         Expiry::At(t) => t,
                     };
-                    f.string = Some(register);
                     f.expires_at = value.expires_at;
                     f.expiry_version = version;
                     f

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Version;
 pub use elements::{Elem, Elements, set_packed_limits};
-pub use register::{Amount, CounterParts, Register};
+pub use register::{Amount, CounterParts, PartsSlot, Register, StringRegister};
 
 /// What the key is to a client: the Redis type TYPE names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub struct Typed {
     /// the write that set it; the larger version wins.
     pub expires_at: u64,
     pub expiry_version: Version,
-    pub string: Option<Register>,
+    pub string: Option<StringRegister>,
     pub hash: Option<Box<Elements>>,
     pub set: Option<Box<Elements>>,
 }
@@ -241,7 +241,7 @@ impl Typed {
         if let Some(theirs) = &f.string {
             let mine = self
                 .string
-                .get_or_insert_with(|| Register::new(Version::default(), None));
+                .get_or_insert_with(|| StringRegister::new(Version::default(), None));
             mine.merge(theirs);
             table::apply_clear(mine, self.clear);
         }
@@ -314,7 +314,7 @@ impl Typed {
         };
         if let Some(r) = self.string.as_mut().filter(|r| r.counter.is_some()) {
             r.overwrite(version, None);
-            f.string = Some(r.clone());
+            f.string = Some(r.to_form());
         }
         for (part, salt, out) in [
             (&mut self.hash, HASH_SALT, &mut f.hash),
@@ -363,7 +363,7 @@ impl Typed {
             ..Default::default()
         };
         let mut out = vec![header()];
-        out[0].string = self.string.clone();
+        out[0].string = self.string.as_ref().map(Register::to_form);
         let mut used = 0;
         let chunk = chunk.max(1);
         for (part, is_hash) in [(&self.hash, true), (&self.set, false)] {

@@ -7,11 +7,11 @@ use std::borrow::Cow;
 
 use rust_decimal::Decimal;
 
-use super::register::Register;
+use super::register::{PartsSlot, Register, StringRegister};
 use super::{Elements, Fragment, Typed};
 use crate::clock::Version;
 
-impl Register {
+impl<P: PartsSlot> Register<P> {
     /// The value a reader sees, borrowed when it is the base as written.
     pub fn read(&self) -> Option<Cow<'_, [u8]>> {
         if self.counter.is_none() {
@@ -195,7 +195,7 @@ impl Typed {
         let mut based = self.string.is_none();
         let r = self
             .string
-            .get_or_insert_with(|| Register::new(version, Some(b"0")));
+            .get_or_insert_with(|| StringRegister::new(version, Some(b"0")));
         if r.base.is_none() && !r.is_visible() {
             // Incrementing a deleted counter starts from zero again: the
             // base "0" at this version keeps the key visible at 0, and
@@ -211,7 +211,7 @@ impl Typed {
         r.increment(node, by, version);
         // A new base goes whole; otherwise the contribution alone.
         delta.string = Some(if based {
-            r.clone()
+            r.to_form()
         } else {
             r.contribution_of(node)
         });

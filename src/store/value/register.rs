@@ -64,19 +64,124 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
+/// Where a register keeps its counter parts. Behind a box for hash
+/// fields and set members, and in fragments: a field that was never
+/// incremented pays 8 bytes for it. Inline for a key's own string
+/// ([`StringRegister`]), where a counter is the common case, with what the
+/// base reads as: an INCR then reads one allocation (the typed value)
+/// instead of three (the value, the parts, the base), two dependent cache
+/// misses fewer on a keyspace larger than the caches. Measured on
+/// redis-benchmark `-t incr -P 16 -r 100000` against redis-server in
+/// alternating runs: 0.60–0.64 of Redis before, 0.71–0.79 inline; the
+/// register in a box of its own (parts inline) gave 0.61–0.71. The typed
+/// value grows from 112 to 176 bytes for every type (smallhashes memory
+/// 1.63 → 1.94 of Redis, within its 2.0): tighter layouts that fit 160
+/// bytes measured slower (0.62–0.64), not faster.
+pub trait PartsSlot: Default + Clone {
+    fn from_parts(parts: CounterParts) -> Self;
+    fn parts(&self) -> &CounterParts;
+    fn parts_mut(&mut self) -> &mut CounterParts;
+    fn into_parts(self) -> CounterParts;
+    /// Heap bytes the slot adds besides the parts' own vectors.
+    const BOXED: usize;
+    /// The register's base was written (see [`BaseNumber`]).
+    fn note_base(&mut self, _base: Option<&[u8]>) {}
+    /// What the base reads as, if the slot keeps it.
+    fn base_number(&self) -> Option<BaseNumber> {
+        None
+    }
+}
+
+impl PartsSlot for Box<CounterParts> {
+    fn from_parts(parts: CounterParts) -> Self {
+        Box::new(parts)
+    }
+    fn parts(&self) -> &CounterParts {
+        self
+    }
+    fn parts_mut(&mut self) -> &mut CounterParts {
+        self
+    }
+    fn into_parts(self) -> CounterParts {
+        *self
+    }
+    const BOXED: usize = std::mem::size_of::<CounterParts>();
+}
+
+/// What a register's base reads as for INCR: always what
+/// [`BaseNumber::of`] makes of the base bytes, rewritten by every
+/// write of the base (`Register::base_written`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BaseNumber {
+    /// No base (removed, or a counter deleted).
+    #[default]
+    Absent,
+    Integer(i64),
+    /// Bytes that are no plain integer ("1.5", "abc").
+    Other,
+}
+
+impl BaseNumber {
+    pub fn of(base: Option<&[u8]>) -> Self {
+        match base {
+            None => BaseNumber::Absent,
+            Some(bytes) => {
+                crate::resp::parse_i64(bytes).map_or(BaseNumber::Other, BaseNumber::Integer)
+            }
+        }
+    }
+}
+
+/// The parts of a key's own string counter, inline, and its base's
+/// number (see [`PartsSlot`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InlineParts {
+    parts: CounterParts,
+    base: BaseNumber,
+}
+
+impl PartsSlot for InlineParts {
+    fn from_parts(parts: CounterParts) -> Self {
+        InlineParts {
+            parts,
+            base: BaseNumber::Absent,
+        }
+    }
+    fn parts(&self) -> &CounterParts {
+        &self.parts
+    }
+    fn parts_mut(&mut self) -> &mut CounterParts {
+        &mut self.parts
+    }
+    fn into_parts(self) -> CounterParts {
+        self.parts
+    }
+    const BOXED: usize = 0;
+    fn note_base(&mut self, base: Option<&[u8]>) {
+        self.base = BaseNumber::of(base);
+    }
+    fn base_number(&self) -> Option<BaseNumber> {
+        Some(self.base)
+    }
+}
+
 /// A register's value and version, and its counter parts if any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Register {
+pub struct Register<P = Box<CounterParts>> {
     /// The version of the write that set the base.
     pub version: Version,
     /// The base: bytes (empty for a set member), or None when it was
     /// removed (an element tombstone, or a deleted counter).
     #[serde(with = "serde_bytes")]
     pub base: Option<Box<[u8]>>,
-    pub counter: Option<Box<CounterParts>>,
+    pub counter: Option<P>,
 }
 
-impl Register {
+/// A key's own string register, its counter parts inline (see
+/// [`PartsSlot`]).
+pub type StringRegister = Register<InlineParts>;
+
+impl<P: PartsSlot> Register<P> {
     pub fn new(version: Version, base: Option<&[u8]>) -> Self {
         Self {
             version,
@@ -85,12 +190,70 @@ impl Register {
         }
     }
 
+    /// The same register with its parts kept the other way (a string
+    /// register into a fragment, or back).
+    pub fn to_form<Q: PartsSlot>(&self) -> Register<Q> {
+        let mut r = Register {
+            version: self.version,
+            base: self.base.clone(),
+            counter: self
+                .counter
+                .as_ref()
+                .map(|p| Q::from_parts(p.parts().clone())),
+        };
+        r.base_written();
+        r
+    }
+
+    pub fn into_form<Q: PartsSlot>(self) -> Register<Q> {
+        let mut r = Register {
+            version: self.version,
+            base: self.base,
+            counter: self.counter.map(|p| Q::from_parts(p.into_parts())),
+        };
+        r.base_written();
+        r
+    }
+
+    /// Keeps the parts' copy of what the base reads as (see
+    /// [`BaseNumber`]): called after every write of `base`.
+    pub fn base_written(&mut self) {
+        if let Some(c) = &mut self.counter {
+            c.note_base(self.base.as_deref());
+        }
+    }
+
+    /// What the base reads as, from the parts' copy when they keep one.
+    fn base_number(&self) -> BaseNumber {
+        match self.counter.as_ref().and_then(P::base_number) {
+            Some(n) => {
+                debug_assert_eq!(n, BaseNumber::of(self.base.as_deref()));
+                n
+            }
+            None => BaseNumber::of(self.base.as_deref()),
+        }
+    }
+
+    /// The counter parts, if the register was ever incremented.
+    pub fn parts(&self) -> Option<&CounterParts> {
+        self.counter.as_ref().map(PartsSlot::parts)
+    }
+
+    fn parts_or_default(&mut self) -> &mut CounterParts {
+        if self.counter.is_none() {
+            let mut slot = P::default();
+            slot.note_base(self.base.as_deref());
+            self.counter = Some(slot);
+        }
+        self.counter.get_or_insert_with(P::default).parts_mut()
+    }
+
     /// Increments not reset by the base: what the counter adds to it.
     pub fn unobserved(&self) -> Decimal {
         if let Some(sum) = self.unobserved_integer() {
             return Decimal::from_i128_with_scale(sum, 0);
         }
-        let Some(parts) = &self.counter else {
+        let Some(parts) = self.parts() else {
             return Decimal::ZERO;
         };
         let mut sum = Decimal::ZERO;
@@ -106,7 +269,7 @@ impl Register {
     /// more than everything else it does together (callgrind, make bench
     /// row 13 incr-p16).
     fn unobserved_integer(&self) -> Option<i128> {
-        let Some(parts) = &self.counter else {
+        let Some(parts) = self.parts() else {
             return Some(0);
         };
         let integer = |a: &Amount| (a.0.scale() == 0).then(|| a.0.mantissa());
@@ -135,7 +298,11 @@ impl Register {
     pub fn value(&self) -> Option<Vec<u8>> {
         if self.counter.is_some()
             && let Some(add) = self.unobserved_integer().filter(|a| *a != 0)
-            && let Some(start) = self.base.as_deref().map_or(Some(0), crate::resp::parse_i64)
+            && let Some(start) = match self.base_number() {
+                BaseNumber::Absent => Some(0),
+                BaseNumber::Integer(n) => Some(n),
+                BaseNumber::Other => None,
+            }
         {
             // An integer counter, formatted as an integer.
             let mut buf = itoa::Buffer::new();
@@ -163,16 +330,13 @@ impl Register {
     /// increments are added). Without formatting the value first.
     pub fn integer(&self) -> Option<i64> {
         if let Some(add) = self.unobserved_integer() {
-            if add == 0 {
-                return crate::resp::parse_i64(self.base.as_deref()?);
-            }
-            let start = match self.base.as_deref() {
-                None => Some(0),
-                Some(bytes) => crate::resp::parse_i64(bytes),
-            };
-            // A base that is no plain integer ("1.0") takes the slow path.
-            if let Some(start) = start {
-                return i64::try_from(i128::from(start) + add).ok();
+            match (self.base_number(), add) {
+                (BaseNumber::Integer(n), 0) => return Some(n),
+                (_, 0) => return None,
+                (BaseNumber::Absent, add) => return i64::try_from(add).ok(),
+                (BaseNumber::Integer(n), add) => return i64::try_from(i128::from(n) + add).ok(),
+                // A base that is no plain integer ("1.0") takes the slow path.
+                (BaseNumber::Other, _) => {}
             }
         }
         let add = self.unobserved();
@@ -192,7 +356,7 @@ impl Register {
 
     /// Adds `by` to `node`'s contribution at `version` (a local INCR).
     pub fn increment(&mut self, node: u64, by: Decimal, version: Version) {
-        let parts = self.counter.get_or_insert_with(Default::default);
+        let parts = self.parts_or_default();
         match parts.contributions.binary_search_by_key(&node, |c| c.0) {
             Ok(i) => {
                 let c = &mut parts.contributions[i];
@@ -221,7 +385,7 @@ impl Register {
     /// contribution), so a counter's delta does not grow with the number of
     /// nodes that ever incremented it.
     pub fn contribution_of(&self, node: u64) -> Register {
-        let mine = self.counter.as_ref().and_then(|p| {
+        let mine = self.parts().and_then(|p| {
             p.contributions
                 .binary_search_by_key(&node, |c| c.0)
                 .ok()
@@ -239,12 +403,13 @@ impl Register {
 
     /// This register overwritten (see [`Register::overwrite`]), built
     /// without copying the old base.
-    pub fn overwritten(&self, version: Version, base: Option<&[u8]>) -> Register {
+    pub fn overwritten(&self, version: Version, base: Option<&[u8]>) -> Register<P> {
         let mut r = Register {
             version,
             base: base.map(Into::into),
             counter: self.counter.clone(),
         };
+        r.base_written();
         r.observe_all();
         r
     }
@@ -254,12 +419,13 @@ impl Register {
     pub fn overwrite(&mut self, version: Version, base: Option<&[u8]>) {
         self.version = version;
         self.base = base.map(Into::into);
+        self.base_written();
         self.observe_all();
     }
 
     /// The base observes every contribution there is (its write reset them).
     fn observe_all(&mut self) {
-        if let Some(parts) = &mut self.counter {
+        if let Some(parts) = self.counter.as_mut().map(PartsSlot::parts_mut) {
             parts.observed = parts
                 .contributions
                 .iter()
@@ -271,19 +437,19 @@ impl Register {
     /// Joins `other` into this register: the base with the larger version
     /// wins (with the observations it made), contributions merge per node
     /// by version. Commutative, associative and idempotent.
-    pub fn merge(&mut self, other: &Register) {
+    pub fn merge<Q: PartsSlot>(&mut self, other: &Register<Q>) {
         use std::cmp::Ordering;
         match other.version.cmp(&self.version) {
             Ordering::Greater => {
                 self.version = other.version;
                 self.base.clone_from(&other.base);
+                self.base_written();
                 let observed = other
-                    .counter
-                    .as_ref()
+                    .parts()
                     .map(|p| p.observed.clone())
                     .unwrap_or_default();
                 if !observed.is_empty() || self.counter.is_some() {
-                    self.counter.get_or_insert_with(Default::default).observed = observed;
+                    self.parts_or_default().observed = observed;
                 }
             }
             Ordering::Equal => {
@@ -291,9 +457,10 @@ impl Register {
                 // meet (a bug's delta), the larger one wins everywhere.
                 if other.base > self.base {
                     self.base.clone_from(&other.base);
+                    self.base_written();
                 }
-                if let Some(theirs) = other.counter.as_ref().filter(|p| !p.observed.is_empty()) {
-                    let parts = self.counter.get_or_insert_with(Default::default);
+                if let Some(theirs) = other.parts().filter(|p| !p.observed.is_empty()) {
+                    let parts = self.parts_or_default();
                     for (node, amount) in &theirs.observed {
                         match parts.observed.binary_search_by_key(node, |o| o.0) {
                             Ok(i) => parts.observed[i].1 = parts.observed[i].1.max(*amount),
@@ -304,8 +471,8 @@ impl Register {
             }
             Ordering::Less => {}
         }
-        if let Some(theirs) = &other.counter {
-            let parts = self.counter.get_or_insert_with(Default::default);
+        if let Some(theirs) = other.parts() {
+            let parts = self.parts_or_default();
             for c in &theirs.contributions {
                 match parts.contributions.binary_search_by_key(&c.0, |m| m.0) {
                     Ok(i) if parts.contributions[i].2 < c.2 => parts.contributions[i] = *c,
@@ -315,8 +482,7 @@ impl Register {
             }
         }
         if self
-            .counter
-            .as_ref()
+            .parts()
             .is_some_and(|p| p.contributions.is_empty() && p.observed.is_empty())
         {
             self.counter = None;
@@ -326,7 +492,7 @@ impl Register {
     /// The newest version anything in the register carries.
     pub fn newest(&self) -> Version {
         let mut newest = self.version;
-        if let Some(parts) = &self.counter {
+        if let Some(parts) = self.parts() {
             for c in &parts.contributions {
                 newest = newest.max(c.2);
             }
@@ -337,13 +503,13 @@ impl Register {
     /// Heap bytes this register owns.
     pub fn heap_size(&self) -> usize {
         self.base.as_ref().map_or(0, |b| b.len())
-            + self.counter.as_ref().map_or(0, |p| {
+            + self.parts().map_or(0, |p| {
                 let spilled = if p.contributions.spilled() {
                     p.contributions.capacity()
                 } else {
                     0
                 };
-                std::mem::size_of::<CounterParts>()
+                P::BOXED
                     + spilled * std::mem::size_of::<(u64, Amount, Version)>()
                     + p.observed.capacity() * std::mem::size_of::<(u64, Amount)>()
             })
@@ -353,8 +519,16 @@ impl Register {
     /// by hand rather than with a streaming hasher: it runs on every write
     /// of a typed value, twice (before and after).
     pub fn digest(&self) -> u64 {
-        let mut h = Self::plain_digest(self.version, self.base.as_deref());
-        if let Some(parts) = &self.counter {
+        let mut h = match self.counter.as_ref().and_then(P::base_number) {
+            // The base's bytes are the integer's canonical form: hashed
+            // from the number, the base's allocation is not read (a miss
+            // per INCR, twice, on a large keyspace).
+            Some(BaseNumber::Integer(n)) => {
+                plain_digest(self.version, Some(itoa::Buffer::new().format(n).as_bytes()))
+            }
+            _ => plain_digest(self.version, self.base.as_deref()),
+        };
+        if let Some(parts) = self.parts() {
             for (node, amount, version) in &parts.contributions {
                 h = fold(fold(fold(h, *node), amount_bits(amount)), version.hlc);
                 h = fold(h, version.node_id);
@@ -367,22 +541,28 @@ impl Register {
         h
     }
 
-    /// [`Register::digest`] of a register without counter parts, from its
-    /// parts (the packed form keeps no `Register`).
-    pub fn plain_digest(version: Version, base: Option<&[u8]>) -> u64 {
-        let h = fold(fold(0x7265_6769, version.hlc), version.node_id);
-        match base {
-            Some(b) => fold(h, xxhash_rust::xxh3::xxh3_64(b) ^ 1),
-            None => fold(h, 2),
-        }
-    }
-
     /// Whether a peer's register is well formed: sorted, unique nodes.
     pub fn is_valid(&self) -> bool {
-        self.counter.as_ref().is_none_or(|p| {
+        self.parts().is_none_or(|p| {
             p.contributions.windows(2).all(|w| w[0].0 < w[1].0)
                 && p.observed.windows(2).all(|w| w[0].0 < w[1].0)
         })
+    }
+}
+
+impl Register {
+    /// [`Register::digest`] of a register without counter parts, from its
+    /// parts (the packed form keeps no `Register`).
+    pub fn plain_digest(version: Version, base: Option<&[u8]>) -> u64 {
+        plain_digest(version, base)
+    }
+}
+
+fn plain_digest(version: Version, base: Option<&[u8]>) -> u64 {
+    let h = fold(fold(0x7265_6769, version.hlc), version.node_id);
+    match base {
+        Some(b) => fold(h, xxhash_rust::xxh3::xxh3_64(b) ^ 1),
+        None => fold(h, 2),
     }
 }
 

@@ -306,8 +306,9 @@ impl Table {
 /// by what writes observed, never by versions): the base becomes None in
 /// every replica's copy alike, so digests agree, and a later join with a
 /// base newer than the marker still finds the same state everywhere.
-pub fn apply_clear(r: &mut Register, clear: Version) {
+pub fn apply_clear<P: super::PartsSlot>(r: &mut Register<P>, clear: Version) {
     if r.version < clear {
         r.base = None;
+        r.base_written();
     }
 }

@@ -212,7 +212,7 @@ impl Sim {
                 reg.overwrite(version, Some(x.to_string().as_bytes()));
                 v.string = Some(reg.clone());
                 v.expiry_version = version;
-                delta.string = Some(reg);
+                delta.string = Some(reg.into_form());
                 delta.expiry_version = version;
                 let seen = rep.seen.clone();
                 self.model.reset(rep, version, Some(i64::from(x)), seen);
@@ -415,7 +415,7 @@ fn concurrent_increments_all_count_and_a_set_resets_only_what_it_saw() {
     let mut reg = a.string.take().unwrap();
     reg.overwrite(v(5, 1), Some(b"100"));
     a.string = Some(reg.clone());
-    set.string = Some(reg);
+    set.string = Some(reg.into_form());
     let mut db = b.delta();
     b.string_incr(Decimal::from(1), 2, v(4, 2), &mut db);
     a.merge(&db, 0);
