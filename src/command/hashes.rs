@@ -49,7 +49,7 @@ pub(super) static FAMILY: &[CommandSpec] = &[
 fn hash_of<'k>(k: &'k KeyAccess<'_>) -> Result<Option<&'k Elements>, CmdError> {
     k.expect(Kind::Hash).map_err(|_| CmdError::WRONG_TYPE)?;
     Ok(k.typed()
-        .and_then(|t| t.hash.as_deref())
+        .and_then(|t| t.hash.as_ref())
         .filter(|h| !h.is_empty()))
 }
 

@@ -76,8 +76,8 @@ pub fn object(ctx: &mut Ctx<'_>, args: &Args<'_>) -> CmdResult {
         .with_key_untouched(args.get(2), now_ms, |k| {
             let kind = k.kind()?;
             let elements = k.typed().and_then(|t| match kind {
-                Kind::Hash => t.hash.as_deref(),
-                Kind::Set => t.set.as_deref(),
+                Kind::Hash => t.hash.as_ref(),
+                Kind::Set => t.set.as_ref(),
                 Kind::String => None,
             });
             Some((encoding(kind, k.value(), elements), k.idle_ms()))

@@ -51,7 +51,7 @@ const CHUNK: usize = 1024;
 fn members<'k>(k: &'k KeyAccess<'_>) -> Result<Option<&'k Elements>, CmdError> {
     k.expect(Kind::Set).map_err(|_| CmdError::WRONG_TYPE)?;
     Ok(k.typed()
-        .and_then(|t| t.set.as_deref())
+        .and_then(|t| t.set.as_ref())
         .filter(|s| !s.is_empty()))
 }
 
@@ -60,7 +60,7 @@ fn members<'k>(k: &'k KeyAccess<'_>) -> Result<Option<&'k Elements>, CmdError> {
 /// report on `Typed::kind`), so a chunked walk does not repeat it.
 fn checked<'k>(k: &'k KeyAccess<'_>) -> Option<&'k Elements> {
     k.typed()
-        .and_then(|t| t.set.as_deref())
+        .and_then(|t| t.set.as_ref())
         .filter(|s| !s.is_empty())
 }
 

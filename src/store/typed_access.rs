@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use super::changelog::Cause;
 use super::entry::{Entry, NO_EXPIRY, SlotState};
 use super::evict::lru_clock;
-use super::value::{Fragment, FragmentError, Kind, Register, StringRegister, Typed};
+use super::value::{Fragment, FragmentError, Kind, StringRegister, Typed};
 use super::{Expiry, KeyAccess};
 use crate::clock::Version;
 
@@ -50,7 +50,7 @@ impl KeyAccess<'_> {
             return Ok(Some(Cow::Borrowed(e.value())));
         };
         match e.kind() {
-            Some(Kind::String) => Ok(t.string.as_ref().and_then(Register::value).map(Cow::Owned)),
+            Some(Kind::String) => Ok(t.string.as_ref().and_then(|r| r.value()).map(Cow::Owned)),
             Some(_) => Err(WrongType),
             None => Ok(None),
         }
@@ -189,7 +189,7 @@ impl KeyAccess<'_> {
                     let mut register = value
                         .string
                         .take()
-                        .unwrap_or_else(|| StringRegister::new(version, None));
+                        .unwrap_or_else(|| Box::new(StringRegister::new(version, None)));
                     register.overwrite(version, Some(bytes));
                     f.string = Some(register.to_form());
                     value.string = Some(register);
@@ -246,8 +246,8 @@ impl KeyAccess<'_> {
         let kind = t.kind()?;
         let part = match kind {
             Kind::String => None,
-            Kind::Hash => t.hash.as_deref(),
-            Kind::Set => t.set.as_deref(),
+            Kind::Hash => t.hash.as_ref(),
+            Kind::Set => t.set.as_ref(),
         };
         let elements = part
             .map(|e| {

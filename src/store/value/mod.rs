@@ -65,9 +65,9 @@ pub struct Typed {
     /// the write that set it; the larger version wins.
     pub expires_at: u64,
     pub expiry_version: Version,
-    pub string: Option<StringRegister>,
-    pub hash: Option<Box<Elements>>,
-    pub set: Option<Box<Elements>>,
+    pub string: Option<Box<StringRegister>>,
+    pub hash: Option<Elements>,
+    pub set: Option<Elements>,
 }
 
 /// A subset of a [`Typed`] value, as peers send it.
@@ -241,7 +241,7 @@ impl Typed {
         if let Some(theirs) = &f.string {
             let mine = self
                 .string
-                .get_or_insert_with(|| StringRegister::new(Version::default(), None));
+                .get_or_insert_with(|| Box::new(StringRegister::new(Version::default(), None)));
             mine.merge(theirs);
             table::apply_clear(mine, self.clear);
         }
@@ -363,7 +363,7 @@ impl Typed {
             ..Default::default()
         };
         let mut out = vec![header()];
-        out[0].string = self.string.as_ref().map(Register::to_form);
+        out[0].string = self.string.as_ref().map(|r| r.to_form());
         let mut used = 0;
         let chunk = chunk.max(1);
         for (part, is_hash) in [(&self.hash, true), (&self.set, false)] {
@@ -401,7 +401,7 @@ impl Typed {
             self.expiry_version.node_id,
         );
         h = fold(h, self.expires_at);
-        h = fold(h, self.string.as_ref().map_or(0, Register::digest));
+        h = fold(h, self.string.as_ref().map_or(0, |r| r.digest()));
         h = fold(h, self.hash.as_ref().map_or(0, |e| e.digest(HASH_SALT)));
         h = fold(h, self.set.as_ref().map_or(0, |e| e.digest(SET_SALT)));
         // Never 0: a typed entry's digest must differ from "no content".
@@ -411,11 +411,14 @@ impl Typed {
     /// Heap bytes the value owns.
     pub fn heap_size(&self) -> usize {
         std::mem::size_of::<Typed>()
-            + self.string.as_ref().map_or(0, Register::heap_size)
+            + self
+                .string
+                .as_ref()
+                .map_or(0, |r| std::mem::size_of::<StringRegister>() + r.heap_size())
             + [&self.hash, &self.set]
                 .into_iter()
                 .flatten()
-                .map(|e| std::mem::size_of::<Elements>() + e.heap_size())
+                .map(Elements::heap_size)
                 .sum::<usize>()
     }
 

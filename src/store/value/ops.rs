@@ -195,7 +195,7 @@ impl Typed {
         let mut based = self.string.is_none();
         let r = self
             .string
-            .get_or_insert_with(|| StringRegister::new(version, Some(b"0")));
+            .get_or_insert_with(|| Box::new(StringRegister::new(version, Some(b"0"))));
         if r.base.is_none() && !r.is_visible() {
             // Incrementing a deleted counter starts from zero again: the
             // base "0" at this version keeps the key visible at 0, and

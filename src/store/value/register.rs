@@ -64,19 +64,19 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
-/// Where a register keeps its counter parts. Behind a box for hash
-/// fields and set members, and in fragments: a field that was never
-/// incremented pays 8 bytes for it. Inline for a key's own string
-/// ([`StringRegister`]), where a counter is the common case, with what the
-/// base reads as: an INCR then reads one allocation (the typed value)
-/// instead of three (the value, the parts, the base), two dependent cache
-/// misses fewer on a keyspace larger than the caches. Measured on
-/// redis-benchmark `-t incr -P 16 -r 100000` against redis-server in
-/// alternating runs: 0.60–0.64 of Redis before, 0.71–0.79 inline; the
-/// register in a box of its own (parts inline) gave 0.61–0.71. The typed
-/// value grows from 112 to 176 bytes for every type (smallhashes memory
-/// 1.63 → 1.94 of Redis, within its 2.0): tighter layouts that fit 160
-/// bytes measured slower (0.62–0.64), not faster.
+/// Where a register keeps its counter parts. Behind a box of their own
+/// for hash fields and set members, and in fragments: a field that was
+/// never incremented pays 8 bytes for them. Inline for a key's own string
+/// ([`StringRegister`]), with what the base reads as: an INCR then reads
+/// the string register's one allocation, not the register, its parts and
+/// its base (a cache miss each on a keyspace larger than the caches).
+///
+/// The string register itself sits behind a box in the typed value, so
+/// that a hash or set key's typed value stays small (112 bytes; smallhashes
+/// memory 1.63 → 1.50 of Redis). Kept inline instead, it made INCR `-P 16
+/// -r 100000` 0.69–0.76 of redis-server against 0.59–0.60 boxed (alternating
+/// runs), but every typed value grew to 176 bytes and smallhashes to 1.94
+/// (RSS 1.99) of Redis, at its 2.0 limit: not taken.
 pub trait PartsSlot: Default + Clone {
     fn from_parts(parts: CounterParts) -> Self;
     fn parts(&self) -> &CounterParts;

@@ -208,7 +208,7 @@ impl Sim {
                 let mut reg = v
                     .string
                     .take()
-                    .unwrap_or_else(|| Register::new(version, None));
+                    .unwrap_or_else(|| Box::new(Register::new(version, None)));
                 reg.overwrite(version, Some(x.to_string().as_bytes()));
                 v.string = Some(reg.clone());
                 v.expiry_version = version;
