@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use super::wire::{KeyVersion, UpdatesRef, Want, WireEntry, WireEntryRef};
 use crate::clock::Version;
 use crate::store::digest::{FANOUT, LEAVES};
+use crate::store::value::Typed;
 use crate::store::value::buckets::{self, Buckets};
 use crate::store::{Entry, Store};
 
@@ -111,7 +112,7 @@ fn to_wire_of(e: &Entry, recent_since_ms: u64, only: Option<&Buckets>) -> Vec<Wi
 /// A typed entry's content digest (0 for a plain one), as summaries
 /// carry it.
 fn content_of(e: &Entry) -> u64 {
-    e.typed().map_or(0, |t| t.digest())
+    e.typed().map_or(0, Typed::stored_digest)
 }
 
 /// Whether a tombstone is worth handing to a peer that holds nothing for

@@ -299,7 +299,7 @@ impl Entry {
     pub fn digest_version(&self) -> Version {
         match &self.body {
             Body::Typed { value, .. } => Version {
-                hlc: value.digest(),
+                hlc: value.stored_digest(),
                 node_id: u64::MAX,
             },
             _ => self.version,

@@ -363,7 +363,7 @@ impl Store {
             // A typed value by its content digest, which covers every
             // element and version (two replicas agree exactly when equal).
             let value = match e.typed() {
-                Some(t) => Some(format!("typed:{:016x}", t.digest()).into_bytes()),
+                Some(t) => Some(format!("typed:{:016x}", t.stored_digest()).into_bytes()),
                 None => e.is_live().then(|| e.value().to_vec()),
             };
             let expires_at = if e.is_live() { e.expires_at } else { NO_EXPIRY };

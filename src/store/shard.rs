@@ -268,6 +268,7 @@ impl Shard {
             // Changed in place: no new box, no copy of the key.
             Some(value) => {
                 let out = f(value);
+                value.refresh_digest();
                 e.typed_changed(now_ms);
                 out
             }
@@ -277,7 +278,10 @@ impl Shard {
                 } else {
                     Typed::from_plain(None, 0, e.version)
                 });
+                // `f` may read the digest of what it changes.
+                value.refresh_digest();
                 let out = f(&mut value);
+                value.refresh_digest();
                 e.set_typed(value, now_ms);
                 out
             }

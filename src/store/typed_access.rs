@@ -156,7 +156,7 @@ impl KeyAccess<'_> {
         let changed = self
             .shard
             .update_typed(slot, self.hashes.digest, now_ms, |value| {
-                let before = value.digest();
+                let before = value.stored_digest();
                 if truncated > value.clear {
                     value.merge(
                         &Fragment {

@@ -68,6 +68,12 @@ pub struct Typed {
     pub string: Option<Box<StringRegister>>,
     pub hash: Option<Elements>,
     pub set: Option<Elements>,
+    /// [`Typed::digest`] as of the value's last change through the store
+    /// (`Shard::update_typed` refreshes it): a write then reads the old
+    /// digest without computing it, and a peer's fragment is digested
+    /// twice, not four times (the digest took 40 % of a replica's time
+    /// applying INCRs).
+    stored_digest: u64,
 }
 
 /// A subset of a [`Typed`] value, as peers send it.
@@ -389,6 +395,17 @@ impl Typed {
             }
         }
         out
+    }
+
+    /// [`Typed::digest`] as the store last saw it (see `stored_digest`).
+    pub fn stored_digest(&self) -> u64 {
+        debug_assert_eq!(self.stored_digest, self.digest(), "stored digest stale");
+        self.stored_digest
+    }
+
+    /// Computes the digest again after a change.
+    pub fn refresh_digest(&mut self) {
+        self.stored_digest = self.digest();
     }
 
     /// A stable hash of the whole content: equal on two replicas exactly
