@@ -240,12 +240,14 @@ impl<P: PartsSlot> Register<P> {
     }
 
     fn parts_or_default(&mut self) -> &mut CounterParts {
-        if self.counter.is_none() {
-            let mut slot = P::default();
-            slot.note_base(self.base.as_deref());
-            self.counter = Some(slot);
-        }
-        self.counter.get_or_insert_with(P::default).parts_mut()
+        let base = self.base.as_deref();
+        self.counter
+            .get_or_insert_with(|| {
+                let mut slot = P::default();
+                slot.note_base(base);
+                slot
+            })
+            .parts_mut()
     }
 
     /// Increments not reset by the base: what the counter adds to it.
