@@ -97,6 +97,14 @@ impl<'a> Elem<'a> {
         }
     }
 
+    /// The version of the write that set the base.
+    pub fn version(self) -> Version {
+        match self {
+            Elem::Register(r) => r.version,
+            Elem::Plain { version, .. } => version,
+        }
+    }
+
     pub fn to_register(self) -> Register {
         match self {
             Elem::Register(r) => r.clone(),
@@ -287,20 +295,43 @@ impl Elements {
         clear: Version,
         now_ms: u64,
     ) -> bool {
-        let old = self.register(name).map(Elem::to_register);
-        let before = old.as_ref().map(Register::digest);
+        let old = self.register(name);
         let mut merged = match old {
-            Some(mut mine) => {
+            // Plain against plain (the common case: replicated HSETs and
+            // SADDs): the larger version wins whole, so the old register
+            // is not copied to be joined, and a join that changes nothing
+            // returns at once. Copying it cost a replica applying HSETs a
+            // tenth of its time (perf). The old element is no older than
+            // the clear marker: clearing removed those.
+            Some(mine)
+                if theirs.counter.is_none()
+                    && mine.counter().is_none()
+                    && mine.version() >= clear =>
+            {
+                let wins = match theirs.version.cmp(&mine.version()) {
+                    std::cmp::Ordering::Greater => true,
+                    std::cmp::Ordering::Equal => theirs.base.as_deref() > mine.base(),
+                    std::cmp::Ordering::Less => false,
+                };
+                if !wins {
+                    return false;
+                }
+                theirs.clone()
+            }
+            Some(mine) => {
+                let before = mine.digest();
+                let mut mine = mine.to_register();
                 mine.merge(theirs);
+                apply_clear(&mut mine, clear);
+                if (mine.counter.is_some() || mine.version >= clear) && mine.digest() == before {
+                    return false;
+                }
                 mine
             }
             None => theirs.clone(),
         };
         apply_clear(&mut merged, clear);
         if merged.counter.is_some() || merged.version >= clear {
-            if Some(merged.digest()) == before {
-                return false;
-            }
             self.store(salt, name, merged, now_ms);
             true
         } else {
