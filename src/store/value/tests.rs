@@ -436,7 +436,7 @@ fn fragments_refuse_malformed_counters_and_garbage() {
         ],
         observed: vec![],
     }));
-    f.string = Some(r);
+    f.string = Some(r.into_form());
     assert_eq!(Fragment::decode(&f.encode()), Err(FragmentError::Malformed));
     // A scale no decimal has.
     let mut bytes = Fragment::default().encode().into_vec();
