@@ -261,6 +261,19 @@ impl Shard {
         now_ms: u64,
         f: impl FnOnce(&mut Typed) -> R,
     ) -> R {
+        self.update_typed_reporting(slot, key_hash, now_ms, f).0
+    }
+
+    /// [`Shard::update_typed`], also telling whether the entry's content
+    /// changed (its digest version moved), which the digest tree learns
+    /// anyway: a peer's fragment is then digested once, by the refresh.
+    pub fn update_typed_reporting<R>(
+        &mut self,
+        slot: u32,
+        key_hash: u64,
+        now_ms: u64,
+        f: impl FnOnce(&mut Typed) -> R,
+    ) -> (R, bool) {
         let e = self.slab.get_mut(slot);
         let old = live_version(e);
         let before = weight(e);
@@ -278,8 +291,6 @@ impl Shard {
                 } else {
                     Typed::from_plain(None, 0, e.version)
                 });
-                // `f` may read the digest of what it changes.
-                value.refresh_digest();
                 let out = f(&mut value);
                 value.refresh_digest();
                 e.set_typed(value, now_ms);
@@ -304,7 +315,7 @@ impl Shard {
         redigest(&mut self.digest, key_hash, old, new);
         self.uncount(before);
         self.count(after);
-        out
+        (out, old != new)
     }
 
     /// Changes a live entry's expiry under a new version.

@@ -153,22 +153,20 @@ impl KeyAccess<'_> {
         let truncated = self.store.truncated();
         let slot = self.ensure_slot();
         let now_ms = self.now_ms;
-        let changed = self
-            .shard
-            .update_typed(slot, self.hashes.digest, now_ms, |value| {
-                let before = value.stored_digest();
-                if truncated > value.clear {
-                    value.merge(
-                        &Fragment {
-                            clear: truncated,
-                            ..Default::default()
-                        },
-                        now_ms,
-                    );
-                }
-                value.merge(fragment, now_ms);
-                value.digest() != before
-            });
+        let ((), changed) =
+            self.shard
+                .update_typed_reporting(slot, self.hashes.digest, now_ms, |value| {
+                    if truncated > value.clear {
+                        value.merge(
+                            &Fragment {
+                                clear: truncated,
+                                ..Default::default()
+                            },
+                            now_ms,
+                        );
+                    }
+                    value.merge(fragment, now_ms);
+                });
         if changed {
             self.shard
                 .publish_fragment(&self.store.log, cause, slot, fragment);

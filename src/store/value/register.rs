@@ -90,8 +90,8 @@ impl<'de> Deserialize<'de> for Amount {
 /// its base (a cache miss each on a keyspace larger than the caches).
 ///
 /// The string register itself sits behind a box in the typed value, so
-/// that a hash or set key's typed value stays small (112 bytes; smallhashes
-/// memory 1.63 → 1.50 of Redis). Kept inline instead, it made INCR `-P 16
+/// that a hash or set key's typed value stays small (120 bytes; smallhashes
+/// memory 1.63 → 1.56 of Redis). Kept inline instead, it made INCR `-P 16
 /// -r 100000` 0.69–0.76 of redis-server against 0.59–0.60 boxed (alternating
 /// runs), but every typed value grew to 176 bytes and smallhashes to 1.94
 /// (RSS 1.99) of Redis, at its 2.0 limit: not taken.
@@ -472,6 +472,23 @@ impl<P: PartsSlot> Register<P> {
         }
     }
 
+    /// What [`Register::merge`] does between two registers without
+    /// counter parts, decided without building the join: `Some(true)` when
+    /// `theirs` replaces this one whole (a larger version, or the same
+    /// version with a larger base), `Some(false)` when the join leaves this
+    /// one as it is; None when either has counter parts (only `merge`
+    /// joins those). The property tests hold it to `merge`.
+    pub fn replaced_by<Q: PartsSlot>(&self, theirs: &Register<Q>) -> Option<bool> {
+        if self.counter.is_some() || theirs.counter.is_some() {
+            return None;
+        }
+        Some(match theirs.version.cmp(&self.version) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => theirs.base > self.base,
+            std::cmp::Ordering::Less => false,
+        })
+    }
+
     /// Joins `other` into this register: the base with the larger version
     /// wins (with the observations it made), contributions merge per node
     /// by version. Commutative, associative and idempotent.
@@ -555,7 +572,7 @@ impl<P: PartsSlot> Register<P> {
 
     /// A stable hash of the whole state, for the content digest. Folded
     /// by hand rather than with a streaming hasher: it runs on every write
-    /// of a typed value, twice (before and after).
+    /// of a typed value.
     pub fn digest(&self) -> u64 {
         let mut h = match self.counter.as_ref().and_then(P::base_number) {
             // The base's bytes are the integer's canonical form: hashed
